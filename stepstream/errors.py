@@ -1,0 +1,69 @@
+"""The errors of stepstream, one tree.
+
+    StepstreamError
+    ├── NonRetriableError      raised by user code: fail this step now, no retry
+    ├── RetryAfterError        raised by user code: retry this step after a given delay
+    ├── StepError              what a handler sees from a step that exhausted its retries
+    ├── NondeterminismError    replay found the handler calling steps in another order
+    ├── ConfigError            settings or a function definition that cannot work
+    └── SerializationError     a step output or event that is not JSON, or too large
+
+Control flow inside the executor (a step finished, the handler must stop here) is
+signalled with ``BaseException`` subclasses that live in ``stepstream.execution`` and
+are never exported, so a user's ``except Exception`` cannot swallow them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class StepstreamError(Exception):
+    """Root of every error stepstream raises or understands."""
+
+
+class NonRetriableError(StepstreamError):
+    """Raise inside a step to fail it at once, without the remaining retries."""
+
+
+class RetryAfterError(StepstreamError):
+    """Raise inside a step to have it retried after ``delay`` instead of the backoff.
+
+    Args:
+        message: what went wrong.
+        delay: how long to wait before the next attempt.
+    """
+
+    def __init__(self, message: str, delay: timedelta | float) -> None:
+        super().__init__(message)
+        self.delay = delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
+
+
+class StepError(StepstreamError):
+    """A step failed for good; raised at its ``step.run`` call when the handler is replayed.
+
+    Attributes:
+        step_id: the step that failed.
+        error_type: the class name of the original exception.
+        error_message: its message.
+        traceback: its formatted traceback, as captured on the worker that ran it.
+    """
+
+    def __init__(self, step_id: str, error_type: str, error_message: str, traceback: str) -> None:
+        super().__init__(f"step {step_id!r} failed: {error_type}: {error_message}")
+        self.step_id = step_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+
+
+class NondeterminismError(StepstreamError):
+    """The handler took another path on replay than the one its memo records."""
+
+
+class ConfigError(StepstreamError):
+    """A setting or a function definition that cannot work; raised before anything runs."""
+
+
+class SerializationError(StepstreamError):
+    """A value that cannot be carried: not JSON-serializable, or over the size limit."""

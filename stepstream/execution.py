@@ -1,0 +1,41 @@
+"""One dispatch: replay the handler with the memo and report what happened."""
+
+from __future__ import annotations
+
+import logging
+
+from schemas.messages import FunctionFinished, StepCompleted, StepFailed, StepRequest
+from stepstream.context import Context
+from stepstream.errors import SerializationError
+from stepstream.events import TriggerEvent, dumps
+from stepstream.function import FunctionDef
+from stepstream.step import Step, StepInterrupt, error_info, now_ms
+
+Outcome = StepCompleted | StepFailed | FunctionFinished
+
+_log = logging.getLogger("stepstream.function")
+
+
+async def execute(function: FunctionDef, request: StepRequest, *,
+                  max_output_bytes: int) -> Outcome:
+    """Run ``function``'s handler for ``request`` up to its first new step.
+
+    Returns the step's outcome, or ``FunctionFinished`` when the handler returned
+    or raised outside any step.
+    """
+    step = Step(request, max_output_bytes=max_output_bytes)
+    logger = logging.LoggerAdapter(_log, {"run_id": request.run_id,
+                                          "function_id": function.id})
+    try:
+        event = TriggerEvent.from_envelope(request.event)
+        ctx = Context(event=event, step=step, run_id=request.run_id,
+                      attempt=request.attempt, logger=logger)
+        result = await function.handler(ctx)
+        output = dumps(result, limit=max_output_bytes, what=f"return value of {function.id!r}")
+    except StepInterrupt as interrupt:
+        return interrupt.outcome
+    except (Exception, SerializationError) as exc:
+        return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                                error=error_info(exc))
+    return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                            output_json=output)

@@ -1,0 +1,84 @@
+"""Settings, read once at the edge (``Settings.from_env()``) and passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stepstream.errors import ConfigError
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a client or a worker needs to reach its services."""
+
+    brokers: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, ``host:port[,host:port]``."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for the read model (run history) and flow-control state."""
+    namespace: str = "stepstream"
+    """Prefix of every topic and of the consumer group: one namespace, one engine."""
+    partitions: int = 8
+    """Partitions of the co-partitioned ``runs``, ``steps`` and delay topics."""
+    replication: int = 1
+    """Replication factor of every topic."""
+    http_host: str = "127.0.0.1"
+    """Where the worker serves its HTTP API, metrics and dashboard."""
+    http_port: int = 8288
+    """Port of the HTTP API; 0 picks a free one."""
+    executor_concurrency: int = 16
+    """Steps a worker runs at once, so a slow step does not block its partition."""
+    fetch_max_wait_ms: int = 5
+    """Consumer fetch max-wait; the dev broker answers a fetch only when it expires."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest event data or step output accepted, in bytes of JSON."""
+    store: str = "memory://"
+    """Faust table store: ``memory://`` (recover from changelog) or ``rocksdb://``."""
+    data_dir: str = ".stepstream"
+    """Where a worker keeps local table state (rocksdb store)."""
+    session_timeout_s: float = 8.0
+    """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ConfigError(f"namespace {self.namespace!r} must match {_NAMESPACE.pattern}")
+        if self.partitions < 1 or self.replication < 1:
+            raise ConfigError("partitions and replication must be >= 1")
+        if self.executor_concurrency < 1:
+            raise ConfigError("executor_concurrency must be >= 1")
+        if not self.brokers.strip():
+            raise ConfigError("brokers must not be empty")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``STEPSTREAM_*`` variables; keyword arguments win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in cls.__dataclass_fields__.items():
+            raw = env.get(f"STEPSTREAM_{name.upper()}")
+            if raw is None:
+                continue
+            kind = type(field.default)
+            try:
+                values[name] = kind(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"STEPSTREAM_{name.upper()}={raw!r}: expected {kind.__name__}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def topic(self, suffix: str) -> str:
+        """The full name of one of this namespace's topics."""
+        return f"{self.namespace}.{suffix}"

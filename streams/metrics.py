@@ -1,0 +1,51 @@
+"""Prometheus metrics of a worker, on their own registry with small fixed label sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                 60, 300)
+_RUN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+@dataclass
+class Metrics:
+    """Every metric a worker exports; one instance per worker process."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events_received = Counter(
+            "stepstream_events_received", "Events read from the events topic", ["outcome"],
+            registry=r)
+        self.runs_started = Counter(
+            "stepstream_runs_started", "Runs started", ["function"], registry=r)
+        self.runs_finished = Counter(
+            "stepstream_runs_finished", "Runs that reached a final status",
+            ["function", "status"], registry=r)
+        self.run_duration = Histogram(
+            "stepstream_run_duration_seconds", "From run start to final status",
+            ["function", "status"], buckets=_RUN_BUCKETS, registry=r)
+        self.step_attempts = Counter(
+            "stepstream_step_attempts", "Step attempts executed, by outcome",
+            ["function", "outcome"], registry=r)
+        self.step_duration = Histogram(
+            "stepstream_step_duration_seconds", "Time spent in a step's code",
+            ["function"], buckets=_STEP_BUCKETS, registry=r)
+        self.retries_scheduled = Counter(
+            "stepstream_retries_scheduled", "Delayed messages sent, by delay tier", ["tier"],
+            registry=r)
+        self.dead_letters = Counter(
+            "stepstream_dead_letters", "Steps sent to the dead-letter topic", ["function"],
+            registry=r)
+        self.quarantined = Counter(
+            "stepstream_quarantined", "Messages quarantined as undecodable", ["topic"],
+            registry=r)
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)

@@ -1,0 +1,73 @@
+"""Run a worker process: provision topics, start the engine and its HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiohttp import web
+
+from stepstream.client import Stepstream
+from stepstream.events import make_event
+from stepstream.step import now_ms
+from streams.engine import Engine
+from streams.http import HttpApi
+from topics.provision import ensure_topics
+
+log = logging.getLogger("stepstream.worker")
+
+
+def build_engine(ss: Stepstream) -> Engine:
+    """Check or create the topics, then wire the engine and its HTTP server.
+
+    Raises:
+        PartitionMismatch: a topic exists with another partition count (refuse to start:
+            runs would be routed to partitions the changelog does not match).
+        ConnectionError: the broker does not answer.
+    """
+    engine = Engine(ss)
+    created = ensure_topics(ss.settings.brokers, engine.specs)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    _serve_http(engine)
+    return engine
+
+
+def _serve_http(engine: Engine) -> None:
+    settings, app = engine.settings, engine.app
+
+    async def send_event(name: str, data: dict[str, Any], event_id: str | None) -> str:
+        event = make_event(name, data, id=event_id, ts=now_ms(),
+                           limit=settings.max_payload_bytes)
+        await (await engine.topic("events").send(key=event.id.encode(),
+                                                 value=engine.codec.encode(event)))
+        return event.id
+
+    def ready() -> bool:
+        return bool(app.consumer.assignment()) and not app.rebalancing
+
+    api = HttpApi(engine.store, engine.metrics, send_event, ready)
+
+    @app.task
+    async def serve() -> None:
+        runner = web.AppRunner(api.application(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.http_host, settings.http_port)
+            await site.start()
+            for sock in site._server.sockets if site._server else ():  # type: ignore[attr-defined]
+                host, port = sock.getsockname()[:2]
+                log.warning("stepstream worker: HTTP on http://%s:%s (namespace %s)",
+                            host, port, settings.namespace)
+            await asyncio.Event().wait()  # until the worker stops and cancels this task
+        finally:
+            await runner.cleanup()
+
+
+def run_worker(ss: Stepstream, *, loglevel: str = "warning") -> None:
+    """Run the engine until SIGTERM/SIGINT."""
+    engine = build_engine(ss)
+    worker = faust.Worker(engine.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

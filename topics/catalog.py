@@ -1,0 +1,60 @@
+"""The topic catalog (DESIGN §3): one ``TopicSpec`` per topic of a namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from stepstream.settings import Settings
+
+DELAY_TIERS: tuple[tuple[str, timedelta], ...] = (
+    ("1s", timedelta(seconds=1)),
+    ("10s", timedelta(seconds=10)),
+    ("1m", timedelta(minutes=1)),
+    ("10m", timedelta(minutes=10)),
+    ("1h", timedelta(hours=1)),
+)
+"""Delay tiers, shortest first: each topic holds messages for the same time (FIFO)."""
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic as it must exist on the broker."""
+
+    name: str
+    partitions: int
+    replication: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    co_partitioned: bool = False
+    """Must have exactly ``Settings.partitions`` partitions (keyed by run id, joined)."""
+
+
+def _deleting(days: int) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(days * _DAY_MS)}
+
+
+def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Every topic of ``settings.namespace``, with partitions and configs."""
+    n, rf, topic = settings.partitions, settings.replication, settings.topic
+
+    def spec(name: str, configs: dict[str, str], *, joined: bool = True) -> TopicSpec:
+        return TopicSpec(name, n, rf, configs, co_partitioned=joined)
+
+    return (
+        spec(topic("events"), _deleting(7), joined=False),
+        spec(topic("runs"), _deleting(7)),
+        spec(topic("steps"), _deleting(7)),
+        *(spec(topic(f"delay.{tier}"), _deleting(2)) for tier, _ in DELAY_TIERS),
+        spec(topic("history"), _deleting(30)),
+        spec(topic("steps.dlq"), _deleting(30)),
+        spec(topic("quarantine"), _deleting(30), joined=False),
+        # Faust names a table's changelog "{app id}-{table}-changelog"; the app id is the
+        # namespace. Declared here so that it exists, compacted, before Faust looks.
+        spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
+        # Faust's assignor elects a leader through this one-partition topic.
+        TopicSpec(f"{settings.namespace}-__assignor-__leader", 1, rf,
+                  {"cleanup.policy": "delete"}),
+    )
