@@ -140,3 +140,68 @@ class DevRedis:
         if self.embedded is not None:
             self.embedded.shutdown()  # type: ignore[attr-defined]
             self.embedded = None
+
+
+@dataclass
+class WorkerProcess:
+    """A ``stepstream worker MODULE`` child process, stopped (or killed) by pid."""
+
+    module: str
+    env: dict[str, str]
+    http_port: int = 0
+    log_path: Path | None = None
+    cwd: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the worker's HTTP API."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> WorkerProcess:
+        """Start the worker; returns at once (see ``wait_ready``)."""
+        import sys
+
+        self.http_port = self.http_port or free_port()
+        env = {**os.environ, **self.env, "STEPSTREAM_HTTP_PORT": str(self.http_port)}
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stepstream.cli", "worker", self.module],
+            env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        if log is not subprocess.DEVNULL:
+            log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        """Wait until ``/readyz`` answers 200 (the worker owns partitions)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"worker exited with code {code}; see {self.log_path}")
+            with (contextlib.suppress(urllib.error.URLError, OSError),
+                  urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as reply):
+                if reply.status == 200:
+                    return self
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready after {timeout}s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the engine must survive."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None

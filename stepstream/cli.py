@@ -1,0 +1,137 @@
+"""The ``stepstream`` command: a thin shell over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from stepstream.errors import ConfigError, StepstreamError
+from stepstream.settings import Settings
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from stepstream.loader import load_app
+    from streams.worker import run_worker
+
+    sys.path.insert(0, ".")  # `stepstream worker examples.contacts` from a project root
+    run_worker(load_app(args.module), loglevel=args.loglevel)
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from stepstream.client import Stepstream
+
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--data is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError("--data must be a JSON object")
+    client = Stepstream("cli", settings=Settings.from_env())
+    event_id = client.send(args.name, data, id=args.id)
+    client.close()
+    print(event_id)
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from topics import catalog, check_topics, ensure_topics
+
+    settings = Settings.from_env()
+    specs = catalog(settings)
+    if args.action == "create":
+        created = ensure_topics(settings.brokers, specs)
+        print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
+        return 0
+    missing = check_topics(settings.brokers, specs)
+    for spec in missing:
+        print(f"missing: {spec.name}")
+    print("ok" if not missing else f"{len(missing)} topics missing")
+    return 0 if not missing else 1
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from streams.readmodel import RunStore
+
+    settings = Settings.from_env()
+
+    async def fetch() -> object:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await RunStore(client, settings.namespace).get_run(args.run_id)
+        finally:
+            await client.aclose()
+
+    run = asyncio.run(fetch())
+    if run is None:
+        print(f"no run {args.run_id!r} in namespace {settings.namespace!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(run, indent=2))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from stepstream.dev import run_dev
+
+    return run_dev(module=args.module, demo=not args.no_demo, stay=not args.exit,
+                   http_port=args.http_port)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (every subcommand reads STEPSTREAM_* settings from the env)."""
+    root = argparse.ArgumentParser(prog="stepstream", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the embedded default: dev broker, Redis, SMTP sink, "
+                                     "a worker with the seed example, and a demo")
+    dev.add_argument("--module", default="examples.contacts")
+    dev.add_argument("--no-demo", action="store_true", help="do not send the sample events")
+    dev.add_argument("--exit", action="store_true", help="stop once the demo runs finished")
+    dev.add_argument("--http-port", type=int, default=8288)
+    dev.set_defaults(run=_dev)
+
+    worker = sub.add_parser("worker", help="run the engine and the functions of MODULE")
+    worker.add_argument("module", help="python module holding a Stepstream app (mod[:attr])")
+    worker.add_argument("--loglevel", default="warning")
+    worker.set_defaults(run=_worker)
+
+    send = sub.add_parser("send", help="send an event")
+    send.add_argument("name")
+    send.add_argument("--data", default="{}", help="JSON object")
+    send.add_argument("--id", default=None, help="event id (idempotency key)")
+    send.set_defaults(run=_send)
+
+    topics = sub.add_parser("topics", help="create or check the namespace's topics")
+    topics.add_argument("action", choices=["create", "check"])
+    topics.set_defaults(run=_topics)
+
+    runs = sub.add_parser("runs", help="inspect runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    show = runs_sub.add_parser("show", help="print a run with its steps as JSON")
+    show.add_argument("run_id")
+    show.set_defaults(run=_runs_show)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (StepstreamError, ConnectionError, TimeoutError) as exc:
+        print(f"stepstream: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
