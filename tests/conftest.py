@@ -1,0 +1,72 @@
+"""Fixtures shared by every test: the dev broker, Redis, a namespace, workers.
+
+Integration tests run against the real Tansu broker (one per session, on a free
+port, stopped by pid) and real Redis; each test gets its own namespace, so its
+own topics, consumer group and Redis keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
+from stepstream.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with DevBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = DevRedis(url=os.environ.get("STEPSTREAM_TEST_REDIS_URL",
+                                         "redis://127.0.0.1:6379/0"))
+    server.start(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def settings(broker: DevBroker, redis_url: str) -> Settings:
+    """Settings of a namespace of this test's own."""
+    return Settings(brokers=broker.bootstrap, redis_url=redis_url,
+                    namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker process these settings."""
+    return {"STEPSTREAM_BROKERS": settings.brokers, "STEPSTREAM_REDIS_URL": settings.redis_url,
+            "STEPSTREAM_NAMESPACE": settings.namespace,
+            "STEPSTREAM_PARTITIONS": str(settings.partitions),
+            "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT)}
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Start worker processes for this test's namespace; all are stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(module: str = "tests.integration.functions", *, ready: bool = True,
+              **env: str) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(module, env={**settings_env(settings), **env}, log_path=log,
+                               cwd=str(ROOT))
+        started.append(worker.start())
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in started:
+        worker.stop()

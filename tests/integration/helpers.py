@@ -1,0 +1,74 @@
+"""Waiting for runs and reading topics, for the integration tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+FINAL = {"completed", "failed", "cancelled"}
+
+
+def get_json(url: str) -> Any:
+    """GET ``url`` and decode its JSON; None on 404."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return json.load(reply)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met after {timeout}s")
+        time.sleep(0.05)
+
+
+def wait_for_run(base_url: str, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The run document once the run reached a final status."""
+    def finished() -> Any:
+        run = get_json(f"{base_url}/v1/runs/{run_id}")
+        return run if run and run["status"] in FINAL else None
+
+    return wait_for(finished, timeout, f"run {run_id} finished")  # type: ignore[no-any-return]
+
+
+def produce_raw(brokers: str, topic: str, value: bytes, key: bytes | None = None) -> None:
+    """Produce bytes as any Kafka client would."""
+    producer = Producer({"bootstrap.servers": brokers})
+    producer.produce(topic, value=value, key=key)
+    assert producer.flush(10) == 0
+
+
+def read_topic(brokers: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+    """The first ``count`` messages of ``topic`` (all partitions, from the start)."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "fetch.wait.max.ms": 10})
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+    finally:
+        consumer.close()
+    if len(messages) < count:
+        raise TimeoutError(f"{topic}: {len(messages)} of {count} messages after {timeout}s")
+    return messages

@@ -1,0 +1,362 @@
+"""Property tests of the run state machine in a simulated world of faults.
+
+A ``World`` plays every part around ``advance``: the orchestrator (apply a message,
+perform the commands, then store the state — in that order, as the engine does),
+the executor (the real ``execute`` with a real handler) and the topics between
+them. Hypothesis decides which in-flight message is delivered next, whether it is
+delivered again later (duplicates), and whether the orchestrator crashes after
+performing some or all of a transition's commands but before storing the state;
+the crashed message is then redelivered against the old state, as Kafka redelivers
+an uncommitted offset. Steps follow a script that depends only on the step and its
+attempt number, so every run has one right answer: the fault-free run's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.messages import (
+    DeadLetter,
+    ErrorInfo,
+    Event,
+    FunctionFinished,
+    HistoryRecord,
+    RunStarted,
+    RunState,
+    StepCompleted,
+    StepFailed,
+    StepRequest,
+    TimerFired,
+)
+from streams.machine import FINAL_STATUSES, Dispatch, Record, Schedule, SendToDlq, advance
+from streams.readmodel import apply_record
+from stepstream.client import Stepstream
+from stepstream.context import Context
+from stepstream.errors import NonRetriableError, StepError
+from stepstream.execution import execute
+from stepstream.retry import RetryPolicy
+from stepstream.settings import Settings
+
+FUNCTION_ID = "world-fn"
+RUN_ID = "world-run"
+EVENT = Event(id="evt", name="world/go", data_json="{}", ts=1)
+
+
+@dataclass(frozen=True)
+class Script:
+    """How each step of the run behaves: step ``i`` fails its first ``fail_times[i]`` attempts."""
+
+    fail_times: tuple[int, ...]
+    non_retriable: tuple[bool, ...]
+    """A failing step raises NonRetriableError instead of RuntimeError."""
+    catches: tuple[bool, ...]
+    """The handler catches the StepError of a step that failed for good, and goes on."""
+    retries: int
+
+    def step_id(self, i: int) -> str:
+        # Every step is called "work": replay must tell them apart by their ":n" suffix.
+        return "work" if i == 0 else f"work:{i}"
+
+    def expected(self) -> tuple[str, Any]:
+        """The final status and the output (or error message) of the run."""
+        outputs: list[Any] = []
+        for i, k in enumerate(self.fail_times):
+            if k == 0 or (not self.non_retriable[i] and k <= self.retries):
+                outputs.append({"step": i, "attempt": k})
+                continue
+            last = 0 if self.non_retriable[i] else self.retries
+            kind = "NonRetriableError" if self.non_retriable[i] else "RuntimeError"
+            if not self.catches[i]:
+                return "failed", (f"step {self.step_id(i)!r} failed: {kind}: "
+                                  f"step {i} attempt {last} failed")
+            outputs.append(f"caught {self.step_id(i)}")
+        return "completed", outputs
+
+
+scripts = st.integers(min_value=1, max_value=4).flatmap(lambda n: st.builds(
+    Script,
+    fail_times=st.tuples(*[st.integers(min_value=0, max_value=3)] * n),
+    non_retriable=st.tuples(*[st.booleans()] * n),
+    catches=st.tuples(*[st.booleans()] * n),
+    retries=st.integers(min_value=0, max_value=3),
+))
+
+
+def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends (the world's steps are plain functions)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("the handler suspended; world steps must not block")
+
+
+class Chooser:
+    """Where the world's nondeterminism comes from; the fault-free one is FIFO."""
+
+    def pick(self, n: int) -> int:
+        return 0
+
+    def duplicate(self) -> bool:
+        return False
+
+    def crash(self, n_commands: int) -> int | None:
+        """None to store the state; else how many commands were performed before the crash."""
+        return None
+
+
+class FaultyChooser(Chooser):
+    def __init__(self, data: st.DataObject, duplicates: int, crashes: int) -> None:
+        self.data, self.duplicates, self.crashes = data, duplicates, crashes
+
+    def pick(self, n: int) -> int:
+        return self.data.draw(st.integers(min_value=0, max_value=n - 1), label="deliver")
+
+    def duplicate(self) -> bool:
+        if self.duplicates and self.data.draw(st.booleans(), label="duplicate"):
+            self.duplicates -= 1
+            return True
+        return False
+
+    def crash(self, n_commands: int) -> int | None:
+        if self.crashes and self.data.draw(st.booleans(), label="crash"):
+            self.crashes -= 1
+            return self.data.draw(st.integers(min_value=0, max_value=n_commands),
+                                  label="commands performed before the crash")
+        return None
+
+
+@dataclass
+class World:
+    script: Script
+    chooser: Chooser
+    state: RunState | None = None
+    pool: list[tuple[str, Any]] = field(default_factory=list)
+    """In-flight messages: ("runs", message) for the orchestrator, ("steps", request)."""
+    redeliver: Any = None
+    """The runs message a crashed orchestrator has not committed; it comes back first."""
+    history: list[HistoryRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    executions: list[tuple[int, int]] = field(default_factory=list)
+    requests: list[StepRequest] = field(default_factory=list)
+    stored: list[RunState] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ss = Stepstream(app_id="world", settings=Settings())
+        script, executions = self.script, self.executions
+
+        def behave(i: int, attempt: int) -> dict[str, int]:
+            executions.append((i, attempt))
+            if attempt < script.fail_times[i]:
+                message = f"step {i} attempt {attempt} failed"
+                raise NonRetriableError(message) if script.non_retriable[i] else RuntimeError(
+                    message)
+            return {"step": i, "attempt": attempt}
+
+        @ss.function(id=FUNCTION_ID, trigger=EVENT.name,
+                     retry=RetryPolicy(retries=script.retries, jitter=0.5))
+        async def handler(ctx: Context) -> list[Any]:
+            outputs: list[Any] = []
+            for i in range(len(script.fail_times)):
+                try:
+                    outputs.append(await ctx.step.run("work", behave, i, ctx.attempt))
+                except StepError as exc:
+                    if not script.catches[i]:
+                        raise
+                    outputs.append(f"caught {exc.step_id}")
+            return outputs
+
+        self.function = ss.functions[FUNCTION_ID]
+        self.pool.append(("runs", RunStarted(run_id=RUN_ID, function_id=FUNCTION_ID,
+                                             event=EVENT, ts=1)))
+
+    def run(self) -> RunState:
+        for _ in range(5_000):
+            if not self.pool and self.redeliver is None:
+                assert self.state is not None
+                return self.state
+            self.tick()
+        raise AssertionError("the run did not settle")
+
+    def tick(self) -> None:
+        # A crashed orchestrator resumes at its uncommitted message before any later
+        # one on the runs topic; the executor and delay tiers go on meanwhile.
+        if self.redeliver is not None:
+            candidates = [("redeliver", self.redeliver)] + [
+                item for item in self.pool if item[0] == "steps"]
+        else:
+            candidates = self.pool
+        topic, message = candidates[self.chooser.pick(len(candidates))]
+        if topic != "redeliver" and not self.chooser.duplicate():
+            self.pool.remove((topic, message))
+        if topic == "steps":
+            self.requests.append(message)
+            outcome = run_now(execute(self.function, message, max_output_bytes=10_000))
+            self.pool.append(("runs", outcome))
+        else:
+            self.orchestrate(message)
+
+    def orchestrate(self, message: Any) -> None:
+        old = self.state
+        new, commands = advance(old, message, self.function.retry)
+        # Applying the same message again straight away changes nothing.
+        assert advance(new, message, self.function.retry) == (new, [])
+        if new is old:
+            assert commands == []
+        crash_after = self.chooser.crash(len(commands))
+        for command in commands if crash_after is None else commands[:crash_after]:
+            self.perform(command)
+        if crash_after is not None:
+            self.redeliver = message
+            return
+        self.redeliver = None
+        if new is not None and new is not old:
+            self.check_stored(old, new)
+            self.state = new
+            self.stored.append(new)
+
+    def perform(self, command: Any) -> None:
+        match command:
+            case Record(record):
+                self.history.append(record)
+            case Dispatch(request):
+                self.pool.append(("steps", request))
+            case Schedule(_, timer):
+                self.pool.append(("runs", timer))
+            case SendToDlq(letter):
+                self.dead_letters.append(letter)
+            case _:
+                raise AssertionError(f"unknown command {command!r}")
+
+    def check_stored(self, old: RunState | None, new: RunState) -> None:
+        if old is None:
+            return
+        assert new.seq >= old.seq, "seq went back"
+        assert new.history_seq >= old.history_seq, "history seq went back"
+        for step_id, entry in old.memo.items():
+            assert new.memo.get(step_id) == entry, f"memo lost or changed {step_id!r}"
+        if old.status in FINAL_STATUSES:
+            raise AssertionError("a finished run changed")
+
+
+def fault_free(script: Script) -> World:
+    world = World(script, Chooser())
+    world.run()
+    return world
+
+
+def outcome(state: RunState) -> tuple[str, Any]:
+    if state.status == "completed":
+        return state.status, json.loads(state.output_json or "null")
+    assert state.error is not None
+    return state.status, state.error.message
+
+
+def deduplicated(history: list[HistoryRecord]) -> list[HistoryRecord]:
+    """The history as the projector keeps it: one record per seq."""
+    by_seq: dict[int, HistoryRecord] = {}
+    for record in history:
+        if record.seq in by_seq:
+            assert by_seq[record.seq] == record, f"two different records with seq {record.seq}"
+        by_seq[record.seq] = record
+    return [by_seq[seq] for seq in sorted(by_seq)]
+
+
+def read_model(history: list[HistoryRecord]) -> dict[str, Any]:
+    """What the run page shows, without the wall-clock times the executor stamps."""
+    doc: dict[str, Any] | None = None
+    for record in history:
+        doc = apply_record(doc, record)
+    assert doc is not None
+    return {"status": doc["status"], "output": doc["output"],
+            "error": doc["error"] and doc["error"]["message"],
+            "steps": [(s["id"], s["status"], s["attempts"], s["output"],
+                       [(h["attempt"], h["outcome"]) for h in s["history"]])
+                      for s in doc["steps"]]}
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=scripts)
+def test_the_fault_free_run_gives_the_scripted_answer(script: Script) -> None:
+    world = fault_free(script)
+
+    assert outcome(world.state) == script.expected()
+    assert [r.seq for r in world.history] == list(range(1, len(world.history) + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=scripts, data=st.data(),
+       duplicates=st.integers(min_value=0, max_value=12),
+       crashes=st.integers(min_value=0, max_value=4))
+def test_duplicates_reordering_and_crashes_do_not_change_the_run(
+        script: Script, data: st.DataObject, duplicates: int, crashes: int) -> None:
+    reference = fault_free(script)
+    world = World(script, FaultyChooser(data, duplicates, crashes))
+
+    state = world.run()
+
+    # The same answer as without faults.
+    assert state.status in FINAL_STATUSES
+    assert outcome(state) == outcome(reference.state) == script.expected()
+    assert state.memo == reference.state.memo
+    # The history topic only ever moves forward, and a redelivered transition writes
+    # the very same records again, so the projector's dedupe by seq is enough.
+    assert [r.seq for r in world.history] == sorted(r.seq for r in world.history)
+    history = deduplicated(world.history)
+    assert [r.seq for r in history] == list(range(1, state.history_seq + 1))
+    assert read_model(world.history) == read_model(reference.history)
+    # Each step's result is applied exactly once.
+    completed = [r.step_id for r in history if r.kind == "step.completed"]
+    assert sorted(completed) == sorted(k for k, v in state.memo.items() if v.error is None)
+    assert len(completed) == len(set(completed))
+    failed_for_good = [r.step_id for r in history
+                       if r.kind == "step.failed" and r.next_attempt_at is None]
+    assert sorted(failed_for_good) == sorted(k for k, v in state.memo.items() if v.error)
+    assert {(d.step_id, d.attempt) for d in world.dead_letters} == {
+        (d.step_id, d.attempt) for d in reference.dead_letters}
+    assert len([r for r in history if r.kind.startswith("run.")]) == 2  # started, finished
+    # No step runs more attempts than its policy allows, even when run twice.
+    attempts: dict[int, set[int]] = defaultdict(set)
+    for i, attempt in world.executions:
+        attempts[i].add(attempt)
+    for i, seen in attempts.items():
+        assert seen <= set(range(script.retries + 1))
+        assert seen <= set(range(script.fail_times[i] + 1))
+        if script.non_retriable[i]:
+            assert seen == {0}
+    assert all(r.attempt <= script.retries for r in world.requests)
+    # Whatever order they arrive in, the stored states only move forward.
+    seqs = [s.seq for s in world.stored]
+    assert seqs == sorted(seqs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(script=scripts, data=st.data())
+def test_stale_messages_are_ignored_in_every_reachable_state(
+        script: Script, data: st.DataObject) -> None:
+    world = fault_free(script)
+    policy = world.function.retry
+    state = data.draw(st.sampled_from(world.stored), label="state")
+    old_seq = data.draw(st.integers(min_value=0, max_value=state.seq - 1), label="stale seq")
+    stale = [
+        StepCompleted(run_id=RUN_ID, seq=old_seq, step_id="work", attempt=0,
+                      output_json='"stale"', started_at=0, ended_at=0),
+        StepFailed(run_id=RUN_ID, seq=old_seq, step_id="work", attempt=0,
+                   error=ErrorInfo(type="RuntimeError", message="stale"), retriable=True,
+                   started_at=0, ended_at=0),
+        FunctionFinished(run_id=RUN_ID, seq=old_seq, ts=0, output_json='"stale"'),
+        TimerFired(run_id=RUN_ID, timer_id=f"retry:{old_seq}", ts=0),
+        RunStarted(run_id=RUN_ID, function_id=FUNCTION_ID, event=EVENT, ts=0),
+    ]
+    for message in stale:
+        if isinstance(message, TimerFired) and message.timer_id == state.timer_id:
+            continue
+        assert advance(state, message, policy) == (state, [])
