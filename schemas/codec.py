@@ -95,7 +95,8 @@ class AvroCodec:
             raw = json.loads((schema_dir / f"{cls.__name__}.avsc").read_text())
             parsed = fastavro.parse_schema(raw, named_schemas=named)
             canonical = to_parsing_canonical_form(parsed)
-            fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+            # fastavro's hex is already the little-endian bytes the spec puts on the wire.
+            fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
             self._by_class[cls] = (MARKER + fp, parsed)
             self._by_fingerprint[fp] = (cls, parsed)
 

@@ -58,7 +58,10 @@ class Stepstream:
             raise ConfigError(f"function {id!r} needs a trigger event name")
         if id in self.functions:
             raise ConfigError(f"function id {id!r} is registered twice")
-        policy = retry if retry is not None else RetryPolicy(retries=retries)
+        try:
+            policy = retry if retry is not None else RetryPolicy(retries=retries)
+        except ValueError as exc:
+            raise ConfigError(f"function {id!r}: {exc}") from exc
 
         def register(handler: Handler) -> Handler:
             if not asyncio.iscoroutinefunction(handler):

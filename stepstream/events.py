@@ -77,6 +77,13 @@ def decode_event(value: bytes, codec: AvroCodec, *, fallback_id: str, fallback_t
         event: Event = codec.decode_as(value, Event)
         if len(event.data_json.encode()) > limit:
             raise DecodeError(f"event data is over the limit of {limit} bytes")
+        # Checked here, at the edge, so that no agent downstream meets data it cannot load.
+        try:
+            data = json.loads(event.data_json)
+        except ValueError as exc:
+            raise DecodeError(f"event data is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DecodeError("event data must be a JSON object")
         return event
     try:
         body = json.loads(value)

@@ -72,3 +72,29 @@ def read_topic(brokers: str, topic: str, count: int, timeout: float = 30.0) -> l
     if len(messages) < count:
         raise TimeoutError(f"{topic}: {len(messages)} of {count} messages after {timeout}s")
     return messages
+
+
+def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every message of ``topic`` present now (up to each partition's high watermark)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        messages: list[Any] = []
+        seen = dict.fromkeys(ends, 0)
+        deadline = time.monotonic() + timeout
+        while any(seen[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: read {seen} of {ends} after {timeout}s")
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+                seen[message.partition()] = message.offset() + 1
+        return messages
+    finally:
+        consumer.close()

@@ -190,13 +190,16 @@ class World:
         # A crashed orchestrator resumes at its uncommitted message before any later
         # one on the runs topic; the executor and delay tiers go on meanwhile.
         if self.redeliver is not None:
-            candidates = [("redeliver", self.redeliver)] + [
-                item for item in self.pool if item[0] == "steps"]
+            candidates = [-1] + [i for i, item in enumerate(self.pool) if item[0] == "steps"]
         else:
-            candidates = self.pool
-        topic, message = candidates[self.chooser.pick(len(candidates))]
-        if topic != "redeliver" and not self.chooser.duplicate():
-            self.pool.remove((topic, message))
+            candidates = list(range(len(self.pool)))
+        index = candidates[self.chooser.pick(len(candidates))]
+        if index < 0:
+            topic, message = "runs", self.redeliver
+        else:
+            topic, message = self.pool[index]
+            if not self.chooser.duplicate():
+                del self.pool[index]
         if topic == "steps":
             self.requests.append(message)
             outcome = run_now(execute(self.function, message, max_output_bytes=10_000))
