@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import types
@@ -135,10 +136,8 @@ def test_every_truncation_raises_decode_error(record: messages.StepFailed) -> No
 
 @given(body=st.binary(max_size=64))
 def test_random_bytes_after_a_known_header_never_escape_as_other_errors(body: bytes) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         default_codec().decode(sample()[:10] + body)
-    except DecodeError:
-        pass
 
 
 def test_decode_as_refuses_another_record() -> None:

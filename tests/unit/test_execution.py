@@ -29,9 +29,10 @@ from stepstream.function import FunctionDef
 
 LIMIT = 1_000
 EVENT = Event(id="evt-1", name="test/go", data_json='{"user": "ada"}', ts=3)
+Handler = Callable[[Context], Awaitable[Any]]
 
 
-def define(handler: Callable[[Context], Awaitable[Any]]) -> FunctionDef:
+def define(handler: Handler) -> FunctionDef:
     ss = Stepstream(app_id="tests", settings=Settings())
     ss.function(id="fn", trigger=EVENT.name)(handler)
     return ss.functions["fn"]
@@ -47,8 +48,7 @@ def done(output_json: str) -> MemoEntry:
     return MemoEntry(output_json=output_json)
 
 
-async def run(handler: Callable[[Context], Awaitable[Any]], memo: dict[str, MemoEntry] | None = None,
-              **kwargs: Any) -> Any:
+async def run(handler: Handler, memo: dict[str, MemoEntry] | None = None, **kwargs: Any) -> Any:
     return await execute(define(handler), request(memo, **kwargs), max_output_bytes=LIMIT)
 
 

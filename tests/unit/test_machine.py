@@ -18,6 +18,7 @@ from schemas.messages import (
     StepFailed,
     TimerFired,
 )
+from stepstream.retry import RetryPolicy
 from streams.machine import (
     CANCELLED,
     COMPLETED,
@@ -30,7 +31,6 @@ from streams.machine import (
     SendToDlq,
     advance,
 )
-from stepstream.retry import RetryPolicy
 
 RUN = "run-1"
 FN = "fn-1"

@@ -35,14 +35,14 @@ from schemas.messages import (
     StepRequest,
     TimerFired,
 )
-from streams.machine import FINAL_STATUSES, Dispatch, Record, Schedule, SendToDlq, advance
-from streams.readmodel import apply_record
 from stepstream.client import Stepstream
 from stepstream.context import Context
 from stepstream.errors import NonRetriableError, StepError
 from stepstream.execution import execute
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
+from streams.machine import FINAL_STATUSES, Dispatch, Record, Schedule, SendToDlq, advance
+from streams.readmodel import apply_record
 
 FUNCTION_ID = "world-fn"
 RUN_ID = "world-run"
@@ -148,6 +148,8 @@ class World:
     executions: list[tuple[int, int]] = field(default_factory=list)
     requests: list[StepRequest] = field(default_factory=list)
     stored: list[RunState] = field(default_factory=list)
+    awaited_timer: TimerFired | None = None
+    """The timer of the last stored retry: the only one that may move the run on."""
 
     def __post_init__(self) -> None:
         ss = Stepstream(app_id="world", settings=Settings())
@@ -223,8 +225,13 @@ class World:
         self.redeliver = None
         if new is not None and new is not old:
             self.check_stored(old, new)
+            if isinstance(message, TimerFired):
+                assert message == self.awaited_timer, "a timer other than the awaited one fired"
             self.state = new
             self.stored.append(new)
+            for command in commands:
+                if isinstance(command, Schedule):
+                    self.awaited_timer = command.timer
 
     def perform(self, command: Any) -> None:
         match command:

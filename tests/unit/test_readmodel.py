@@ -14,9 +14,9 @@ from schemas.messages import (
     StepCompleted,
     StepFailed,
 )
+from stepstream.retry import RetryPolicy
 from streams.machine import Record, Schedule, advance
 from streams.readmodel import apply_record
-from stepstream.retry import RetryPolicy
 
 EVENT = Event(id="evt-1", name="orders/placed", data_json='{"order": 7}', ts=1)
 BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="tb")
