@@ -84,16 +84,40 @@ def _to_record(obj: Any) -> Any:
     return obj
 
 
+def _expand(schema: Any, sources: dict[str, Any], defined: set[str]) -> Any:
+    """``schema`` with each named record written out in full at its first use."""
+    if isinstance(schema, str):
+        if schema in sources and schema not in defined:
+            defined.add(schema)
+            return _expand(sources[schema], sources, defined)
+        return schema
+    if isinstance(schema, list):
+        return [_expand(s, sources, defined) for s in schema]
+    if isinstance(schema, dict):
+        if schema.get("type") == "record":
+            defined.add(f"{schema.get('namespace', 'stepstream')}.{schema['name']}")
+            fields = [{**f, "type": _expand(f["type"], sources, defined)}
+                      for f in schema["fields"]]
+            return {**schema, "fields": fields}
+        if schema.get("type") == "map":
+            return {**schema, "values": _expand(schema["values"], sources, defined)}
+        if schema.get("type") == "array":
+            return {**schema, "items": _expand(schema["items"], sources, defined)}
+    return schema
+
+
 class AvroCodec:
     """Encodes and decodes the records of ``schemas.messages``; parse once, share it."""
 
     def __init__(self, schema_dir: Path = _SCHEMA_DIR) -> None:
-        named: dict[str, Any] = {}
         self._by_class: dict[type, tuple[bytes, Any]] = {}
         self._by_fingerprint: dict[bytes, tuple[type, Any]] = {}
+        sources: dict[str, Any] = {}
         for cls in RECORDS:
             raw = json.loads((schema_dir / f"{cls.__name__}.avsc").read_text())
-            parsed = fastavro.parse_schema(raw, named_schemas=named)
+            sources[f"{raw['namespace']}.{raw['name']}"] = raw
+            # Inline the records it names, so its fingerprint changes when they do.
+            parsed = fastavro.parse_schema(_expand(raw, sources, set()), named_schemas={})
             canonical = to_parsing_canonical_form(parsed)
             # fastavro's hex is already the little-endian bytes the spec puts on the wire.
             fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
