@@ -43,10 +43,10 @@ def _topics(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     specs = catalog(settings)
     if args.action == "create":
-        created = ensure_topics(settings.brokers, specs)
+        created = ensure_topics(settings, specs)
         print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
         return 0
-    missing = check_topics(settings.brokers, specs)
+    missing = check_topics(settings, specs)
     for spec in missing:
         print(f"missing: {spec.name}")
     print("ok" if not missing else f"{len(missing)} topics missing")

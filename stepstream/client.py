@@ -108,8 +108,10 @@ class Stepstream:
         if self._producer is None:
             from confluent_kafka import Producer  # the SDK imports without a Kafka client
 
-            self._producer = Producer({"bootstrap.servers": self.settings.brokers,
-                                       "enable.idempotence": True, "linger.ms": 1})
+            from stepstream.kafka_security import kafka_client_config
+
+            self._producer = Producer(kafka_client_config(
+                self.settings, **{"enable.idempotence": True, "linger.ms": 1}))
         return self._producer
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from stepstream.client import Stepstream
 from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, free_port
 from stepstream.devsmtp import MailSink
+from stepstream.redact import redact_url
 from stepstream.settings import Settings
 
 _FINAL = {"completed", "failed", "cancelled"}
@@ -105,7 +106,7 @@ def run_dev(*, module: str = "examples.contacts", demo: bool = True, stay: bool 
         worker.start().wait_ready()
         print(f"stepstream dev ({module})\n"
               f"  broker   {broker.bootstrap}  (Tansu, memory storage)\n"
-              f"  redis    {redis.url}\n"
+              f"  redis    {redact_url(redis.url)}\n"
               f"  smtp     127.0.0.1:{mail.port}  (sink; mbox {workdir / 'mail.mbox'})\n"
               f"  worker   {worker.url}  (/metrics, /v1/runs/ID, /v1/events/ID/runs)\n"
               f"  logs     {workdir}/", flush=True)

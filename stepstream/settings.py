@@ -5,17 +5,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from stepstream.errors import ConfigError
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Settings:
-    """Everything a client or a worker needs to reach its services."""
+    """Everything a client or a worker needs to reach its services.
+
+    Secrets (``sasl_password``, ``http_token``, a password in ``redis_url``) never appear
+    in ``repr``.
+    """
 
     brokers: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, ``host:port[,host:port]``."""
@@ -43,6 +49,22 @@ class Settings:
     """Where a worker keeps local table state (rocksdb store)."""
     session_timeout_s: float = 8.0
     """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
+    security_protocol: str = "PLAINTEXT"
+    """Kafka ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = "PLAIN"
+    """SASL mechanism when the protocol is SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    sasl_username: str = ""
+    """SASL user name."""
+    sasl_password: str = field(default="", repr=False)
+    """SASL password (``STEPSTREAM_SASL_PASSWORD``); never shown in ``repr``."""
+    ssl_cafile: str = ""
+    """PEM file of the CA that signed the brokers' certificates; empty: system CAs."""
+    ssl_certfile: str = ""
+    """PEM client certificate, for brokers that require mutual TLS."""
+    ssl_keyfile: str = ""
+    """PEM private key of ``ssl_certfile``."""
+    http_token: str = field(default="", repr=False)
+    """Bearer token the HTTP API requires (except health and metrics); empty: no auth."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -53,17 +75,37 @@ class Settings:
             raise ConfigError("executor_concurrency must be >= 1")
         if not self.brokers.strip():
             raise ConfigError("brokers must not be empty")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"security_protocol {self.security_protocol!r} must be one of "
+                              f"{', '.join(SECURITY_PROTOCOLS)}")
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(f"sasl_mechanism {self.sasl_mechanism!r} must be one of "
+                                  f"{', '.join(SASL_MECHANISMS)}")
+            if not self.sasl_username or not self.sasl_password:
+                raise ConfigError(f"security_protocol {self.security_protocol} needs "
+                                  "sasl_username and sasl_password")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError("ssl_certfile and ssl_keyfile go together")
+
+    def __repr__(self) -> str:
+        from stepstream.redact import redact_url
+
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        shown = [f"redis_url={redact_url(self.redis_url)!r}" if item.startswith("redis_url=")
+                 else item for item in shown]
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``STEPSTREAM_*`` variables; keyword arguments win over the environment."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for name, field in cls.__dataclass_fields__.items():
+        for name, spec in cls.__dataclass_fields__.items():
             raw = env.get(f"STEPSTREAM_{name.upper()}")
             if raw is None:
                 continue
-            kind = type(field.default)
+            kind: type[Any] = type(spec.default)
             try:
                 values[name] = kind(raw)
             except ValueError as exc:

@@ -76,6 +76,8 @@ class Engine:
         self._register_agents()
 
     def _faust_app(self) -> FaustApp:
+        from stepstream.kafka_security import faust_options
+
         s = self.settings
         app = FaustApp(
             s.namespace,
@@ -98,6 +100,7 @@ class Engine:
             producer_acks=-1,
             producer_linger=0.0,
             table_standby_replicas=0,
+            **faust_options(s),  # SASL / TLS, the same as the confluent-kafka clients'
         )
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
         return app

@@ -28,7 +28,7 @@ def build_engine(ss: Stepstream) -> Engine:
         ConnectionError: the broker does not answer.
     """
     engine = Engine(ss)
-    created = ensure_topics(ss.settings.brokers, engine.specs)
+    created = ensure_topics(ss.settings, engine.specs)
     if created:
         log.info("created topics: %s", ", ".join(created))
     _serve_http(engine)
