@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from stepstream.errors import SerializationError
+from streams.http_auth import bearer_auth
 from streams.metrics import Metrics
 from streams.readmodel import RunStore
 
@@ -35,9 +36,9 @@ class HttpApi:
     def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
 
-    def application(self) -> web.Application:
+    def application(self, *, token: str = "") -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=_MAX_BODY)
+        app = web.Application(client_max_size=_MAX_BODY, middlewares=[bearer_auth(token)])
         app.add_routes([
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),

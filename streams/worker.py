@@ -14,6 +14,7 @@ from stepstream.events import make_event
 from stepstream.step import now_ms
 from streams.engine import Engine
 from streams.http import HttpApi
+from streams.http_auth import exposure_warning
 from topics.provision import ensure_topics
 
 log = logging.getLogger("stepstream.worker")
@@ -52,7 +53,7 @@ def _serve_http(engine: Engine) -> None:
 
     @app.task
     async def serve() -> None:
-        runner = web.AppRunner(api.application(), access_log=None)
+        runner = web.AppRunner(api.application(token=settings.http_token), access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, settings.http_host, settings.http_port)
@@ -61,6 +62,8 @@ def _serve_http(engine: Engine) -> None:
                 host, port = sock.getsockname()[:2]
                 log.warning("stepstream worker: HTTP on http://%s:%s (namespace %s)",
                             host, port, settings.namespace)
+            if warning := exposure_warning(settings.http_host, settings.http_token):
+                log.error("!!! %s", warning)
             await asyncio.Event().wait()  # until the worker stops and cancels this task
         finally:
             await runner.cleanup()
