@@ -65,6 +65,8 @@ class Settings:
     """PEM private key of ``ssl_certfile``."""
     http_token: str = field(default="", repr=False)
     """Bearer token the HTTP API requires (except health and metrics); empty: no auth."""
+    monitor_interval_s: float = 10.0
+    """How often a worker refreshes its heartbeat, consumer-lag and runs-in-flight gauges."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -85,6 +87,8 @@ class Settings:
             if not self.sasl_username or not self.sasl_password:
                 raise ConfigError(f"security_protocol {self.security_protocol} needs "
                                   "sasl_username and sasl_password")
+        if self.monitor_interval_s <= 0:
+            raise ConfigError("monitor_interval_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigError("ssl_certfile and ssl_keyfile go together")
 

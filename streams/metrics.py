@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                  60, 300)
@@ -45,6 +45,27 @@ class Metrics:
         self.quarantined = Counter(
             "stepstream_quarantined", "Messages quarantined as undecodable", ["topic"],
             registry=r)
+        # Health of the worker itself, kept by streams.monitor (read by the alert rules).
+        self.worker_info = Gauge(
+            "stepstream_worker_info", "Always 1; labels say what this worker runs",
+            ["namespace", "app", "version"], registry=r)
+        self.heartbeat = Gauge(
+            "stepstream_worker_heartbeat_timestamp_seconds",
+            "Unix time of the worker's last monitor tick (its event loop is alive)", registry=r)
+        self.consumer_lag = Gauge(
+            "stepstream_consumer_lag_messages",
+            "Messages behind the high watermark, summed over this worker's partitions",
+            ["topic"], registry=r)
+        self.consumer_lag_seconds = Gauge(
+            "stepstream_consumer_lag_seconds",
+            "Age of the last message taken in from a partition that is behind (max)",
+            ["topic"], registry=r)
+        self.runs_in_flight = Gauge(
+            "stepstream_runs_in_flight", "Runs not yet final in this worker's partitions",
+            registry=r)
+        self.oldest_run_age = Gauge(
+            "stepstream_oldest_run_age_seconds",
+            "Age of the oldest run not yet final in this worker's partitions", registry=r)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -15,6 +15,7 @@ from stepstream.step import now_ms
 from streams.engine import Engine
 from streams.http import HttpApi
 from streams.http_auth import exposure_warning
+from streams.monitor import install_monitor
 from topics.provision import ensure_topics
 
 log = logging.getLogger("stepstream.worker")
@@ -33,6 +34,7 @@ def build_engine(ss: Stepstream) -> Engine:
     if created:
         log.info("created topics: %s", ", ".join(created))
     _serve_http(engine)
+    install_monitor(engine)
     return engine
 
 

@@ -1,0 +1,177 @@
+"""A worker's view of its own health, for Prometheus: heartbeat, consumer lag, runs in flight.
+
+Faust's sensors tell us what each partition delivered (offset and produce time
+of the last message taken in) and every write to the runs table; a timer turns
+that into gauges every ``Settings.monitor_interval_s`` seconds:
+
+- ``stepstream_worker_heartbeat_timestamp_seconds``: set by the timer, so it stops
+  moving when the event loop is stuck (the alert "no heartbeat").
+- ``stepstream_consumer_lag_messages{topic}``: high watermark minus the next offset
+  to take in, summed over this worker's partitions (sum over workers: the group's lag).
+- ``stepstream_consumer_lag_seconds{topic}``: for partitions that are behind, the
+  age of the last message taken in (max over partitions). Delay topics hold
+  messages on purpose: their lag in seconds is up to the tier's hold.
+- ``stepstream_runs_in_flight`` / ``stepstream_oldest_run_age_seconds``: runs in
+  this worker's table partitions that are not final. Kept up to date from the
+  table writes; rebuilt by one scan of the table after each rebalance, once
+  recovery is done (recovered runs are not written, so the sensor cannot see them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from streams.machine import FINAL_STATUSES
+
+if TYPE_CHECKING:
+    from streams.engine import Engine
+
+log = logging.getLogger("stepstream.monitor")
+
+_SCAN_BATCH = 500  # table entries decoded between yields to the event loop
+
+
+class RunTracker(faust.Sensor):
+    """Sensor: the last message taken in per partition, and the runs not yet final."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.taken: dict[Any, tuple[int, float]] = {}
+        """Partition -> (offset, produce time in s) of the last message taken in."""
+        self.in_flight: dict[bytes, int] = {}
+        """Run key -> started_at (ms) of every run in our partitions that is not final."""
+        self.scanned_assignment: frozenset[Any] | None = None
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        self.taken[tp] = (offset, float(message.timestamp))
+
+    def on_rebalance_start(self, app: Any) -> dict[str, Any]:
+        # Partitions may come back later, processed further by another worker meanwhile.
+        self.taken.clear()
+        self.scanned_assignment = None
+        return super().on_rebalance_start(app)
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        if table is self.engine.runs:
+            self._track(key, value)
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        if table is self.engine.runs:
+            self.in_flight.pop(key, None)
+
+    def _track(self, key: bytes, value: bytes | None) -> None:
+        try:
+            state = self.engine.codec.decode(value) if value is not None else None
+        except Exception:  # a metric must never break the orchestrator
+            return
+        if state is None or state.status in FINAL_STATUSES:
+            self.in_flight.pop(key, None)
+        else:
+            self.in_flight[key] = state.started_at
+
+    async def rescan(self) -> None:
+        """Rebuild ``in_flight`` from the table partitions this worker holds now."""
+        found: dict[bytes, int] = {}
+        for i, (key, value) in enumerate(list(self.engine.runs.items())):
+            if i % _SCAN_BATCH == _SCAN_BATCH - 1:
+                await asyncio.sleep(0)
+            try:
+                state = self.engine.codec.decode(value)
+            except Exception:  # skip what the orchestrator quarantines
+                continue
+            if state.status not in FINAL_STATUSES:
+                found[key] = state.started_at
+        self.in_flight = found
+
+
+def _package_version() -> str:
+    try:
+        return version("stepstream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def watched_topics(engine: Engine) -> list[str]:
+    """The topics the agents consume (not changelogs: reading those is recovery)."""
+    names = {name for agent in engine.app.agents.values()
+             for name in getattr(agent.channel, "topics", ())}
+    return sorted(names & set(engine.topics))
+
+
+async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
+    """Set the consumer-lag gauges from the consumer's high watermarks."""
+    consumer = engine.app.consumer
+    lag = dict.fromkeys(watched_topics(engine), 0)
+    age = dict.fromkeys(lag, 0.0)
+    for tp in consumer.assignment():
+        if tp.topic not in lag:
+            continue
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue  # nothing fetched from it yet
+        taken = tracker.taken.get(tp)
+        if taken is not None:
+            next_offset = taken[0] + 1
+        else:
+            position = await consumer.position(tp)
+            if position is None:
+                continue
+            next_offset = position
+        behind = max(0, highwater - next_offset)
+        lag[tp.topic] += behind
+        if behind and taken is not None:
+            age[tp.topic] = max(age[tp.topic], now - taken[1])
+    metrics = engine.metrics
+    for topic, value in lag.items():
+        metrics.consumer_lag.labels(topic).set(value)
+        metrics.consumer_lag_seconds.labels(topic).set(age[topic])
+
+
+async def tick(engine: Engine, tracker: RunTracker) -> None:
+    """One monitor round: heartbeat, lag, runs in flight."""
+    now = time.time()
+    metrics, app = engine.metrics, engine.app
+    metrics.heartbeat.set(now)
+    if app.rebalancing:
+        return
+    assignment = frozenset(app.consumer.assignment())
+    if tracker.scanned_assignment != assignment and app.tables.recovery.completed.is_set():
+        await tracker.rescan()
+        tracker.scanned_assignment = assignment
+    await update_lag(engine, tracker, now)
+    started = list(tracker.in_flight.values())
+    metrics.runs_in_flight.set(len(started))
+    metrics.oldest_run_age.set(max(0.0, now - min(started) / 1000) if started else 0.0)
+
+
+def install_monitor(engine: Engine) -> RunTracker:
+    """Add the sensor and the timer to ``engine``'s app; call before the app starts.
+
+    The timer ticks every ``Settings.monitor_interval_s`` seconds.
+    """
+    metrics, settings = engine.metrics, engine.settings
+    metrics.worker_info.labels(settings.namespace, engine.ss.app_id, _package_version()).set(1)
+    metrics.heartbeat.set(time.time())
+    for topic in watched_topics(engine):
+        metrics.consumer_lag.labels(topic).set(0)
+        metrics.consumer_lag_seconds.labels(topic).set(0)
+    metrics.runs_in_flight.set(0)
+    metrics.oldest_run_age.set(0)
+    tracker = RunTracker(engine)
+    engine.app.sensors.add(tracker)
+
+    @engine.app.timer(settings.monitor_interval_s)
+    async def monitor() -> None:
+        try:
+            await tick(engine, tracker)
+        except Exception:  # a metric must never take the worker down
+            log.exception("monitor tick failed")
+
+    return tracker
