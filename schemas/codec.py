@@ -30,10 +30,12 @@ _SCHEMA_DIR = Path(__file__).parent
 
 # Referenced types first: a record may only name records parsed before it.
 RECORDS: tuple[type, ...] = (
-    messages.ErrorInfo, messages.Event, messages.MemoEntry,
-    messages.RunStarted, messages.StepCompleted, messages.StepFailed,
+    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.PlannedStep,
+    messages.Waiter, messages.Dispatched, messages.Pending,
+    messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,
     messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
-    messages.StepRequest, messages.Delayed, messages.HistoryRecord,
+    messages.EventMatched, messages.ChildFinished, messages.StepRequest,
+    messages.WaiterChanged, messages.WaiterSet, messages.Delayed, messages.HistoryRecord,
     messages.DeadLetter, messages.Quarantined, messages.RunState,
 )
 
@@ -59,6 +61,11 @@ def _converter(hint: Any) -> Callable[[Any], Any] | None:
         if convert is None:
             return None
         return lambda v: {k: convert(x) for k, x in v.items()}
+    if origin is list:
+        convert = _converter(typing.get_args(hint)[0])
+        if convert is None:
+            return None
+        return lambda v: [convert(x) for x in v]
     return None
 
 
@@ -81,6 +88,8 @@ def _to_record(obj: Any) -> Any:
         return {f.name: _to_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: _to_record(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_record(v) for v in obj]
     return obj
 
 

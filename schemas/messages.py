@@ -49,6 +49,8 @@ class RunStarted:
     function_id: str
     event: Event
     ts: int
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,58 @@ class StepFailed:
     started_at: int
     ended_at: int
     retry_after_ms: int | None = None
+    retries: int | None = None
+    """The step's own retry count, when it overrides the function's."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step the handler reached that the orchestrator must carry out or schedule.
+
+    ``kind`` is ``run`` (execute it, alongside its siblings), ``sleep`` (until
+    ``until_ms``), ``wait`` (for ``event`` matching ``condition``, until ``until_ms``)
+    or ``invoke`` (start ``function_id`` with ``data_json`` as a child run).
+    """
+
+    step_id: str
+    kind: str
+    until_ms: int | None = None
+    event: str | None = None
+    condition: str | None = None
+    function_id: str | None = None
+    data_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlanned:
+    """Dispatch ``seq`` found steps the orchestrator must run in parallel or schedule."""
+
+    run_id: str
+    seq: int
+    ts: int
+    steps: list[PlannedStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatched:
+    """An event matched the run's ``wait_for_event`` step ``step_id``."""
+
+    run_id: str
+    step_id: str
+    event: Event
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFinished:
+    """The child run a ``step.invoke`` started has ended."""
+
+    run_id: str
+    step_id: str
+    child_run_id: str
+    ts: int
+    output_json: str | None = None
+    error: ErrorInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +175,41 @@ class StepRequest:
     event: Event
     attempt: int
     memo: dict[str, MemoEntry] = field(default_factory=dict)
+    target: str | None = None
+    """Run exactly this step (a parallel or retried one); None: run the first new step."""
+
+
+# --- waiters (wait_for_event and cancel_on) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """A run waiting for an event: a ``wait_for_event`` step, or a ``cancel_on`` rule."""
+
+    run_id: str
+    step_id: str
+    kind: str
+    """``step`` (resume the step with the event) or ``cancel`` (cancel the run)."""
+    event_name: str
+    trigger: Event
+    """The run's triggering event: ``event`` in the condition."""
+    expires_at: int
+    condition: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaiterChanged:
+    """Add (``active``) or remove a waiter; keyed by event name on the waiters topic."""
+
+    waiter: Waiter
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WaiterSet:
+    """Every live waiter for one event name; the value of the waiters table."""
+
+    waiters: list[Waiter] = field(default_factory=list)
 
 
 # --- delay tiers ---------------------------------------------------------------------
@@ -188,6 +277,28 @@ class Quarantined:
 
 
 @dataclass(frozen=True, slots=True)
+class Dispatched:
+    """A step request the orchestrator awaits an answer to (keyed by its ``seq``)."""
+
+    step_id: str
+    """The targeted step; empty for a dispatch that runs the first new step."""
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A step that waits on something other than an executor."""
+
+    kind: str
+    """``retry`` (backoff), ``sleep``, ``event`` (wait_for_event) or ``invoke``."""
+    attempt: int = 0
+    timer_id: str | None = None
+    event: str | None = None
+    condition: str | None = None
+    child_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunState:
     """A run as the orchestrator knows it; the value of the changelog-backed table."""
 
@@ -196,19 +307,26 @@ class RunState:
     event: Event
     status: str
     seq: int
-    attempt: int
+    """Number of the last dispatch; every step request gets the next one."""
     started_at: int
     memo: dict[str, MemoEntry] = field(default_factory=dict)
-    timer_id: str | None = None
+    dispatched: dict[str, Dispatched] = field(default_factory=dict)
+    """Step requests awaiting an answer, by ``seq`` (as text: Avro map keys)."""
+    pending: dict[str, Pending] = field(default_factory=dict)
+    """Steps waiting on a timer, an event or a child run, by step id."""
     history_seq: int = 0
     ended_at: int | None = None
     output_json: str | None = None
     error: ErrorInfo | None = None
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    answered: bool = False
+    """Whether an executor has answered yet: the run has started (``timeouts.start``)."""
 
 
-RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, FunctionFinished, TimerFired,
-                CancelRequested)
+RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,
+                TimerFired, CancelRequested, EventMatched, ChildFinished)
 """Everything the ``runs`` topic carries."""
 
-RunMessage = (RunStarted | StepCompleted | StepFailed | FunctionFinished | TimerFired
-              | CancelRequested)
+RunMessage = (RunStarted | StepCompleted | StepFailed | StepPlanned | FunctionFinished
+              | TimerFired | CancelRequested | EventMatched | ChildFinished)

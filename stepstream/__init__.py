@@ -12,6 +12,7 @@ from stepstream.errors import (
     StepstreamError,
 )
 from stepstream.events import TriggerEvent
+from stepstream.options import CancelOn, Timeouts
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 
@@ -21,8 +22,10 @@ __all__ = [
     "Stepstream",
     "TriggerEvent",
     # options
+    "CancelOn",
     "RetryPolicy",
     "Settings",
+    "Timeouts",
     # errors
     "ConfigError",
     "NonRetriableError",

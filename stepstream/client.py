@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from schemas.codec import default_codec
 from stepstream.errors import ConfigError
-from stepstream.events import make_event
-from stepstream.function import FunctionDef, Handler
+from stepstream.events import FUNCTION_FAILED, make_event
+from stepstream.expressions import compile_condition
+from stepstream.function import FunctionDef, Handler, literal_conditions
+from stepstream.options import CancelOn, Timeouts
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 from stepstream.step import now_ms
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+
+def _check_cron(function_id: str, schedule: str) -> None:
+    from croniter import croniter
+
+    if not croniter.is_valid(schedule):
+        raise ConfigError(f"function {function_id!r}: invalid cron schedule {schedule!r}")
 
 
 class Stepstream:
@@ -42,22 +52,40 @@ class Stepstream:
         self.functions: dict[str, FunctionDef] = {}
         self._producer: Any = None
 
-    def function(self, *, id: str, trigger: str, retries: int = 3,
-                 retry: RetryPolicy | None = None) -> Callable[[Handler], Handler]:
+    def function(self, *, id: str, trigger: str | None = None, cron: str | None = None,
+                 if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
+                 cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
+                 on_failure: Handler | None = None,
+                 idempotency: str | None = None) -> Callable[[Handler], Handler]:
         """Register an async handler as a durable function.
 
         Args:
             id: stable id of the function; runs are keyed by it.
             trigger: name of the event that starts a run.
+            cron: a cron schedule (``"*/5 * * * *"``, UTC) that starts a run at each tick.
+            if_: CEL condition over ``event`` that a triggering event must meet.
             retries: retries of each step after its first attempt.
             retry: the full backoff policy; its ``retries`` wins over ``retries``.
+            cancel_on: events that cancel a running run.
+            timeouts: start and finish deadlines; a late run ends ``cancelled``.
+            on_failure: a handler run (as its own function) when a run fails for good;
+                its ``ctx.event.data`` holds ``function_id``, ``run_id``, ``error``, ``event``.
+            idempotency: CEL expression over ``event``; one run per value per 24 hours.
+
+        Raises:
+            ConfigError: the definition cannot work (checked here, not at run time).
         """
         if not _ID.match(id):
             raise ConfigError(f"function id {id!r} must match {_ID.pattern}")
-        if not trigger:
-            raise ConfigError(f"function {id!r} needs a trigger event name")
+        if (trigger is None) == (cron is None):
+            raise ConfigError(f"function {id!r} needs exactly one of trigger= or cron=")
         if id in self.functions:
             raise ConfigError(f"function id {id!r} is registered twice")
+        if cron is not None:
+            _check_cron(id, cron)
+        for expression in [if_, idempotency, *(rule.if_ for rule in cancel_on)]:
+            if expression is not None:
+                compile_condition(expression)
         try:
             policy = retry if retry is not None else RetryPolicy(retries=retries)
         except ValueError as exc:
@@ -66,8 +94,17 @@ class Stepstream:
         def register(handler: Handler) -> Handler:
             if not asyncio.iscoroutinefunction(handler):
                 raise ConfigError(f"function {id!r}: the handler must be an async function")
-            self.functions[id] = FunctionDef(id=id, trigger=trigger, handler=handler,
-                                             retry=policy)
+            for condition in literal_conditions(handler):
+                compile_condition(condition)
+            self.functions[id] = FunctionDef(
+                id=id, trigger=trigger, cron=cron, trigger_if=if_, handler=handler,
+                retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
+                idempotency=idempotency)
+            handler.stepstream_function_id = id  # type: ignore[attr-defined]
+            if on_failure is not None:
+                self.function(id=f"{id}.on-failure", trigger=FUNCTION_FAILED,
+                              if_=f"event.data.function_id == {json.dumps(id)}",
+                              retries=policy.retries)(on_failure)
             return handler
 
         return register

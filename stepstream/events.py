@@ -17,6 +17,9 @@ from schemas.codec import MARKER, AvroCodec, DecodeError
 from schemas.messages import Event
 from stepstream.errors import SerializationError
 
+FUNCTION_FAILED = "stepstream/function.failed"
+"""The event a run that failed for good emits; ``on_failure`` handlers run on it."""
+
 _RUN_ID_NAMESPACE = uuid.UUID("6b1f4c1e-3f0a-4f55-9a57-2d8e4b1b7a11")
 
 

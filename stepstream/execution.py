@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import logging
 
-from schemas.messages import FunctionFinished, StepCompleted, StepFailed, StepRequest
+from schemas.messages import (
+    FunctionFinished,
+    StepCompleted,
+    StepFailed,
+    StepPlanned,
+    StepRequest,
+)
 from stepstream.context import Context
-from stepstream.errors import SerializationError
 from stepstream.events import TriggerEvent, dumps
 from stepstream.function import FunctionDef
-from stepstream.step import Step, StepInterrupt, error_info, now_ms
+from stepstream.step import SendEvents, Step, StepInterrupt, error_info, now_ms
 
-Outcome = StepCompleted | StepFailed | FunctionFinished
+Outcome = StepCompleted | StepFailed | StepPlanned | FunctionFinished
 
 _log = logging.getLogger("stepstream.function")
 
 
-async def execute(function: FunctionDef, request: StepRequest, *,
-                  max_output_bytes: int) -> Outcome:
-    """Run ``function``'s handler for ``request`` up to its first new step.
+async def execute(function: FunctionDef, request: StepRequest, *, max_output_bytes: int,
+                  send_events: SendEvents | None = None) -> Outcome:
+    """Run ``function``'s handler for ``request`` up to its first new step(s).
 
-    Returns the step's outcome, or ``FunctionFinished`` when the handler returned
-    or raised outside any step.
+    Returns the outcome of the step it ran, the steps it planned, or
+    ``FunctionFinished`` when the handler returned or raised outside any step.
     """
-    step = Step(request, max_output_bytes=max_output_bytes)
+    step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events)
     logger = logging.LoggerAdapter(_log, {"run_id": request.run_id,
                                           "function_id": function.id})
     try:
@@ -34,8 +39,10 @@ async def execute(function: FunctionDef, request: StepRequest, *,
         output = dumps(result, limit=max_output_bytes, what=f"return value of {function.id!r}")
     except StepInterrupt as interrupt:
         return interrupt.outcome
-    except (Exception, SerializationError) as exc:
+    except Exception as exc:
         return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
                                 error=error_info(exc))
+    finally:
+        step.close()
     return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
                             output_json=output)

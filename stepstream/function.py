@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stepstream.options import CancelOn, Timeouts
 from stepstream.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -20,9 +24,41 @@ class FunctionDef:
 
     id: str
     """Stable identifier; run ids derive from it, so renaming it starts new runs."""
-    trigger: str
-    """Name of the event that starts a run."""
     handler: Handler
     """The async function; re-run from the top for every step (deterministic replay)."""
     retry: RetryPolicy
     """How each of its steps is retried."""
+    trigger: str | None = None
+    """Name of the event that starts a run."""
+    trigger_if: str | None = None
+    """CEL condition over ``event`` that a triggering event must also meet."""
+    cron: str | None = None
+    """Cron schedule that starts a run at every tick (instead of an event)."""
+    cancel_on: tuple[CancelOn, ...] = ()
+    """Events that cancel a running run."""
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    """Deadlines after which a run is cancelled."""
+    idempotency: str | None = None
+    """CEL expression over ``event``: one run per value per 24 hours."""
+
+
+def literal_conditions(handler: Callable[..., Any]) -> list[str]:
+    """The literal ``if_=`` strings of the ``wait_for_event`` calls in ``handler``'s source.
+
+    They are compiled when the function is registered, so that a typo fails at
+    start-up, not hours into a run. (Conditions built at run time are compiled when
+    the step is reached.)
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "wait_for_event"):
+            for keyword in node.keywords:
+                if keyword.arg == "if_" and isinstance(keyword.value, ast.Constant) \
+                        and isinstance(keyword.value.value, str):
+                    found.append(keyword.value.value)
+    return found

@@ -1,39 +1,65 @@
-"""The step toolkit a handler calls: ``await step.run("id", fn, *args)``.
+"""The step toolkit a handler calls: ``run``, ``sleep``, ``sleep_until``,
+``wait_for_event``, ``invoke`` and ``send_event``.
 
 Deterministic replay (DESIGN §2): the handler runs from the top on every
-dispatch. A step whose id is in the memo returns its saved output at once; the
-first step that is not is executed, its outcome is raised as a ``StepInterrupt``
-and the handler stops there. The interrupt is a ``BaseException`` so that a
-user's ``except Exception`` cannot swallow it.
+dispatch. A step whose id is in the memo returns its saved output at once. The
+first new steps are *discovered*: the toolkit lets the event loop turn a few
+times so that steps started together (``asyncio.gather``) are all found, then
+either runs the single new ``step.run`` right here, or reports every discovered
+step to the orchestrator (``StepPlanned``) to run in parallel or to schedule. The
+outcome is raised as a ``StepInterrupt``, a ``BaseException``, so that a user's
+``except Exception`` cannot swallow it.
+
+A dispatch with a ``target`` (a parallel or retried step) runs exactly that step;
+other new steps it meets wait until the target's outcome ends the dispatch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, TypeVarTuple
 
-from schemas.messages import ErrorInfo, MemoEntry, StepCompleted, StepFailed, StepRequest
+from schemas.messages import (
+    ErrorInfo,
+    Event,
+    MemoEntry,
+    PlannedStep,
+    StepCompleted,
+    StepFailed,
+    StepPlanned,
+    StepRequest,
+)
 from stepstream.errors import (
+    ConfigError,
+    NondeterminismError,
     NonRetriableError,
     RetryAfterError,
     SerializationError,
     StepError,
 )
-from stepstream.events import dumps
+from stepstream.events import dumps, make_event
+from stepstream.expressions import compile_condition
+from stepstream.options import to_ms
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+SendEvents = Callable[[list[Event]], Awaitable[None]]
+
+_DISCOVERY_TICKS = 4
+"""Loop turns to wait for sibling steps; covers gather() and a few awaits before a step."""
 
 
 class StepInterrupt(BaseException):
-    """A step ran on this dispatch; the handler must stop and report ``outcome``."""
+    """The dispatch has its outcome; the handler must stop and report it."""
 
-    def __init__(self, outcome: StepCompleted | StepFailed) -> None:
-        super().__init__(outcome.step_id)
+    def __init__(self, outcome: StepCompleted | StepFailed | StepPlanned) -> None:
+        super().__init__(type(outcome).__name__)
         self.outcome = outcome
 
 
@@ -48,30 +74,41 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def function_id_of(function: str | Callable[..., Any]) -> str:
+    """The id of a registered function, given the id or the handler itself."""
+    if isinstance(function, str):
+        return function
+    registered = getattr(function, "stepstream_function_id", None)
+    if registered is None:
+        raise ConfigError(f"{function!r} is not a registered stepstream function")
+    return str(registered)
+
+
 class Step:
     """The step toolkit of one dispatch of one run."""
 
-    def __init__(self, request: StepRequest, *, max_output_bytes: int) -> None:
+    def __init__(self, request: StepRequest, *, max_output_bytes: int,
+                 send_events: SendEvents | None = None) -> None:
         self._request = request
         self._memo: dict[str, MemoEntry] = request.memo
         self._max_output_bytes = max_output_bytes
+        self._send_events = send_events
         self._seen: dict[str, int] = {}
+        self._discovered: list[PlannedStep] = []
+        self._gate: asyncio.Future[str] | None = None
+        self._target_started = False
 
-    def _unique_id(self, step_id: str) -> str:
-        # Repeated ids in one run get ":1", ":2" suffixes, as Inngest does, so a step
-        # called in a loop is memoized per iteration.
-        count = self._seen.get(step_id, 0)
-        self._seen[step_id] = count + 1
-        return step_id if count == 0 else f"{step_id}:{count}"
+    # --- the toolkit ------------------------------------------------------------------
 
-    async def run(self, step_id: str, fn: Callable[[*Ts], Awaitable[T] | T],
-                  *args: *Ts) -> T:
+    async def run(self, step_id: str, fn: Callable[[*Ts], Awaitable[T] | T], *args: *Ts,
+                  retries: int | None = None) -> T:
         """Run ``fn(*args)`` as a durable step, or return its saved output.
 
         Args:
             step_id: unique within the run and stable across deploys; the memo key.
             fn: sync or async callable; its return value must be JSON-serializable.
             *args: JSON-serializable arguments.
+            retries: this step's retries, overriding the function's.
 
         Returns:
             The step's output, as JSON round-tripped (tuples come back as lists).
@@ -79,19 +116,140 @@ class Step:
         Raises:
             StepError: the step failed for good, after its retries.
         """
+        unique = self._unique_id(step_id)
+        if unique in self._memo:
+            return self._saved(unique)  # type: ignore[no-any-return]
+        if unique == self._request.target:
+            self._target_started = True
+        else:
+            await self._discover(PlannedStep(step_id=unique, kind="run"))
+        raise StepInterrupt(await self._execute(unique, fn, args, retries))
+
+    async def sleep(self, step_id: str, duration: timedelta | float) -> None:
+        """Pause the run for ``duration`` (a timedelta or seconds); no worker is busy."""
+        await self._durable(step_id, lambda unique: PlannedStep(
+            step_id=unique, kind="sleep", until_ms=now_ms() + to_ms(duration)))
+
+    async def sleep_until(self, step_id: str, when: datetime) -> None:
+        """Pause the run until ``when`` (timezone-aware)."""
+        if when.tzinfo is None:
+            raise ConfigError("sleep_until needs a timezone-aware datetime")
+        until = round(when.timestamp() * 1000)
+        await self._durable(step_id, lambda unique: PlannedStep(
+            step_id=unique, kind="sleep", until_ms=until))
+
+    async def wait_for_event(self, step_id: str, *, event: str, timeout: timedelta | float,
+                             if_: str | None = None) -> dict[str, Any] | None:
+        """Wait for an event named ``event``; returns it, or None after ``timeout``.
+
+        In ``if_`` (CEL), ``event`` is the run's triggering event and ``async`` the
+        incoming one. Only events that arrive after the wait began can match.
+        """
+        if if_ is not None:
+            compile_condition(if_)  # reject a bad expression before anything waits on it
+        result = await self._durable(step_id, lambda unique: PlannedStep(
+            step_id=unique, kind="wait", event=event, condition=if_,
+            until_ms=now_ms() + to_ms(timeout)))
+        return result  # type: ignore[no-any-return]
+
+    async def invoke(self, step_id: str, *, function: str | Callable[..., Any],
+                     data: dict[str, Any] | None = None) -> Any:
+        """Run another function as a child run and return its output.
+
+        Raises:
+            StepError: the child run failed or was cancelled.
+        """
+        target = function_id_of(function)
+        data_json = dumps(data or {}, limit=self._max_output_bytes, what="invoke data")
+        return await self._durable(step_id, lambda unique: PlannedStep(
+            step_id=unique, kind="invoke", function_id=target, data_json=data_json))
+
+    async def send_event(self, step_id: str,
+                         events: dict[str, Any] | Sequence[dict[str, Any]]) -> list[str]:
+        """Send events once per run (a memoized step); returns their ids.
+
+        Each event is ``{"name": ..., "data": {...}, "id": optional}``. Without an id, the
+        id derives from the run and the step, so a step that runs twice sends the same
+        events and starts no function twice.
+        """
+        batch = [events] if isinstance(events, dict) else list(events)
+
+        async def send() -> list[str]:
+            if self._send_events is None:
+                raise ConfigError("send_event needs a worker (no producer here)")
+            built = [make_event(e["name"], e.get("data"), ts=now_ms(),
+                                id=e.get("id") or f"{self._request.run_id}:{step_id}:{i}",
+                                limit=self._max_output_bytes) for i, e in enumerate(batch)]
+            await self._send_events(built)
+            return [e.id for e in built]
+
+        return await self.run(step_id, send)
+
+    # --- discovery --------------------------------------------------------------------
+
+    async def _durable(self, step_id: str,
+                       plan: Callable[[str], PlannedStep]) -> Any:
+        """A step the orchestrator carries out: its saved value, or plan it."""
+        unique = self._unique_id(step_id)
+        if unique in self._memo:
+            return self._saved(unique)
+        await self._discover(plan(unique))
+        raise NondeterminismError(f"step {unique!r} cannot run inside an executor")
+
+    async def _discover(self, planned: PlannedStep) -> None:
+        """Register a new step; returns only if it is to run here and now."""
+        self._discovered.append(planned)
+        if self._gate is None:
+            self._gate = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._decide())
+        chosen = await asyncio.shield(self._gate)
+        if chosen != planned.step_id:
+            await asyncio.get_running_loop().create_future()  # never: the chosen step ends it
+
+    async def _decide(self) -> None:
+        for _ in range(_DISCOVERY_TICKS):
+            await asyncio.sleep(0)
+        assert self._gate is not None
+        if self._gate.done():
+            return
+        request, found = self._request, self._discovered
+        if request.target is not None:
+            if not self._target_started:
+                self._gate.set_exception(NondeterminismError(
+                    f"step {request.target!r} was not reached on replay; the handler "
+                    f"waits on {[p.step_id for p in found]} instead"))
+            return
+        if len(found) == 1 and found[0].kind == "run":
+            self._gate.set_result(found[0].step_id)  # one step: run it right here
+            return
+        self._gate.set_exception(StepInterrupt(StepPlanned(
+            run_id=request.run_id, seq=request.seq, ts=now_ms(), steps=list(found))))
+
+    def close(self) -> None:
+        """Release steps still waiting on discovery once the dispatch has its outcome."""
+        if self._gate is not None and not self._gate.done():
+            self._gate.cancel()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _unique_id(self, step_id: str) -> str:
         if not step_id:
             raise ValueError("a step needs a non-empty id")
-        unique = self._unique_id(step_id)
-        saved = self._memo.get(unique)
-        if saved is not None:
-            if saved.error is not None:
-                raise StepError(unique, saved.error.type, saved.error.message,
-                                saved.error.traceback)
-            return json.loads(saved.output_json or "null")  # type: ignore[no-any-return]
-        raise StepInterrupt(await self._execute(unique, fn, args))
+        # Repeated ids in one run get ":1", ":2" suffixes, as Inngest does, so a step
+        # called in a loop is memoized per iteration.
+        count = self._seen.get(step_id, 0)
+        self._seen[step_id] = count + 1
+        return step_id if count == 0 else f"{step_id}:{count}"
 
-    async def _execute(self, step_id: str, fn: Callable[..., Any],
-                       args: tuple[Any, ...]) -> StepCompleted | StepFailed:
+    def _saved(self, step_id: str) -> Any:
+        saved = self._memo[step_id]
+        if saved.error is not None:
+            raise StepError(step_id, saved.error.type, saved.error.message,
+                            saved.error.traceback)
+        return json.loads(saved.output_json or "null")
+
+    async def _execute(self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                       retries: int | None) -> StepCompleted | StepFailed:
         request, started = self._request, now_ms()
         try:
             result = fn(*args)
@@ -107,7 +265,7 @@ class Step:
             return StepFailed(run_id=request.run_id, seq=request.seq, step_id=step_id,
                               attempt=request.attempt, error=error_info(exc),
                               retriable=retriable, started_at=started, ended_at=now_ms(),
-                              retry_after_ms=retry_after)
+                              retry_after_ms=retry_after, retries=retries)
         return StepCompleted(run_id=request.run_id, seq=request.seq, step_id=step_id,
                              attempt=request.attempt, output_json=output,
                              started_at=started, ended_at=now_ms())

@@ -1,10 +1,10 @@
-"""The engine: a Faust app running the trigger, orchestrator, executor, delay and
-history agents for one ``Stepstream`` application (DESIGN §4).
+"""The engine: a Faust app running the trigger, orchestrator, executor, delay,
+waiter and history agents for one ``Stepstream`` application (DESIGN §4).
 
 Agents only decode, call pure code (``streams.machine.advance``,
-``stepstream.execution.execute``) and produce what it returns. Every agent reads
-raw bytes and decodes them itself, so an undecodable message is quarantined
-instead of crashing the agent.
+``stepstream.execution.execute``, ``streams.waiters.match``) and produce what it
+returns. Every agent reads raw bytes and decodes them itself, so an undecodable
+message is quarantined instead of crashing the agent.
 """
 
 from __future__ import annotations
@@ -22,24 +22,44 @@ from schemas.codec import DecodeError, default_codec
 from schemas.messages import (
     RUN_MESSAGES,
     Delayed,
+    ErrorInfo,
+    Event,
     FunctionFinished,
     HistoryRecord,
     Quarantined,
     RunStarted,
     RunState,
     StepCompleted,
+    StepFailed,
     StepRequest,
+    WaiterChanged,
+    WaiterSet,
 )
 from stepstream.client import Stepstream
 from stepstream.errors import ConfigError
-from stepstream.events import decode_event, run_id_for
+from stepstream.events import decode_event
 from stepstream.execution import execute
-from stepstream.retry import RetryPolicy
+from stepstream.function import FunctionDef
 from stepstream.step import now_ms
+from streams import waiters
 from streams.delays import DelayTiers
-from streams.machine import FINAL_STATUSES, Command, Dispatch, Record, Schedule, SendToDlq, advance
+from streams.machine import (
+    FINAL_STATUSES,
+    Command,
+    Dispatch,
+    Emit,
+    NotifyParent,
+    Record,
+    RunPolicy,
+    Schedule,
+    SendToDlq,
+    StartChild,
+    Watch,
+    advance,
+)
 from streams.metrics import Metrics
 from streams.readmodel import RunStore
+from streams.starts import Starter, policy_of
 from streams.transport import FaustApp
 from topics.catalog import catalog
 
@@ -54,25 +74,28 @@ class Engine:
     """Everything one worker process runs for ``ss``."""
 
     def __init__(self, ss: Stepstream, *, metrics: Metrics | None = None) -> None:
+        if not ss.functions:
+            raise ConfigError(f"app {ss.app_id!r} registers no function")
         self.ss = ss
         self.settings = settings = ss.settings
         self.codec = default_codec()
         self.metrics = metrics or Metrics()
-        self.by_trigger: dict[str, list[str]] = {}
-        for fn in ss.functions.values():
-            self.by_trigger.setdefault(fn.trigger, []).append(fn.id)
-        if not ss.functions:
-            raise ConfigError(f"app {ss.app_id!r} registers no function")
+        self.policies: dict[str, RunPolicy] = {f.id: policy_of(f) for f in ss.functions.values()}
         self.specs = catalog(settings)
         self.app = self._faust_app()
+        prefix = f"{settings.namespace}."
         self.topics = {spec.name: self.app.topic(spec.name, partitions=spec.partitions,
                                                  internal=False, **_RAW)
-                       for spec in self.specs if "-" not in spec.name}
-        self.runs = self.app.Table(
-            "runs", partitions=settings.partitions, default=None,
-            key_type=bytes, value_type=bytes)  # bytes types select the raw serializer
+                       for spec in self.specs if spec.name.startswith(prefix)}
+        # Bytes types select Faust's raw serializer; values are our Avro records.
+        self.runs = self.app.Table("runs", partitions=settings.partitions, default=None,
+                                   key_type=bytes, value_type=bytes)
+        self.waiters = self.app.Table("waiters", partitions=settings.partitions, default=None,
+                                      key_type=bytes, value_type=bytes)
         self.tiers = DelayTiers(settings)
-        self.store = RunStore(aioredis.Redis.from_url(settings.redis_url), settings.namespace)
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.store = RunStore(self.redis, settings.namespace)
+        self.starter = Starter(ss, self.redis, self.metrics)
         self._register_agents()
 
     def _faust_app(self) -> FaustApp:
@@ -115,6 +138,11 @@ class Engine:
         """Queue ``record`` for the topic; returns the future of its acknowledgement."""
         return await self.topic(suffix).send(key=key.encode(), value=self.codec.encode(record))
 
+    async def send_events(self, events: list[Event]) -> None:
+        """Produce events to the events topic and wait until the broker has them."""
+        acks = [await self._send("events", event.id, event) for event in events]
+        await asyncio.gather(*acks)
+
     async def _quarantine(self, event: faust.EventT, reason: str) -> None:
         message = event.message
         log.warning("quarantined %s[%d]@%d: %s", message.topic, message.partition,
@@ -124,10 +152,6 @@ class Engine:
                              offset=message.offset, reason=reason, ts=now_ms(),
                              key=message.key, value=message.value)
         await (await self._send("quarantine", f"{message.topic}:{message.partition}", record))
-
-    def _policy(self, function_id: str) -> RetryPolicy:
-        fn = self.ss.functions.get(function_id)
-        return fn.retry if fn is not None else RetryPolicy()
 
     async def _perform(self, state: RunState, command: Command) -> Awaitable[Any]:
         run_id = state.run_id
@@ -140,12 +164,22 @@ class Engine:
                 self.metrics.dead_letters.labels(state.function_id).inc()
                 return await self._send("steps.dlq", run_id, letter)
             case Schedule(delay_ms, timer):
-                tier, delayed = self.tiers.wrap(
-                    self.settings.topic("runs"), run_id.encode(), self.codec.encode(timer),
-                    due_ms=now_ms() + delay_ms)
-                self.metrics.retries_scheduled.labels(tier).inc()
-                return await self._send(f"delay.{tier}", run_id, delayed)
+                return await self._delay(self.settings.topic("runs"), run_id, timer, delay_ms)
+            case Watch(change):
+                return await self._send("waiters", change.waiter.event_name, change)
+            case StartChild(start):
+                return await self._send("runs", start.run_id, start)
+            case NotifyParent(finished):
+                return await self._send("runs", finished.run_id, finished)
+            case Emit(event):
+                return await self._send("events", event.id, event)
         raise TypeError(f"unknown command {command!r}")
+
+    async def _delay(self, topic: str, key: str, record: Any, delay_ms: int) -> Awaitable[Any]:
+        tier, delayed = self.tiers.wrap(topic, key.encode(), self.codec.encode(record),
+                                        due_ms=now_ms() + delay_ms)
+        self.metrics.retries_scheduled.labels(tier).inc()
+        return await self._send(f"delay.{tier}", key, delayed)
 
     # --- agents -------------------------------------------------------------------
 
@@ -158,7 +192,14 @@ class Engine:
         for tier, hold in self.tiers.tiers:
             app.agent(self.topic(f"delay.{tier}"), name=f"stepstream.delay.{tier}")(
                 self._delay_agent(hold))
+        # Waiters and re-keyed events share one agent: both are keyed by event name, so
+        # a name's waiters and its events land on the same partition and table shard.
+        matcher_topic = app.topic(self.settings.topic("waiters"),
+                                  self.settings.topic("events.by-name"), **_RAW)
+        app.agent(matcher_topic, name="stepstream.waiters")(self._match)
         app.agent(self.topic("history"), name="stepstream.history")(self._project)
+        if any(f.cron for f in self.ss.functions.values()):
+            app.task(self._cron)
 
     async def _trigger(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -173,12 +214,11 @@ class Engine:
                 self.metrics.events_received.labels("quarantined").inc()
                 await self._quarantine(event, str(exc))
                 continue
-            function_ids = self.by_trigger.get(decoded.name, [])
-            self.metrics.events_received.labels("matched" if function_ids else "unmatched").inc()
-            acks = [await self._send("runs", run_id, RunStarted(
-                        run_id=run_id, function_id=function_id, event=decoded, ts=now_ms()))
-                    for function_id in function_ids
-                    for run_id in [run_id_for(function_id, decoded.id)]]
+            starts = await self.starter.starts_for(decoded)
+            self.metrics.events_received.labels("matched" if starts else "unmatched").inc()
+            acks = [await self._send("runs", start.run_id, start) for start in starts]
+            # Every event also goes to the waiters agent, keyed by name.
+            acks.append(await self._send("events.by-name", decoded.name, decoded))
             await asyncio.gather(*acks)
 
     async def _orchestrate(self, stream: faust.StreamT) -> None:
@@ -194,7 +234,11 @@ class Engine:
             raw = self.runs.get(key)
             state = self.codec.decode(raw) if raw is not None else None
             function_id = state.function_id if state else getattr(message, "function_id", "")
-            new_state, commands = advance(state, message, self._policy(function_id))
+            policy = self.policies.get(function_id)
+            if policy is None and state is None and isinstance(message, RunStarted):
+                await self._reject_unknown(message)
+                continue
+            new_state, commands = advance(state, message, policy or RunPolicy())
             if new_state is state or new_state is None:
                 continue  # a duplicate or stale message: nothing changes
             # Outbox first: the commands must be on the broker before the new state is in
@@ -205,6 +249,17 @@ class Engine:
             await asyncio.gather(*acks)
             self.runs[key] = self.codec.encode(new_state)
             self._count_transition(state, new_state)
+
+    async def _reject_unknown(self, start: RunStarted) -> None:
+        """A run of a function no worker registers (``step.invoke`` of a typo)."""
+        error = _unknown_function(start.function_id, self.ss.app_id)
+        log.warning("%s", error.message)
+        if start.parent_run_id and start.parent_step_id:
+            from schemas.messages import ChildFinished
+
+            await (await self._send("runs", start.parent_run_id, ChildFinished(
+                run_id=start.parent_run_id, step_id=start.parent_step_id,
+                child_run_id=start.run_id, ts=now_ms(), error=error)))
 
     def _count_transition(self, old: RunState | None, new: RunState) -> None:
         if old is None:
@@ -228,12 +283,13 @@ class Engine:
                     run_id=request.run_id, seq=request.seq, ts=now_ms(),
                     error=_unknown_function(request.function_id, self.ss.app_id))
             else:
-                outcome = await execute(function, request, max_output_bytes=limit)
+                outcome = await execute(function, request, max_output_bytes=limit,
+                                        send_events=self.send_events)
                 self._count_attempt(request.function_id, outcome)
             await self._send("runs", request.run_id, outcome)
 
     def _count_attempt(self, function_id: str, outcome: Any) -> None:
-        if isinstance(outcome, FunctionFinished):
+        if not isinstance(outcome, StepCompleted | StepFailed):
             return
         ok = isinstance(outcome, StepCompleted)
         self.metrics.step_attempts.labels(function_id, "completed" if ok else "failed").inc()
@@ -269,6 +325,28 @@ class Engine:
 
         return delay
 
+    async def _match(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                record = self.codec.decode(event.message.value)
+                if not isinstance(record, WaiterChanged | Event):
+                    raise DecodeError(f"{type(record).__name__} does not belong on waiters")
+            except DecodeError as exc:
+                await self._quarantine(event, str(exc))
+                continue
+            key = event.message.key
+            raw = self.waiters.get(key)
+            current = self.codec.decode_as(raw, WaiterSet) if raw is not None else WaiterSet()
+            if isinstance(record, WaiterChanged):
+                updated = waiters.change(current, record.waiter, record.active, now_ms())
+            else:
+                found = waiters.match(current, record)
+                acks = [await self._send("runs", m.run_id, m) for m in found.messages]
+                await asyncio.gather(*acks)  # outbox first, as in the orchestrator
+                updated = found.remaining
+            if updated != current:
+                self.waiters[key] = self.codec.encode(updated)
+
     async def _project(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
@@ -278,10 +356,22 @@ class Engine:
                 continue
             await self.store.apply(record)
 
+    async def _cron(self) -> None:
+        """Start cron runs on time; every worker does, and the run ids make it one run."""
+        last = now_ms()
+        while True:
+            await asyncio.sleep(max(0.05, 1.0 - (now_ms() % 1000) / 1000))
+            now = now_ms()
+            starts = self.starter.cron_starts(last, now)
+            acks = [await self._send("runs", start.run_id, start) for start in starts]
+            await asyncio.gather(*acks)
+            last = now
 
-def _unknown_function(function_id: str, app_id: str) -> Any:
-    from schemas.messages import ErrorInfo
 
+def _unknown_function(function_id: str, app_id: str) -> ErrorInfo:
     return ErrorInfo(type="UnknownFunction",
                      message=f"function {function_id!r} is not registered in app {app_id!r} "
                              "on this worker")
+
+
+__all__ = ["Engine", "FunctionDef"]

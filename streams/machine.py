@@ -1,38 +1,78 @@
-"""The run state machine: ``advance(state, message) -> (state, commands)``.
+"""The run state machine: ``advance(state, message, policy) -> (state, commands)``.
 
 Pure: no I/O, no clock, no randomness. The orchestrator agent decodes a message
 from the ``runs`` topic, calls ``advance`` and performs the commands it returns.
 
-Idempotency comes from ``seq``, the number of the current dispatch. Every
-dispatch of the handler gets a new ``seq``; executors echo it back, and a report
-whose ``seq`` is not the current one is stale (a duplicate, or an answer to a
-dispatch that was superseded) and changes nothing. Timers are matched the same
-way by ``timer_id``. So any message may arrive twice, late, or out of order.
+A run is always waiting for something: answers to the step requests it
+dispatched (``state.dispatched``, keyed by the request's ``seq``) and steps that
+wait on a timer, an event or a child run (``state.pending``, keyed by step id).
+When nothing is outstanding, the handler is dispatched again to find its next step.
+
+Idempotency: every step request gets a new ``seq``, executors echo it back, and an
+answer whose ``seq`` is not outstanding is stale (a duplicate, or an answer to a
+superseded request) and changes nothing. Timers, matched events and finished
+children are matched against ``state.pending`` the same way. So any message may
+arrive twice, late, or out of order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, field, replace
 
 from schemas.messages import (
     CancelRequested,
+    ChildFinished,
     DeadLetter,
+    Dispatched,
     ErrorInfo,
+    Event,
+    EventMatched,
     FunctionFinished,
     HistoryRecord,
     MemoEntry,
+    Pending,
+    PlannedStep,
     RunMessage,
     RunStarted,
     RunState,
     StepCompleted,
     StepFailed,
+    StepPlanned,
     StepRequest,
     TimerFired,
+    Waiter,
+    WaiterChanged,
 )
+from stepstream.events import FUNCTION_FAILED
 from stepstream.retry import RetryPolicy
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
 FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
+
+_START_TIMER, _FINISH_TIMER = "timeout:start", "timeout:finish"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRule:
+    """A ``cancel_on`` rule as the machine needs it."""
+
+    event: str
+    condition: str | None
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """The options of a function that steer its runs."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cancel_on: tuple[CancelRule, ...] = ()
+    start_timeout_ms: int | None = None
+    finish_timeout_ms: int | None = None
+
+
+# --- commands -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,112 +104,317 @@ class SendToDlq:
     letter: DeadLetter
 
 
-Command = Dispatch | Schedule | Record | SendToDlq
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Add or remove a waiter on the waiters topic."""
+
+    change: WaiterChanged
+
+
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start a child run (``step.invoke``) on the runs topic."""
+
+    start: RunStarted
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyParent:
+    """Tell the parent run that this child run ended."""
+
+    finished: ChildFinished
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Produce an event to the events topic."""
+
+    event: Event
+
+
+Command = Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | NotifyParent | Emit
 Transition = tuple[RunState | None, list[Command]]
 
 
-def advance(state: RunState | None, message: RunMessage, policy: RetryPolicy) -> Transition:
+def child_run_id(run_id: str, step_id: str) -> str:
+    """The run a ``step.invoke`` starts: fixed by the parent run and the step."""
+    return f"{run_id}.{step_id}"
+
+
+def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     """Apply one message to a run; returns the new state and what to do about it."""
     if isinstance(message, RunStarted):
-        return _start(state, message)
+        return _start(state, message, policy) if state is None else (state, [])
     if state is None or state.status in FINAL_STATUSES:
         return state, []
+    out: list[Command] = []
+    state = _apply(state, message, policy, out)
+    if state.status in FINAL_STATUSES:  # disarm the run's cancel_on rules
+        out += [Watch(WaiterChanged(_cancel_waiter(state, i, rule, 0), False))
+                for i, rule in enumerate(policy.cancel_on)]
+    return state, out
+
+
+def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
+           out: list[Command]) -> RunState:
+    match message:
+        case StepCompleted() | StepFailed() | StepPlanned() | FunctionFinished():
+            dispatched = state.dispatched.get(str(message.seq))
+            if dispatched is None:
+                return state
+            state = replace(state, answered=True, dispatched={
+                k: v for k, v in state.dispatched.items() if k != str(message.seq)})
+            state = _answer(state, message, dispatched, policy, out)
+        case TimerFired():
+            state = _timer(state, message, out)
+        case EventMatched():
+            state = _resolve(state, message.step_id, "event", out, ts=message.ts,
+                             output_json=_event_json(message.event))
+        case ChildFinished():
+            pending = state.pending.get(message.step_id)
+            if pending is None or pending.child_run_id != message.child_run_id:
+                return state
+            state = _resolve(state, message.step_id, "invoke", out, ts=message.ts,
+                             output_json=message.output_json, error=message.error)
+        case CancelRequested():
+            state = _finish(state, CANCELLED, message.ts, out, error=ErrorInfo(
+                type="Cancelled", message=message.reason))
+    return state
+
+
+# --- transitions ----------------------------------------------------------------------
+
+
+def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
+    state = RunState(run_id=message.run_id, function_id=message.function_id,
+                     event=message.event, status=RUNNING, seq=0, started_at=message.ts,
+                     parent_run_id=message.parent_run_id,
+                     parent_step_id=message.parent_step_id)
+    out: list[Command] = []
+    state = _record(state, out, "run.started", message.ts, event=message.event)
+    for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
+                                 (_FINISH_TIMER, policy.finish_timeout_ms)):
+        if timeout_ms is not None:
+            out.append(Schedule(timeout_ms, TimerFired(state.run_id, timer_id,
+                                                       message.ts + timeout_ms)))
+    for i, rule in enumerate(policy.cancel_on):
+        out.append(Watch(WaiterChanged(_cancel_waiter(state, i, rule, message.ts), True)))
+    return _dispatch(state, out, step_id="", attempt=0), out
+
+
+def _answer(state: RunState, message: StepCompleted | StepFailed | StepPlanned |
+            FunctionFinished, dispatched: Dispatched, policy: RunPolicy,
+            out: list[Command]) -> RunState:
     match message:
         case StepCompleted():
-            return _step_completed(state, message)
+            state = _record(state, out, "step.completed", message.ended_at,
+                            step_id=message.step_id, attempt=message.attempt,
+                            output_json=message.output_json, started_at=message.started_at,
+                            ended_at=message.ended_at)
+            state = _memoize(state, message.step_id, MemoEntry(output_json=message.output_json))
+            return _next(state, out)
         case StepFailed():
-            return _step_failed(state, message, policy)
-        case TimerFired():
-            return _timer_fired(state, message)
+            return _step_failed(state, message, policy, out)
+        case StepPlanned():
+            for planned in message.steps:
+                state = _plan(state, planned, message.ts, out)
+            return _next(state, out)
         case FunctionFinished():
-            return _function_finished(state, message)
-        case CancelRequested():
-            return _finish(state, CANCELLED, message.ts, error=ErrorInfo(
-                type="Cancelled", message=message.reason))
-    return state, []
+            if message.error is not None:
+                return _finish(state, FAILED, message.ts, out, error=message.error)
+            return _finish(state, COMPLETED, message.ts, out, output_json=message.output_json)
 
 
-def _start(state: RunState | None, message: RunStarted) -> Transition:
-    if state is not None:
-        return state, []  # the same event delivered twice starts one run
-    state = RunState(run_id=message.run_id, function_id=message.function_id,
-                     event=message.event, status=RUNNING, seq=1, attempt=0,
-                     started_at=message.ts)
-    state, started = _history(state, "run.started", message.ts, event=message.event)
-    return state, [started, _dispatch(state)]
-
-
-def _step_completed(state: RunState, message: StepCompleted) -> Transition:
-    if message.seq != state.seq or state.timer_id is not None:
-        return state, []
-    memo = {**state.memo, message.step_id: MemoEntry(output_json=message.output_json)}
-    state = replace(state, memo=memo, seq=state.seq + 1, attempt=0)
-    state, completed = _history(state, "step.completed", message.ended_at,
-                                step_id=message.step_id, attempt=message.attempt,
-                                output_json=message.output_json,
-                                started_at=message.started_at, ended_at=message.ended_at)
-    return state, [completed, _dispatch(state)]
-
-
-def _step_failed(state: RunState, message: StepFailed, policy: RetryPolicy) -> Transition:
-    if message.seq != state.seq or state.timer_id is not None:
-        return state, []
-    if message.retriable and message.attempt < policy.retries:
+def _step_failed(state: RunState, message: StepFailed, policy: RunPolicy,
+                 out: list[Command]) -> RunState:
+    retries = policy.retry.retries if message.retries is None else message.retries
+    fields = {"step_id": message.step_id, "attempt": message.attempt, "error": message.error,
+              "started_at": message.started_at, "ended_at": message.ended_at}
+    if message.retriable and message.attempt < retries:
         delay = message.retry_after_ms
         if delay is None:
-            delay = policy.delay_ms(message.attempt, f"{state.run_id}:{message.step_id}")
-        timer = TimerFired(run_id=state.run_id, timer_id=f"retry:{state.seq}",
-                           ts=message.ended_at + delay)
-        state = replace(state, timer_id=timer.timer_id, attempt=message.attempt + 1)
-        state, failed = _history(state, "step.failed", message.ended_at,
-                                 step_id=message.step_id, attempt=message.attempt,
-                                 error=message.error, started_at=message.started_at,
-                                 ended_at=message.ended_at, next_attempt_at=timer.ts)
-        return state, [failed, Schedule(delay_ms=delay, timer=timer)]
+            delay = policy.retry.delay_ms(message.attempt, f"{state.run_id}:{message.step_id}")
+        timer = TimerFired(state.run_id, f"retry:{message.step_id}:{message.attempt + 1}",
+                           message.ended_at + delay)
+        state = _record(state, out, "step.failed", message.ended_at,
+                        next_attempt_at=timer.ts, **fields)
+        out.append(Schedule(delay, timer))
+        return _park(state, message.step_id, Pending(kind="retry", attempt=message.attempt + 1,
+                                                     timer_id=timer.timer_id))
     # Out of attempts (or not retriable): the step fails for good. The handler is
-    # dispatched once more so that its step.run raises StepError where it can be caught.
-    memo = {**state.memo, message.step_id: MemoEntry(error=message.error)}
-    state = replace(state, memo=memo, seq=state.seq + 1, attempt=0)
-    state, failed = _history(state, "step.failed", message.ended_at, step_id=message.step_id,
-                             attempt=message.attempt, error=message.error,
-                             started_at=message.started_at, ended_at=message.ended_at)
-    letter = DeadLetter(run_id=state.run_id, function_id=state.function_id,
-                        step_id=message.step_id, attempt=message.attempt,
-                        error=message.error, event=state.event, ts=message.ended_at)
-    return state, [failed, SendToDlq(letter), _dispatch(state)]
+    # dispatched again so that its step.run raises StepError where it can be caught.
+    state = _record(state, out, "step.failed", message.ended_at, **fields)
+    out.append(SendToDlq(DeadLetter(run_id=state.run_id, function_id=state.function_id,
+                                    step_id=message.step_id, attempt=message.attempt,
+                                    error=message.error, event=state.event,
+                                    ts=message.ended_at)))
+    return _next(_memoize(state, message.step_id, MemoEntry(error=message.error)), out)
 
 
-def _timer_fired(state: RunState, message: TimerFired) -> Transition:
-    if message.timer_id != state.timer_id:
-        return state, []
-    state = replace(state, timer_id=None, seq=state.seq + 1)
-    return state, [_dispatch(state)]
+def _plan(state: RunState, planned: PlannedStep, ts: int, out: list[Command]) -> RunState:
+    step_id = planned.step_id
+    if step_id in state.memo or step_id in state.pending or any(
+            d.step_id == step_id for d in state.dispatched.values()):
+        return state  # planned twice (a replay): already in hand
+    if planned.kind == "run":
+        return _dispatch(state, out, step_id=step_id, attempt=0)
+    until = planned.until_ms if planned.until_ms is not None else ts
+    if planned.kind == "sleep":
+        timer = TimerFired(state.run_id, f"sleep:{step_id}", until)
+        out.append(Schedule(max(0, until - ts), timer))
+        state = _record(state, out, "step.sleeping", ts, step_id=step_id,
+                        next_attempt_at=until)
+        return _park(state, step_id, Pending(kind="sleep", timer_id=timer.timer_id))
+    if planned.kind == "wait":
+        timer = TimerFired(state.run_id, f"wait:{step_id}", until)
+        waiter = Waiter(run_id=state.run_id, step_id=step_id, kind="step",
+                        event_name=planned.event or "", trigger=state.event, expires_at=until,
+                        condition=planned.condition)
+        out += [Watch(WaiterChanged(waiter, True)), Schedule(max(0, until - ts), timer)]
+        state = _record(state, out, "step.waiting", ts, step_id=step_id,
+                        next_attempt_at=until)
+        return _park(state, step_id, Pending(kind="event", timer_id=timer.timer_id,
+                                             event=planned.event,
+                                             condition=planned.condition))
+    if planned.kind == "invoke":
+        child = child_run_id(state.run_id, step_id)
+        event = Event(id=child, name=f"stepstream/invoke/{planned.function_id}",
+                      data_json=planned.data_json or "{}", ts=ts)
+        out.append(StartChild(RunStarted(run_id=child, function_id=planned.function_id or "",
+                                         event=event, ts=ts, parent_run_id=state.run_id,
+                                         parent_step_id=step_id)))
+        state = _record(state, out, "step.invoking", ts, step_id=step_id)
+        return _park(state, step_id, Pending(kind="invoke", child_run_id=child))
+    return _memoize(state, step_id, MemoEntry(error=ErrorInfo(
+        type="UnknownStepKind", message=f"step {step_id!r} has unknown kind {planned.kind!r}")))
 
 
-def _function_finished(state: RunState, message: FunctionFinished) -> Transition:
-    if message.seq != state.seq or state.timer_id is not None:
-        return state, []
-    if message.error is not None:
-        return _finish(state, FAILED, message.ts, error=message.error)
-    return _finish(state, COMPLETED, message.ts, output_json=message.output_json)
+def _timer(state: RunState, message: TimerFired, out: list[Command]) -> RunState:
+    if message.timer_id == _START_TIMER:
+        if state.answered:
+            return state
+        return _finish(state, CANCELLED, message.ts, out, error=ErrorInfo(
+            type="Timeout", message="run did not start within its start timeout"))
+    if message.timer_id == _FINISH_TIMER:
+        return _finish(state, CANCELLED, message.ts, out, error=ErrorInfo(
+            type="Timeout", message="run did not finish within its finish timeout"))
+    step_id = next((s for s, p in state.pending.items() if p.timer_id == message.timer_id),
+                   None)
+    if step_id is None:
+        return state
+    pending = state.pending[step_id]
+    if pending.kind == "retry":
+        state = _unpark(state, step_id)
+        return _dispatch(state, out, step_id=step_id, attempt=pending.attempt)
+    # A sleep ends with no value; a wait that timed out returns None to the handler.
+    return _resolve(state, step_id, pending.kind, out, ts=message.ts, output_json="null")
 
 
-def _finish(state: RunState, status: str, ts: int, *, output_json: str | None = None,
-            error: ErrorInfo | None = None) -> Transition:
+def _resolve(state: RunState, step_id: str, kind: str, out: list[Command], *, ts: int,
+             output_json: str | None, error: ErrorInfo | None = None) -> RunState:
+    """A pending step of ``kind`` got its value: memoize it and move on."""
+    pending = state.pending.get(step_id)
+    if pending is None or pending.kind != kind:
+        return state
+    if kind == "event":
+        out.append(Watch(WaiterChanged(_step_waiter(state, step_id, pending), False)))
+    state = _unpark(state, step_id)
+    if error is not None:
+        state = _record(state, out, "step.failed", ts, step_id=step_id, error=error)
+        entry = MemoEntry(error=error)
+    else:
+        state = _record(state, out, "step.completed", ts, step_id=step_id,
+                        output_json=output_json, ended_at=ts)
+        entry = MemoEntry(output_json=output_json)
+    return _next(_memoize(state, step_id, entry), out)
+
+
+def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
+            output_json: str | None = None, error: ErrorInfo | None = None) -> RunState:
+    for step_id, pending in state.pending.items():
+        if pending.kind == "event":
+            out.append(Watch(WaiterChanged(_step_waiter(state, step_id, pending), False)))
     state = replace(state, status=status, ended_at=ts, output_json=output_json, error=error,
-                    timer_id=None, seq=state.seq + 1)
-    state, finished = _history(state, f"run.{status}", ts, output_json=output_json, error=error)
-    return state, [finished]
+                    dispatched={}, pending={})
+    state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error)
+    if state.parent_run_id is not None and state.parent_step_id is not None:
+        if status != COMPLETED and error is None:
+            error = ErrorInfo(type="ChildRunFailed", message=f"child run ended {status}")
+        out.append(NotifyParent(ChildFinished(
+            run_id=state.parent_run_id, step_id=state.parent_step_id, child_run_id=state.run_id,
+            ts=ts, output_json=output_json if status == COMPLETED else None,
+            error=None if status == COMPLETED else error)))
+    if status == FAILED:
+        out.append(Emit(_failure_event(state, ts)))
+    return state
 
 
-def _dispatch(state: RunState) -> Dispatch:
-    return Dispatch(StepRequest(run_id=state.run_id, seq=state.seq,
-                                function_id=state.function_id, event=state.event,
-                                attempt=state.attempt, memo=state.memo))
+# --- helpers --------------------------------------------------------------------------
 
 
-def _history(state: RunState, kind: str, ts: int, **fields: object) -> tuple[RunState, Record]:
+def _next(state: RunState, out: list[Command]) -> RunState:
+    """Replay the handler when nothing is outstanding any more."""
+    if state.status in FINAL_STATUSES or state.dispatched or state.pending:
+        return state
+    return _dispatch(state, out, step_id="", attempt=0)
+
+
+def _dispatch(state: RunState, out: list[Command], *, step_id: str, attempt: int) -> RunState:
+    seq = state.seq + 1
+    state = replace(state, seq=seq, dispatched={
+        **state.dispatched, str(seq): Dispatched(step_id=step_id, attempt=attempt)})
+    out.append(Dispatch(StepRequest(run_id=state.run_id, seq=seq, function_id=state.function_id,
+                                    event=state.event, attempt=attempt, memo=state.memo,
+                                    target=step_id or None)))
+    return state
+
+
+def _memoize(state: RunState, step_id: str, entry: MemoEntry) -> RunState:
+    return replace(state, memo={**state.memo, step_id: entry})
+
+
+def _park(state: RunState, step_id: str, pending: Pending) -> RunState:
+    return replace(state, pending={**state.pending, step_id: pending})
+
+
+def _unpark(state: RunState, step_id: str) -> RunState:
+    return replace(state, pending={k: v for k, v in state.pending.items() if k != step_id})
+
+
+def _record(state: RunState, out: list[Command], kind: str, ts: int,
+            **fields: object) -> RunState:
     seq = state.history_seq + 1
-    record = HistoryRecord(run_id=state.run_id, seq=seq, ts=ts, kind=kind,
-                           function_id=state.function_id, **fields)  # type: ignore[arg-type]
-    return replace(state, history_seq=seq), Record(record)
+    out.append(Record(HistoryRecord(run_id=state.run_id, seq=seq, ts=ts, kind=kind,
+                                    function_id=state.function_id,
+                                    **fields)))  # type: ignore[arg-type]
+    return replace(state, history_seq=seq)
+
+
+def _step_waiter(state: RunState, step_id: str, pending: Pending) -> Waiter:
+    return Waiter(run_id=state.run_id, step_id=step_id, kind="step",
+                  event_name=pending.event or "", trigger=state.event, expires_at=0,
+                  condition=pending.condition)
+
+
+def _cancel_waiter(state: RunState, index: int, rule: CancelRule, ts: int) -> Waiter:
+    return Waiter(run_id=state.run_id, step_id=f"cancel_on:{index}", kind="cancel",
+                  event_name=rule.event, trigger=state.event, expires_at=ts + rule.timeout_ms,
+                  condition=rule.condition)
+
+
+def _event_json(event: Event) -> str:
+    return (f'{{"id":{_quote(event.id)},"name":{_quote(event.name)},'
+            f'"data":{event.data_json},"ts":{event.ts}}}')
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _failure_event(state: RunState, ts: int) -> Event:
+    error = state.error or ErrorInfo(type="Error", message="")
+    data = {"function_id": state.function_id, "run_id": state.run_id,
+            "error": {"type": error.type, "message": error.message},
+            "event": json.loads(_event_json(state.event))}
+    return Event(id=f"failed:{state.run_id}", name=FUNCTION_FAILED,
+                 data_json=json.dumps(data, separators=(",", ":")), ts=ts)

@@ -66,13 +66,13 @@ def _apply_step(doc: dict[str, Any], record: HistoryRecord) -> None:
                             "next_attempt_at": record.next_attempt_at})
     step["ended_at"] = record.ended_at
     step["error"] = _error(record.error)
+    step["next_attempt_at"] = record.next_attempt_at
     if record.kind == "step.completed":
         step["status"], step["output"] = "completed", _output(record.output_json)
-    elif record.next_attempt_at is not None:
-        step["status"] = "retrying"
-        step["next_attempt_at"] = record.next_attempt_at
-    else:
-        step["status"] = "failed"
+    elif record.kind == "step.failed":
+        step["status"] = "retrying" if record.next_attempt_at is not None else "failed"
+    else:  # step.sleeping, step.waiting, step.invoking
+        step["status"] = record.kind.removeprefix("step.")
 
 
 class RunStore:

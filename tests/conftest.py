@@ -7,6 +7,7 @@ own topics, consumer group and Redis keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,11 +37,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+def fresh_settings(broker: DevBroker, redis_url: str) -> Settings:
+    """Settings of a new namespace: its own topics, consumer group and Redis keys."""
+    return Settings(brokers=broker.bootstrap, redis_url=redis_url,
+                    namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+
+
 @pytest.fixture
 def settings(broker: DevBroker, redis_url: str) -> Settings:
     """Settings of a namespace of this test's own."""
-    return Settings(brokers=broker.bootstrap, redis_url=redis_url,
-                    namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+    return fresh_settings(broker, redis_url)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -54,19 +60,28 @@ def settings_env(settings: Settings) -> dict[str, str]:
 WorkerFactory = Callable[..., WorkerProcess]
 
 
-@pytest.fixture
-def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
-    """Start worker processes for this test's namespace; all are stopped afterwards."""
+@contextlib.contextmanager
+def worker_factory(settings: Settings, log_dir: Path) -> Iterator[WorkerFactory]:
+    """Start worker processes for a namespace; all are stopped on exit."""
     started: list[WorkerProcess] = []
 
     def start(module: str = "tests.integration.functions", *, ready: bool = True,
               **env: str) -> WorkerProcess:
-        log = tmp_path / f"worker-{len(started)}.log"
+        log = log_dir / f"worker-{len(started)}.log"
         worker = WorkerProcess(module, env={**settings_env(settings), **env}, log_path=log,
                                cwd=str(ROOT))
         started.append(worker.start())
         return worker.wait_ready() if ready else worker
 
-    yield start
-    for worker in started:
-        worker.stop()
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Start worker processes for this test's namespace."""
+    with worker_factory(settings, tmp_path) as start:
+        yield start

@@ -48,12 +48,17 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         spec(topic("runs"), _deleting(7)),
         spec(topic("steps"), _deleting(7)),
         *(spec(topic(f"delay.{tier}"), _deleting(2)) for tier, _ in DELAY_TIERS),
+        # wait_for_event and cancel_on: waiters and events re-keyed by event name meet
+        # in one agent, so both topics must have the same partitions.
+        spec(topic("waiters"), _deleting(30)),
+        spec(topic("events.by-name"), _deleting(2)),
         spec(topic("history"), _deleting(30)),
         spec(topic("steps.dlq"), _deleting(30)),
         spec(topic("quarantine"), _deleting(30), joined=False),
         # Faust names a table's changelog "{app id}-{table}-changelog"; the app id is the
         # namespace. Declared here so that it exists, compacted, before Faust looks.
         spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
+        spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
         # Faust's assignor elects a leader through this one-partition topic.
         TopicSpec(f"{settings.namespace}-__assignor-__leader", 1, rf,
                   {"cleanup.policy": "delete"}),

@@ -1,0 +1,100 @@
+"""Which runs an event (or a cron tick) starts, and the policy each run follows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import redis.asyncio as aioredis
+from croniter import croniter
+
+from schemas.messages import Event, RunStarted
+from stepstream.client import Stepstream
+from stepstream.events import run_id_for
+from stepstream.expressions import evaluate, matches
+from stepstream.function import FunctionDef
+from stepstream.options import to_ms
+from stepstream.step import now_ms
+from streams.machine import CancelRule, RunPolicy
+from streams.metrics import Metrics
+from streams.waiters import event_context
+
+log = logging.getLogger("stepstream.starts")
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+def policy_of(function: FunctionDef) -> RunPolicy:
+    """The options of ``function`` that the state machine applies."""
+    timeouts = function.timeouts
+    return RunPolicy(
+        retry=function.retry,
+        cancel_on=tuple(CancelRule(event=r.event, condition=r.if_, timeout_ms=to_ms(r.timeout))
+                        for r in function.cancel_on),
+        start_timeout_ms=None if timeouts.start is None else to_ms(timeouts.start),
+        finish_timeout_ms=None if timeouts.finish is None else to_ms(timeouts.finish))
+
+
+class Starter:
+    """Turns events and cron ticks into ``RunStarted`` messages."""
+
+    def __init__(self, ss: Stepstream, redis: aioredis.Redis, metrics: Metrics) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        self.namespace = ss.settings.namespace
+        self.by_trigger: dict[str, list[FunctionDef]] = {}
+        for function in ss.functions.values():
+            if function.trigger is not None:
+                self.by_trigger.setdefault(function.trigger, []).append(function)
+        self.crons = [f for f in ss.functions.values() if f.cron is not None]
+
+    async def starts_for(self, event: Event) -> list[RunStarted]:
+        """The runs ``event`` starts (the same event always maps to the same run ids)."""
+        functions = self.by_trigger.get(event.name)
+        if not functions:
+            return []
+        context = {"event": event_context(event)}
+        starts = []
+        for function in functions:
+            if not matches(function.trigger_if, context):
+                continue
+            run_id = run_id_for(function.id, event.id)
+            if function.idempotency is not None and not await self._claim(
+                    function, evaluate(function.idempotency, context), run_id):
+                self.metrics.events_received.labels("idempotent_skip").inc()
+                continue
+            starts.append(RunStarted(run_id=run_id, function_id=function.id, event=event,
+                                     ts=now_ms()))
+        return starts
+
+    async def _claim(self, function: FunctionDef, key: object, run_id: str) -> bool:
+        """Whether this run owns the idempotency key (24 h); a redelivery still owns it."""
+        if key is None:
+            return True  # the expression found nothing to key on: no deduplication
+        name = f"{self.namespace}:idem:{function.id}:{key}"
+        delay = 0.1
+        while True:
+            try:
+                if await self.redis.set(name, run_id, nx=True, ex=IDEMPOTENCY_TTL_S):
+                    return True
+                owner = await self.redis.get(name)
+                return owner is None or owner.decode() == run_id
+            except aioredis.RedisError as exc:
+                # Deciding without Redis could start a duplicate: the event waits instead.
+                log.warning("idempotency check for %s waits for Redis: %s", function.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def cron_starts(self, after_ms: int, until_ms: int) -> list[RunStarted]:
+        """A run for every cron tick in ``(after_ms, until_ms]``; ids fixed by the tick."""
+        starts = []
+        for function in self.crons:
+            ticks = croniter(function.cron, after_ms / 1000)
+            while (tick := int(ticks.get_next(float) * 1000)) <= until_ms:
+                data = json.dumps({"cron": function.cron, "tick": tick})
+                event = Event(id=f"cron:{function.id}:{tick}", name="stepstream/cron",
+                              data_json=data, ts=tick)
+                starts.append(RunStarted(run_id=run_id_for(function.id, event.id),
+                                         function_id=function.id, event=event, ts=tick))
+        return starts
