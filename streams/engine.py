@@ -245,10 +245,28 @@ class Engine:
             # the changelog. A crash in between replays the message against the old state
             # and sends the same commands again (receivers dedupe by seq); the reverse
             # order could store a state whose commands were lost, and the run would hang.
+            if not self._owns(event):
+                continue
             acks = [await self._perform(new_state, c) for c in commands]
             await asyncio.gather(*acks)
+            if not self._owns(event):
+                continue
             self.runs[key] = self.codec.encode(new_state)
             self._count_transition(state, new_state)
+
+    def _owns(self, event: faust.EventT) -> bool:
+        """Whether this worker still owns the partition ``event`` came from.
+
+        A worker that lost a partition in a rebalance (its session expired while it was
+        busy) must not write the partition's table any more: the new owner has read the
+        changelog already, and a late write would land after the new owner's and win
+        the next recovery. The message is left to the new owner, which replays it.
+        """
+        owned = event.message.tp in self.app.consumer.assignment()
+        if not owned:
+            log.warning("partition %s was revoked mid-message; leaving it to its new owner",
+                        event.message.tp)
+        return owned
 
     async def _reject_unknown(self, start: RunStarted) -> None:
         """A run of a function no worker registers (``step.invoke`` of a typo)."""
@@ -344,7 +362,7 @@ class Engine:
                 acks = [await self._send("runs", m.run_id, m) for m in found.messages]
                 await asyncio.gather(*acks)  # outbox first, as in the orchestrator
                 updated = found.remaining
-            if updated != current:
+            if updated != current and self._owns(event):
                 self.waiters[key] = self.codec.encode(updated)
 
     async def _project(self, stream: faust.StreamT) -> None:
