@@ -142,7 +142,8 @@ async def tick(engine: Engine, tracker: RunTracker) -> None:
     if app.rebalancing:
         return
     assignment = frozenset(app.consumer.assignment())
-    if tracker.scanned_assignment != assignment and app.tables.recovery.completed.is_set():
+    recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+    if tracker.scanned_assignment != assignment and recovered:
         await tracker.rescan()
         tracker.scanned_assignment = assignment
     await update_lag(engine, tracker, now)
@@ -167,7 +168,7 @@ def install_monitor(engine: Engine) -> RunTracker:
     tracker = RunTracker(engine)
     engine.app.sensors.add(tracker)
 
-    @engine.app.timer(settings.monitor_interval_s)
+    @engine.app.timer(settings.monitor_interval_s)  # type: ignore[untyped-decorator]
     async def monitor() -> None:
         try:
             await tick(engine, tracker)
