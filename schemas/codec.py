@@ -30,11 +30,13 @@ _SCHEMA_DIR = Path(__file__).parent
 
 # Referenced types first: a record may only name records parsed before it.
 RECORDS: tuple[type, ...] = (
-    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.PlannedStep,
+    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.LogLine,
+    messages.PlannedStep,
     messages.Waiter, messages.Dispatched, messages.Pending,
     messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,
     messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
-    messages.EventMatched, messages.ChildFinished, messages.StepRequest,
+    messages.EventMatched, messages.ChildFinished, messages.ReplayRequested,
+    messages.StepRequest,
     messages.WaiterChanged, messages.WaiterSet, messages.Delayed, messages.HistoryRecord,
     messages.DeadLetter, messages.Quarantined, messages.RunState,
 )

@@ -37,6 +37,16 @@ class MemoEntry:
     output_json: str | None = None
     error: ErrorInfo | None = None
 
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One log line a run emitted, as it is kept in the run's history."""
+
+    ts: int
+    level: str
+    message: str
+    step_id: str | None = None
+    """The step it was emitted in; None: by the handler around the steps."""
+
 
 # --- runs topic: everything the orchestrator reacts to ------------------------------
 
@@ -64,6 +74,8 @@ class StepCompleted:
     output_json: str
     started_at: int
     ended_at: int
+    logs: list[LogLine] = field(default_factory=list)
+    """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,8 @@ class StepFailed:
     retry_after_ms: int | None = None
     retries: int | None = None
     """The step's own retry count, when it overrides the function's."""
+    logs: list[LogLine] = field(default_factory=list)
+    """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,8 @@ class StepPlanned:
     seq: int
     ts: int
     steps: list[PlannedStep] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
+    """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +158,8 @@ class FunctionFinished:
     ts: int
     output_json: str | None = None
     error: ErrorInfo | None = None
+    logs: list[LogLine] = field(default_factory=list)
+    """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +178,18 @@ class CancelRequested:
     run_id: str
     reason: str
     ts: int
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequested:
+    """Someone asked for a failed or cancelled run to run again.
+
+    Completed steps stay memoized; the failed steps (or ``from_step`` and every step
+    memoized after it) are forgotten, so they run again.
+    """
+
+    run_id: str
+    ts: int
+    from_step: str | None = None
 
 
 # --- steps topic ---------------------------------------------------------------------
@@ -245,6 +275,8 @@ class HistoryRecord:
     started_at: int | None = None
     ended_at: int | None = None
     next_attempt_at: int | None = None
+    logs: list[LogLine] = field(default_factory=list)
+    """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +357,10 @@ class RunState:
 
 
 RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,
-                TimerFired, CancelRequested, EventMatched, ChildFinished)
+                TimerFired, CancelRequested, EventMatched, ChildFinished,
+                ReplayRequested)
 """Everything the ``runs`` topic carries."""
 
 RunMessage = (RunStarted | StepCompleted | StepFailed | StepPlanned | FunctionFinished
-              | TimerFired | CancelRequested | EventMatched | ChildFinished)
+              | TimerFired | CancelRequested | EventMatched | ChildFinished
+              | ReplayRequested)

@@ -14,6 +14,7 @@ from schemas.messages import (
 from stepstream.context import Context
 from stepstream.events import TriggerEvent, dumps
 from stepstream.function import FunctionDef
+from stepstream.logs import RunLogger, with_logs
 from stepstream.step import SendEvents, Step, StepInterrupt, error_info, now_ms
 
 Outcome = StepCompleted | StepFailed | StepPlanned | FunctionFinished
@@ -21,6 +22,7 @@ Outcome = StepCompleted | StepFailed | StepPlanned | FunctionFinished
 _log = logging.getLogger("stepstream.function")
 
 
+@with_logs
 async def execute(function: FunctionDef, request: StepRequest, *, max_output_bytes: int,
                   send_events: SendEvents | None = None) -> Outcome:
     """Run ``function``'s handler for ``request`` up to its first new step(s).
@@ -29,8 +31,8 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
     ``FunctionFinished`` when the handler returned or raised outside any step.
     """
     step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events)
-    logger = logging.LoggerAdapter(_log, {"run_id": request.run_id,
-                                          "function_id": function.id})
+    logger = RunLogger(_log, {"run_id": request.run_id, "function_id": function.id,
+                              "attempt": request.attempt})
     try:
         event = TriggerEvent.from_envelope(request.event)
         ctx = Context(event=event, step=step, run_id=request.run_id,

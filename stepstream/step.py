@@ -17,7 +17,6 @@ other new steps it meets wait until the target's outcome ends the dispatch.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 import traceback
@@ -45,6 +44,7 @@ from stepstream.errors import (
 )
 from stepstream.events import dumps, make_event
 from stepstream.expressions import compile_condition
+from stepstream.logs import in_step, memo_returned
 from stepstream.options import to_ms
 
 T = TypeVar("T")
@@ -242,6 +242,7 @@ class Step:
         return step_id if count == 0 else f"{step_id}:{count}"
 
     def _saved(self, step_id: str) -> Any:
+        memo_returned()  # the handler's lines are replays until the memo is used up
         saved = self._memo[step_id]
         if saved.error is not None:
             raise StepError(step_id, saved.error.type, saved.error.message,
@@ -252,9 +253,7 @@ class Step:
                        retries: int | None) -> StepCompleted | StepFailed:
         request, started = self._request, now_ms()
         try:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await in_step(step_id, fn, args)  # its log lines carry its id
             output = dumps(result, limit=self._max_output_bytes,
                            what=f"output of step {step_id!r}")
         except Exception as exc:

@@ -30,9 +30,11 @@ from schemas.messages import (
     EventMatched,
     FunctionFinished,
     HistoryRecord,
+    LogLine,
     MemoEntry,
     Pending,
     PlannedStep,
+    ReplayRequested,
     RunMessage,
     RunStarted,
     RunState,
@@ -145,6 +147,8 @@ def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> T
     """Apply one message to a run; returns the new state and what to do about it."""
     if isinstance(message, RunStarted):
         return _start(state, message, policy) if state is None else (state, [])
+    if isinstance(message, ReplayRequested):
+        return _replay(state, message, policy)
     if state is None or state.status in FINAL_STATUSES:
         return state, []
     out: list[Command] = []
@@ -210,7 +214,7 @@ def _answer(state: RunState, message: StepCompleted | StepFailed | StepPlanned |
             state = _record(state, out, "step.completed", message.ended_at,
                             step_id=message.step_id, attempt=message.attempt,
                             output_json=message.output_json, started_at=message.started_at,
-                            ended_at=message.ended_at)
+                            ended_at=message.ended_at, logs=message.logs)
             state = _memoize(state, message.step_id, MemoEntry(output_json=message.output_json))
             return _next(state, out)
         case StepFailed():
@@ -218,18 +222,23 @@ def _answer(state: RunState, message: StepCompleted | StepFailed | StepPlanned |
         case StepPlanned():
             for planned in message.steps:
                 state = _plan(state, planned, message.ts, out)
+            if message.logs:  # the handler's lines before it reached these steps
+                state = _record(state, out, "logs", message.ts, logs=message.logs)
             return _next(state, out)
         case FunctionFinished():
             if message.error is not None:
-                return _finish(state, FAILED, message.ts, out, error=message.error)
-            return _finish(state, COMPLETED, message.ts, out, output_json=message.output_json)
+                return _finish(state, FAILED, message.ts, out, error=message.error,
+                               logs=message.logs)
+            return _finish(state, COMPLETED, message.ts, out, output_json=message.output_json,
+                           logs=message.logs)
 
 
 def _step_failed(state: RunState, message: StepFailed, policy: RunPolicy,
                  out: list[Command]) -> RunState:
     retries = policy.retry.retries if message.retries is None else message.retries
     fields = {"step_id": message.step_id, "attempt": message.attempt, "error": message.error,
-              "started_at": message.started_at, "ended_at": message.ended_at}
+              "started_at": message.started_at, "ended_at": message.ended_at,
+              "logs": message.logs}
     if message.retriable and message.attempt < retries:
         delay = message.retry_after_ms
         if delay is None:
@@ -330,13 +339,15 @@ def _resolve(state: RunState, step_id: str, kind: str, out: list[Command], *, ts
 
 
 def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
-            output_json: str | None = None, error: ErrorInfo | None = None) -> RunState:
+            output_json: str | None = None, error: ErrorInfo | None = None,
+            logs: list[LogLine] | None = None) -> RunState:
     for step_id, pending in state.pending.items():
         if pending.kind == "event":
             out.append(Watch(WaiterChanged(_step_waiter(state, step_id, pending), False)))
     state = replace(state, status=status, ended_at=ts, output_json=output_json, error=error,
                     dispatched={}, pending={})
-    state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error)
+    state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error,
+                    logs=logs or [])
     if state.parent_run_id is not None and state.parent_step_id is not None:
         if status != COMPLETED and error is None:
             error = ErrorInfo(type="ChildRunFailed", message=f"child run ended {status}")
@@ -348,6 +359,29 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
         out.append(Emit(_failure_event(state, ts)))
     return state
 
+
+def _replay(state: RunState | None, message: ReplayRequested, policy: RunPolicy) -> Transition:
+    """A failed or cancelled run runs again from its failed steps (or ``from_step``).
+
+    Completed steps stay memoized; the failed ones (or ``from_step`` and every step
+    memoized after it) are forgotten, so the handler runs them again. A request made
+    before the run last ended is stale (a duplicate, meant for an earlier end).
+    """
+    if (state is None or state.status not in (FAILED, CANCELLED)
+            or message.ts < (state.ended_at or 0)):
+        return state, []
+    steps = list(state.memo)
+    if message.from_step in state.memo:
+        forget = set(steps[steps.index(message.from_step):])
+    else:
+        forget = {s for s, entry in state.memo.items() if entry.error is not None}
+    state = replace(state, status=RUNNING, ended_at=None, output_json=None, error=None,
+                    memo={s: e for s, e in state.memo.items() if s not in forget})
+    out: list[Command] = []
+    state = _record(state, out, "run.replayed", message.ts, step_id=message.from_step)
+    out += [Watch(WaiterChanged(_cancel_waiter(state, i, rule, message.ts), True))
+            for i, rule in enumerate(policy.cancel_on)]  # finishing disarmed them
+    return _dispatch(state, out, step_id="", attempt=0), out
 
 # --- helpers --------------------------------------------------------------------------
 
