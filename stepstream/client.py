@@ -79,6 +79,8 @@ class Stepstream:
             raise ConfigError(f"function id {id!r} must match {_ID.pattern}")
         if (trigger is None) == (cron is None):
             raise ConfigError(f"function {id!r} needs exactly one of trigger= or cron=")
+        if trigger == "":
+            raise ConfigError(f"function {id!r} needs a trigger event name")
         if id in self.functions:
             raise ConfigError(f"function id {id!r} is registered twice")
         if cron is not None:

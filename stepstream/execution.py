@@ -42,9 +42,11 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
     except StepInterrupt as interrupt:
         return interrupt.outcome
     except Exception as exc:
-        return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                                error=error_info(exc))
+        target = await step.target_outcome()
+        return target or FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                                          error=error_info(exc))
     finally:
         step.close()
-    return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                            output_json=output)
+    target = await step.target_outcome()
+    return target or FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                                      output_json=output)

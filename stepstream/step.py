@@ -97,6 +97,7 @@ class Step:
         self._discovered: list[PlannedStep] = []
         self._gate: asyncio.Future[str] | None = None
         self._target_started = False
+        self._target: asyncio.Future[StepCompleted | StepFailed] | None = None
 
     # --- the toolkit ------------------------------------------------------------------
 
@@ -120,9 +121,8 @@ class Step:
         if unique in self._memo:
             return self._saved(unique)  # type: ignore[no-any-return]
         if unique == self._request.target:
-            self._target_started = True
-        else:
-            await self._discover(PlannedStep(step_id=unique, kind="run"))
+            raise StepInterrupt(await self._run_target(unique, fn, args, retries))
+        await self._discover(PlannedStep(step_id=unique, kind="run"))
         raise StepInterrupt(await self._execute(unique, fn, args, retries))
 
     async def sleep(self, step_id: str, duration: timedelta | float) -> None:
@@ -173,12 +173,15 @@ class Step:
         events and starts no function twice.
         """
         batch = [events] if isinstance(events, dict) else list(events)
+        # The id run() will give this step: a repeated step id sends new events.
+        count = self._seen.get(step_id, 0)
+        unique = step_id if count == 0 else f"{step_id}:{count}"
 
         async def send() -> list[str]:
             if self._send_events is None:
                 raise ConfigError("send_event needs a worker (no producer here)")
             built = [make_event(e["name"], e.get("data"), ts=now_ms(),
-                                id=e.get("id") or f"{self._request.run_id}:{step_id}:{i}",
+                                id=e.get("id") or f"{self._request.run_id}:{unique}:{i}",
                                 limit=self._max_output_bytes) for i, e in enumerate(batch)]
             await self._send_events(built)
             return [e.id for e in built]
@@ -224,6 +227,31 @@ class Step:
             return
         self._gate.set_exception(StepInterrupt(StepPlanned(
             run_id=request.run_id, seq=request.seq, ts=now_ms(), steps=list(found))))
+
+    async def _run_target(self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                          retries: int | None) -> StepCompleted | StepFailed:
+        self._target_started = True
+        self._target = asyncio.get_running_loop().create_future()
+        try:
+            outcome = await self._execute(step_id, fn, args, retries)
+        except BaseException:
+            self._target.cancel()
+            raise
+        self._target.set_result(outcome)
+        return outcome
+
+    async def target_outcome(self) -> StepCompleted | StepFailed | None:
+        """The targeted step's outcome, once it is known; None if it never ran to the end.
+
+        The handler can end before its target does: in ``gather(a, b)`` with ``b``
+        targeted, ``a``'s saved StepError reaches the handler first. The dispatch
+        still answers for ``b``; the handler's own end is decided when it is replayed
+        with every parallel step done, so it does not depend on which answered first.
+        """
+        if self._target is None:
+            return None
+        await asyncio.wait([self._target])
+        return None if self._target.cancelled() else self._target.result()
 
     def close(self) -> None:
         """Release steps still waiting on discovery once the dispatch has its outcome."""

@@ -35,15 +35,24 @@ def optional_inner(hint: Any) -> Any | None:
     return None
 
 
-def strategy(hint: Any) -> st.SearchStrategy[Any]:
-    """Values of a field typed ``hint``, as the codec must carry them."""
+def strategy(hint: Any, *, full: bool = False) -> st.SearchStrategy[Any]:
+    """Values of a field typed ``hint``, as the codec must carry them.
+
+    With ``full``, every optional field holds a value and every map and array at
+    least one item, so that each field of each nested record is on the wire.
+    """
     if (inner := optional_inner(hint)) is not None:
-        return st.none() | strategy(inner)
+        return strategy(inner, full=full) if full else st.none() | strategy(inner)
     if dataclasses.is_dataclass(hint):
-        return st.builds(hint, **{name: strategy(h) for name, h in hints(hint).items()})
+        return st.builds(hint, **{name: strategy(h, full=full)
+                                  for name, h in hints(hint).items()})
+    size = {"min_size": 1 if full else 0, "max_size": 3}
     if typing.get_origin(hint) is dict:
         key, value = typing.get_args(hint)
-        return st.dictionaries(strategy(key), strategy(value), max_size=3)
+        return st.dictionaries(strategy(key), strategy(value, full=full), **size)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return st.lists(strategy(item, full=full), **size)
     return {str: st.text(max_size=20), int: LONGS, bool: st.booleans(),
             bytes: st.binary(max_size=20)}[hint]
 
@@ -56,6 +65,8 @@ def minimal(hint: Any) -> Any:
         return hint(**{name: minimal(h) for name, h in hints(hint).items()})
     if typing.get_origin(hint) is dict:
         return {}
+    if typing.get_origin(hint) is list:
+        return []
     return hint()
 
 
@@ -83,20 +94,48 @@ def test_every_record_round_trips(cls: type, data: st.DataObject) -> None:
     assert codec.decode_as(encoded, cls) == record
 
 
+@pytest.mark.parametrize("cls", RECORDS, ids=lambda c: c.__name__)
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_every_record_round_trips_with_every_field_filled(cls: type,
+                                                          data: st.DataObject) -> None:
+    codec = default_codec()
+    record = data.draw(strategy(cls, full=True))
+
+    assert codec.decode(codec.encode(record)) == record
+
+
 def test_nested_records_come_back_as_dataclasses() -> None:
     error = messages.ErrorInfo(type="E", message="m", traceback="t")
+    event = messages.Event(id="e", name="n")
     state = messages.RunState(
-        run_id="r", function_id="f", event=messages.Event(id="e", name="n"), status="running",
-        seq=3, attempt=1, started_at=7,
+        run_id="r", function_id="f", event=event, status="running", seq=3, started_at=7,
         memo={"a": messages.MemoEntry(output_json="1"), "b": messages.MemoEntry(error=error)},
-        error=error)
+        dispatched={"3": messages.Dispatched(step_id="c", attempt=1)},
+        pending={"d": messages.Pending(kind="retry", attempt=2, timer_id="retry:d:2"),
+                 "w": messages.Pending(kind="event", timer_id="wait:w", event="x/y",
+                                       condition="async.data.n == 1")},
+        error=error, parent_run_id="p", parent_step_id="s", answered=True)
+    planned = messages.StepPlanned(run_id="r", seq=2, ts=5, steps=[
+        messages.PlannedStep(step_id="a", kind="run"),
+        messages.PlannedStep(step_id="b", kind="wait", until_ms=9, event="x/y")])
+    waiters = messages.WaiterSet(waiters=[messages.Waiter(
+        run_id="r", step_id="w", kind="step", event_name="x/y", trigger=event, expires_at=9)])
 
     decoded = default_codec().decode(default_codec().encode(state))
+    decoded_planned = default_codec().decode(default_codec().encode(planned))
+    decoded_waiters = default_codec().decode(default_codec().encode(waiters))
 
     assert isinstance(decoded.event, messages.Event)
     assert isinstance(decoded.memo["b"], messages.MemoEntry)
     assert isinstance(decoded.memo["b"].error, messages.ErrorInfo)
+    assert isinstance(decoded.dispatched["3"], messages.Dispatched)
+    assert isinstance(decoded.pending["w"], messages.Pending)
     assert decoded == state
+    assert all(isinstance(p, messages.PlannedStep) for p in decoded_planned.steps)
+    assert decoded_planned == planned
+    assert isinstance(decoded_waiters.waiters[0].trigger, messages.Event)
+    assert decoded_waiters == waiters
 
 
 # --- what is not a record -----------------------------------------------------------
@@ -222,6 +261,9 @@ def avro_type(hint: Any) -> Any:
         key, value = typing.get_args(hint)
         assert key is str
         return {"type": "map", "values": avro_type(value)}
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return {"type": "array", "items": avro_type(item)}
     return AVRO_PRIMITIVES[hint]
 
 

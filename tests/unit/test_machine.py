@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from datetime import timedelta
 
 import pytest
 
 from schemas.messages import (
     CancelRequested,
+    ChildFinished,
+    Dispatched,
     ErrorInfo,
     Event,
+    EventMatched,
     FunctionFinished,
     MemoEntry,
+    Pending,
+    PlannedStep,
     RunStarted,
     RunState,
     StepCompleted,
     StepFailed,
+    StepPlanned,
     TimerFired,
 )
+from stepstream.events import FUNCTION_FAILED
 from stepstream.retry import RetryPolicy
 from streams.machine import (
     CANCELLED,
@@ -26,7 +35,9 @@ from streams.machine import (
     RUNNING,
     Command,
     Dispatch,
+    Emit,
     Record,
+    RunPolicy,
     Schedule,
     SendToDlq,
     advance,
@@ -36,7 +47,8 @@ RUN = "run-1"
 FN = "fn-1"
 EVENT = Event(id="evt-1", name="test/happened", data_json='{"n":1}', ts=5)
 BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="tb")
-POLICY = RetryPolicy(retries=3, initial=timedelta(seconds=1), factor=2.0, jitter=0.0)
+POLICY = RunPolicy(retry=RetryPolicy(retries=3, initial=timedelta(seconds=1), factor=2.0,
+                                     jitter=0.0))
 
 
 def started(ts: int = 10) -> RunStarted:
@@ -50,10 +62,15 @@ def completed(seq: int, step_id: str, output_json: str = '"ok"', attempt: int = 
 
 
 def failed(seq: int, step_id: str, attempt: int = 0, *, retriable: bool = True,
-           retry_after_ms: int | None = None, ended_at: int = 100) -> StepFailed:
+           retry_after_ms: int | None = None, ended_at: int = 100,
+           retries: int | None = None) -> StepFailed:
     return StepFailed(run_id=RUN, seq=seq, step_id=step_id, attempt=attempt, error=BOOM,
                       retriable=retriable, started_at=ended_at - 1, ended_at=ended_at,
-                      retry_after_ms=retry_after_ms)
+                      retry_after_ms=retry_after_ms, retries=retries)
+
+
+def retries(n: int) -> RunPolicy:
+    return RunPolicy(retry=RetryPolicy(retries=n, jitter=0.0))
 
 
 def kinds(commands: list[Command]) -> list[str]:
@@ -64,7 +81,7 @@ def only(commands: list[Command], kind: type) -> list:
     return [c for c in commands if isinstance(c, kind)]
 
 
-def run_started(policy: RetryPolicy = POLICY) -> RunState:
+def run_started(policy: RunPolicy = POLICY) -> RunState:
     state, _ = advance(None, started(), policy)
     assert state is not None
     return state
@@ -75,14 +92,17 @@ def test_start_creates_a_running_run_and_dispatches_seq_1() -> None:
 
     assert state is not None
     assert (state.run_id, state.function_id, state.event) == (RUN, FN, EVENT)
-    assert (state.status, state.seq, state.attempt, state.started_at) == (RUNNING, 1, 0, 10)
-    assert state.memo == {}
+    assert (state.status, state.seq, state.started_at, state.answered) == (RUNNING, 1, 10, False)
+    assert state.dispatched == {"1": Dispatched(step_id="", attempt=0)}
+    assert state.memo == {} and state.pending == {}
+    assert (state.parent_run_id, state.parent_step_id) == (None, None)
     assert kinds(commands) == ["Record", "Dispatch"]
     record = commands[0].record
     assert (record.kind, record.seq, record.run_id, record.event) == ("run.started", 1, RUN, EVENT)
     request = commands[1].request
     assert (request.run_id, request.seq, request.function_id, request.attempt) == (RUN, 1, FN, 0)
     assert request.event == EVENT and request.memo == {}
+    assert request.target is None  # run the first new step
 
 
 def test_the_same_run_started_twice_is_one_run() -> None:
@@ -105,9 +125,14 @@ def test_run_started_does_not_reset_a_run_in_progress() -> None:
 
 def test_messages_for_an_unknown_run_are_ignored() -> None:
     for message in (completed(1, "a"), failed(1, "a"),
-                    TimerFired(run_id=RUN, timer_id="retry:1", ts=0),
+                    TimerFired(run_id=RUN, timer_id="retry:a:1", ts=0),
                     FunctionFinished(run_id=RUN, seq=1, ts=0, output_json="1"),
-                    CancelRequested(run_id=RUN, reason="x", ts=0)):
+                    CancelRequested(run_id=RUN, reason="x", ts=0),
+                    StepPlanned(run_id=RUN, seq=1, ts=0,
+                                steps=[PlannedStep(step_id="a", kind="run")]),
+                    EventMatched(run_id=RUN, step_id="w", event=EVENT, ts=0),
+                    ChildFinished(run_id=RUN, step_id="c", child_run_id=f"{RUN}.c", ts=0,
+                                  output_json="1")):
         assert advance(None, message, POLICY) == (None, [])
 
 
@@ -115,13 +140,15 @@ def test_step_completed_saves_the_output_and_dispatches_the_next_seq() -> None:
     state, commands = advance(run_started(), completed(1, "a", '{"x":1}', ended_at=50), POLICY)
 
     assert state.memo == {"a": MemoEntry(output_json='{"x":1}')}
-    assert (state.seq, state.attempt, state.status) == (2, 0, RUNNING)
+    assert (state.seq, state.status, state.answered) == (2, RUNNING, True)
+    assert state.dispatched == {"2": Dispatched(step_id="", attempt=0)}
     assert kinds(commands) == ["Record", "Dispatch"]
     record = commands[0].record
     assert (record.kind, record.step_id, record.output_json, record.seq, record.ts) == (
         "step.completed", "a", '{"x":1}', 2, 50)
     request = commands[1].request
     assert request.seq == 2 and request.memo == {"a": MemoEntry(output_json='{"x":1}')}
+    assert (request.attempt, request.target) == (0, None)
 
 
 def test_a_duplicate_step_completed_is_ignored() -> None:
@@ -145,8 +172,9 @@ def test_a_retriable_failure_schedules_a_retry_timer() -> None:
     assert kinds(commands) == ["Record", "Schedule"]
     schedule = commands[1]
     assert schedule.delay_ms == 1_000
-    assert schedule.timer == TimerFired(run_id=RUN, timer_id="retry:1", ts=2_000)
-    assert (state.timer_id, state.attempt, state.seq) == ("retry:1", 1, 1)
+    assert schedule.timer == TimerFired(run_id=RUN, timer_id="retry:a:1", ts=2_000)
+    assert state.pending == {"a": Pending(kind="retry", attempt=1, timer_id="retry:a:1")}
+    assert state.dispatched == {} and state.seq == 1
     assert "a" not in state.memo
     record = commands[0].record
     assert (record.kind, record.step_id, record.attempt, record.error, record.next_attempt_at) == (
@@ -161,7 +189,7 @@ def test_retry_delays_grow_with_each_attempt() -> None:
         delays.append(schedule.delay_ms)
         state, commands = advance(state, schedule.timer, POLICY)
         (dispatch,) = only(commands, Dispatch)
-        assert dispatch.request.attempt == attempt + 1
+        assert (dispatch.request.attempt, dispatch.request.target) == (attempt + 1, "a")
 
     assert delays == [1_000, 2_000, 4_000]
 
@@ -174,8 +202,10 @@ def test_timer_fired_redispatches_with_the_next_attempt() -> None:
 
     assert kinds(commands) == ["Dispatch"]
     request = commands[0].request
-    assert (request.seq, request.attempt) == (2, 1)
-    assert state.timer_id is None and state.seq == 2
+    assert (request.seq, request.attempt, request.target) == (2, 1, "a")
+    assert request.memo == {}
+    assert state.pending == {} and state.seq == 2
+    assert state.dispatched == {"2": Dispatched(step_id="a", attempt=1)}
 
 
 def test_a_duplicate_timer_is_ignored() -> None:
@@ -189,7 +219,8 @@ def test_a_duplicate_timer_is_ignored() -> None:
 def test_a_timer_with_another_id_is_ignored() -> None:
     state, _ = advance(run_started(), failed(1, "a"), POLICY)
 
-    for timer_id in ("retry:0", "retry:2", "sleep:1", ""):
+    for timer_id in ("retry:a:0", "retry:a:2", "retry:b:1", "retry:1", "sleep:a", "wait:a",
+                     ""):
         stale = TimerFired(run_id=RUN, timer_id=timer_id, ts=0)
         assert advance(state, stale, POLICY) == (state, [])
 
@@ -197,7 +228,9 @@ def test_a_timer_with_another_id_is_ignored() -> None:
 def test_a_timer_without_a_pending_timer_is_ignored() -> None:
     state = run_started()
 
-    assert advance(state, TimerFired(run_id=RUN, timer_id="retry:1", ts=0), POLICY) == (state, [])
+    for timer_id in ("retry:a:1", "sleep:a", "wait:a"):
+        assert advance(state, TimerFired(run_id=RUN, timer_id=timer_id, ts=0),
+                       POLICY) == (state, [])
 
 
 def test_reports_arriving_while_a_retry_is_pending_are_ignored() -> None:
@@ -209,7 +242,7 @@ def test_reports_arriving_while_a_retry_is_pending_are_ignored() -> None:
 
 
 def test_the_last_failed_attempt_saves_the_error_and_dead_letters_the_step() -> None:
-    policy = RetryPolicy(retries=1, jitter=0.0)
+    policy = retries(1)
     state, commands = advance(run_started(policy), failed(1, "a", 0), policy)
     state, _ = advance(state, only(commands, Schedule)[0].timer, policy)
 
@@ -217,7 +250,8 @@ def test_the_last_failed_attempt_saves_the_error_and_dead_letters_the_step() -> 
 
     assert kinds(commands) == ["Record", "SendToDlq", "Dispatch"]
     assert state.memo == {"a": MemoEntry(error=BOOM)}
-    assert (state.seq, state.attempt, state.timer_id, state.status) == (3, 0, None, RUNNING)
+    assert (state.seq, state.pending, state.status) == (3, {}, RUNNING)
+    assert state.dispatched == {"3": Dispatched(step_id="", attempt=0)}
     letter = commands[1].letter
     assert (letter.run_id, letter.function_id, letter.step_id, letter.attempt, letter.error,
             letter.event, letter.ts) == (RUN, FN, "a", 1, BOOM, EVENT, 77)
@@ -226,6 +260,7 @@ def test_the_last_failed_attempt_saves_the_error_and_dead_letters_the_step() -> 
     # The handler is replayed so that its step.run raises StepError.
     request = commands[2].request
     assert request.seq == 3 and request.memo["a"].error == BOOM
+    assert (request.attempt, request.target) == (0, None)
 
 
 def test_a_non_retriable_failure_fails_the_step_at_once() -> None:
@@ -233,11 +268,12 @@ def test_a_non_retriable_failure_fails_the_step_at_once() -> None:
 
     assert kinds(commands) == ["Record", "SendToDlq", "Dispatch"]
     assert state.memo == {"a": MemoEntry(error=BOOM)}
-    assert state.timer_id is None
+    assert state.pending == {}
+    assert only(commands, SendToDlq)[0].letter.attempt == 0
 
 
 def test_no_retries_means_the_first_failure_is_final() -> None:
-    policy = RetryPolicy(retries=0)
+    policy = retries(0)
     state, commands = advance(run_started(policy), failed(1, "a"), policy)
 
     assert kinds(commands) == ["Record", "SendToDlq", "Dispatch"]
@@ -250,7 +286,7 @@ def test_retry_after_overrides_the_backoff() -> None:
 
     (schedule,) = only(commands, Schedule)
     assert schedule.delay_ms == 30_000
-    assert schedule.timer.ts == 30_005
+    assert schedule.timer == TimerFired(run_id=RUN, timer_id="retry:a:1", ts=30_005)
 
 
 def test_retry_after_zero_is_honoured_not_replaced_by_the_backoff() -> None:
@@ -260,7 +296,7 @@ def test_retry_after_zero_is_honoured_not_replaced_by_the_backoff() -> None:
 
 
 def test_retry_after_does_not_grant_extra_attempts() -> None:
-    policy = RetryPolicy(retries=0)
+    policy = retries(0)
     _, commands = advance(run_started(policy), failed(1, "a", retry_after_ms=10), policy)
 
     assert kinds(commands) == ["Record", "SendToDlq", "Dispatch"]
@@ -273,9 +309,11 @@ def test_a_step_completed_after_its_retry_resets_the_attempt() -> None:
     state, commands = advance(state, completed(2, "a", attempt=1), POLICY)
 
     assert state.memo == {"a": MemoEntry(output_json='"ok"')}
-    assert (state.seq, state.attempt) == (3, 0)
+    assert state.seq == 3 and state.pending == {}
+    assert state.dispatched == {"3": Dispatched(step_id="", attempt=0)}
     assert only(commands, Record)[0].record.attempt == 1
-    assert only(commands, Dispatch)[0].request.attempt == 0
+    request = only(commands, Dispatch)[0].request
+    assert (request.attempt, request.target) == (0, None)
 
 
 def test_function_finished_with_output_completes_the_run() -> None:
@@ -296,7 +334,14 @@ def test_function_finished_with_an_error_fails_the_run() -> None:
                                                               error=BOOM), POLICY)
 
     assert (state.status, state.error, state.output_json) == (FAILED, BOOM, None)
-    assert [c.record.kind for c in commands] == ["run.failed"]
+    assert kinds(commands) == ["Record", "Emit"]
+    assert commands[0].record.kind == "run.failed"
+    (emit,) = only(commands, Emit)
+    assert (emit.event.id, emit.event.name, emit.event.ts) == (f"failed:{RUN}", FUNCTION_FAILED, 9)
+    assert json.loads(emit.event.data_json) == {
+        "function_id": FN, "run_id": RUN,
+        "error": {"type": "RuntimeError", "message": "boom"},
+        "event": {"id": EVENT.id, "name": EVENT.name, "data": {"n": 1}, "ts": EVENT.ts}}
 
 
 def test_a_stale_function_finished_is_ignored() -> None:
@@ -315,9 +360,16 @@ def test_nothing_changes_a_finished_run(finish: object) -> None:
     state, _ = advance(run_started(), finish, POLICY)
     next_seq = state.seq
 
+    assert state.dispatched == {} and state.pending == {}
     for late in (completed(1, "a"), completed(next_seq, "a"), failed(next_seq, "a"),
-                 TimerFired(run_id=RUN, timer_id="retry:1", ts=0),
+                 TimerFired(run_id=RUN, timer_id="retry:a:1", ts=0),
+                 TimerFired(run_id=RUN, timer_id="timeout:start", ts=0),
+                 TimerFired(run_id=RUN, timer_id="timeout:finish", ts=0),
                  FunctionFinished(run_id=RUN, seq=next_seq, ts=0, output_json="2"),
+                 StepPlanned(run_id=RUN, seq=1, ts=0,
+                             steps=[PlannedStep(step_id="b", kind="run")]),
+                 EventMatched(run_id=RUN, step_id="w", event=EVENT, ts=0),
+                 ChildFinished(run_id=RUN, step_id="c", child_run_id=f"{RUN}.c", ts=0),
                  CancelRequested(run_id=RUN, reason="again", ts=0), started()):
         assert advance(state, late, POLICY) == (state, [])
 
@@ -328,7 +380,9 @@ def test_cancel_requested_cancels_the_run() -> None:
 
     assert state.status == CANCELLED and state.ended_at == 42
     assert state.error == ErrorInfo(type="Cancelled", message="user asked")
+    assert state.dispatched == {} and state.pending == {}
     assert [c.record.kind for c in commands] == ["run.cancelled"]
+    assert kinds(commands) == ["Record"]  # no function.failed event for a cancelled run
 
 
 def test_cancel_during_a_retry_drops_the_pending_timer() -> None:
@@ -337,7 +391,7 @@ def test_cancel_during_a_retry_drops_the_pending_timer() -> None:
 
     state, _ = advance(state, CancelRequested(run_id=RUN, reason="x", ts=1), POLICY)
 
-    assert state.status == CANCELLED and state.timer_id is None
+    assert state.status == CANCELLED and state.pending == {}
     assert advance(state, timer, POLICY) == (state, [])
 
 
@@ -358,14 +412,55 @@ def test_history_records_are_numbered_in_order() -> None:
 
 def test_advance_does_not_mutate_the_given_state() -> None:
     state = run_started()
-    snapshot = (state.seq, dict(state.memo), state.history_seq)
-
-    advance(state, completed(1, "a"), POLICY)
-
-    assert (state.seq, dict(state.memo), state.history_seq) == snapshot
+    planned = StepPlanned(run_id=RUN, seq=1, ts=5, steps=[
+        PlannedStep(step_id="a", kind="run"), PlannedStep(step_id="b", kind="run"),
+        PlannedStep(step_id="s", kind="sleep", until_ms=50),
+        PlannedStep(step_id="w", kind="wait", event="x/y", until_ms=60),
+        PlannedStep(step_id="c", kind="invoke", function_id="child", data_json="{}")])
+    visited = []
+    for message in (completed(1, "a"), planned):
+        snapshot = copy.deepcopy(state)
+        new, _ = advance(state, message, POLICY)
+        assert state == snapshot
+        visited.append(new)
+    # Every kind of message against a state with something of every kind outstanding.
+    busy = visited[-1]
+    for message in (completed(2, "a"), failed(3, "b"), failed(3, "b", retriable=False),
+                    TimerFired(run_id=RUN, timer_id="sleep:s", ts=50),
+                    TimerFired(run_id=RUN, timer_id="wait:w", ts=60),
+                    EventMatched(run_id=RUN, step_id="w", event=EVENT, ts=55),
+                    ChildFinished(run_id=RUN, step_id="c", child_run_id=f"{RUN}.c", ts=7,
+                                  output_json="1"),
+                    CancelRequested(run_id=RUN, reason="x", ts=9)):
+        snapshot = copy.deepcopy(busy)
+        advance(busy, message, POLICY)
+        assert busy == snapshot, message
 
 
 def test_a_failure_with_retries_left_is_not_dead_lettered() -> None:
     _, commands = advance(run_started(), failed(1, "a"), POLICY)
 
     assert only(commands, SendToDlq) == []
+
+
+def test_a_step_s_own_retries_override_the_function_s() -> None:
+    more, commands = advance(run_started(retries(0)), failed(1, "a", 0, retries=2), retries(0))
+    assert kinds(commands) == ["Record", "Schedule"]
+    more, _ = advance(more, only(commands, Schedule)[0].timer, retries(0))
+    more, commands = advance(more, failed(2, "a", 1, retries=2), retries(0))
+    assert kinds(commands) == ["Record", "Schedule"]
+
+    fewer, commands = advance(run_started(), failed(1, "a", 0, retries=0), POLICY)
+
+    assert kinds(commands) == ["Record", "SendToDlq", "Dispatch"]
+    assert fewer.memo == {"a": MemoEntry(error=BOOM)}
+
+
+def test_a_report_of_the_wrong_seq_while_the_handler_is_dispatched_is_ignored() -> None:
+    state, _ = advance(run_started(), completed(1, "a"), POLICY)
+
+    for stale in (completed(1, "b"), failed(1, "b"),
+                  StepPlanned(run_id=RUN, seq=1, ts=0,
+                              steps=[PlannedStep(step_id="b", kind="run")]),
+                  FunctionFinished(run_id=RUN, seq=3, ts=0, output_json="1")):
+        assert advance(state, stale, POLICY) == (state, [])

@@ -3,35 +3,43 @@
 A ``World`` plays every part around ``advance``: the orchestrator (apply a message,
 perform the commands, then store the state — in that order, as the engine does),
 the executor (the real ``execute`` with a real handler) and the topics between
-them. Hypothesis decides which in-flight message is delivered next, whether it is
-delivered again later (duplicates), and whether the orchestrator crashes after
-performing some or all of a transition's commands but before storing the state;
-the crashed message is then redelivered against the old state, as Kafka redelivers
-an uncommitted offset. Steps follow a script that depends only on the step and its
+them. Hypothesis decides which in-flight message is delivered next (a timer, a
+retry's or a sleep's, fires whenever the world picks it), whether it is delivered
+again later (duplicates), and whether the orchestrator crashes after performing
+some or all of a transition's commands but before storing the state; the crashed
+message is then redelivered against the old state, as Kafka redelivers an
+uncommitted offset. The handler runs segments one after another: a single step,
+steps in parallel (``asyncio.gather`` of ``step.run``), a sleep, or steps in
+parallel with a sleep. Steps follow a script that depends only on the step and its
 attempt number, so every run has one right answer: the fault-free run's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.messages import (
+    ChildFinished,
     DeadLetter,
     ErrorInfo,
     Event,
+    EventMatched,
     FunctionFinished,
     HistoryRecord,
+    PlannedStep,
     RunStarted,
     RunState,
     StepCompleted,
     StepFailed,
+    StepPlanned,
     StepRequest,
     TimerFired,
 )
@@ -41,7 +49,16 @@ from stepstream.errors import NonRetriableError, StepError
 from stepstream.execution import execute
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
-from streams.machine import FINAL_STATUSES, Dispatch, Record, Schedule, SendToDlq, advance
+from streams.machine import (
+    FINAL_STATUSES,
+    Dispatch,
+    Emit,
+    Record,
+    RunPolicy,
+    Schedule,
+    SendToDlq,
+    advance,
+)
 from streams.readmodel import apply_record
 
 FUNCTION_ID = "world-fn"
@@ -50,9 +67,21 @@ EVENT = Event(id="evt", name="world/go", data_json="{}", ts=1)
 
 
 @dataclass(frozen=True)
+class Segment:
+    """What the handler awaits next: ``steps`` steps (in parallel if several), and a sleep."""
+
+    steps: int
+    sleep: bool
+
+    def parallel(self) -> bool:
+        return self.steps + self.sleep > 1
+
+
+@dataclass(frozen=True)
 class Script:
     """How each step of the run behaves: step ``i`` fails its first ``fail_times[i]`` attempts."""
 
+    segments: tuple[Segment, ...]
     fail_times: tuple[int, ...]
     non_retriable: tuple[bool, ...]
     """A failing step raises NonRetriableError instead of RuntimeError."""
@@ -64,39 +93,67 @@ class Script:
         # Every step is called "work": replay must tell them apart by their ":n" suffix.
         return "work" if i == 0 else f"work:{i}"
 
+    def result(self, i: int) -> tuple[Any, str | None]:
+        """What step ``i`` gives the handler: (value, None), or (None, uncaught error)."""
+        k = self.fail_times[i]
+        if k == 0 or (not self.non_retriable[i] and k <= self.retries):
+            return {"step": i, "attempt": k}, None
+        if self.catches[i]:
+            return f"caught {self.step_id(i)}", None
+        last = 0 if self.non_retriable[i] else self.retries
+        kind = "NonRetriableError" if self.non_retriable[i] else "RuntimeError"
+        return None, f"step {self.step_id(i)!r} failed: {kind}: step {i} attempt {last} failed"
+
     def expected(self) -> tuple[str, Any]:
         """The final status and the output (or error message) of the run."""
         outputs: list[Any] = []
-        for i, k in enumerate(self.fail_times):
-            if k == 0 or (not self.non_retriable[i] and k <= self.retries):
-                outputs.append({"step": i, "attempt": k})
-                continue
-            last = 0 if self.non_retriable[i] else self.retries
-            kind = "NonRetriableError" if self.non_retriable[i] else "RuntimeError"
-            if not self.catches[i]:
-                return "failed", (f"step {self.step_id(i)!r} failed: {kind}: "
-                                  f"step {i} attempt {last} failed")
-            outputs.append(f"caught {self.step_id(i)}")
+        first = 0
+        for segment in self.segments:
+            results = [self.result(i) for i in range(first, first + segment.steps)]
+            first += segment.steps
+            # gather() raises the error of the first failed step in call order: at
+            # replay, every step of the segment is saved and fails in that order.
+            errors = [error for _, error in results if error is not None]
+            if errors:
+                return "failed", errors[0]
+            outputs += [value for value, _ in results]
+            if segment.sleep:
+                outputs.append("slept")
         return "completed", outputs
 
+    def planned(self) -> list[list[tuple[str, str]]]:
+        """The steps the executor reports together, segment by segment, as the run goes."""
+        found, first, naps = [], 0, 0
+        for segment in self.segments:
+            members = [(self.step_id(i), "run") for i in range(first, first + segment.steps)]
+            if segment.sleep:
+                members.append(("nap" if naps == 0 else f"nap:{naps}", "sleep"))
+                naps += 1
+            if segment.sleep or len(members) > 1:
+                found.append(members)
+            if any(self.result(i)[1] for i in range(first, first + segment.steps)):
+                break
+            first += segment.steps
+        return found
 
-scripts = st.integers(min_value=1, max_value=4).flatmap(lambda n: st.builds(
-    Script,
-    fail_times=st.tuples(*[st.integers(min_value=0, max_value=3)] * n),
-    non_retriable=st.tuples(*[st.booleans()] * n),
-    catches=st.tuples(*[st.booleans()] * n),
-    retries=st.integers(min_value=0, max_value=3),
-))
+
+segments = st.lists(
+    st.builds(Segment, steps=st.integers(min_value=0, max_value=3), sleep=st.booleans()).map(
+        lambda s: s if s.steps else Segment(steps=0, sleep=True)),
+    min_size=1, max_size=4).filter(lambda ss: 0 < sum(s.steps for s in ss) <= 8)
 
 
-def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never suspends (the world's steps are plain functions)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise AssertionError("the handler suspended; world steps must not block")
+@st.composite
+def scripts(draw: st.DrawFn) -> Script:
+    plan = draw(segments)
+    n = sum(s.steps for s in plan)
+    return Script(
+        segments=tuple(plan),
+        fail_times=draw(st.tuples(*[st.integers(min_value=0, max_value=3)] * n)),
+        non_retriable=draw(st.tuples(*[st.booleans()] * n)),
+        catches=draw(st.tuples(*[st.booleans()] * n)),
+        retries=draw(st.integers(min_value=0, max_value=3)),
+    )
 
 
 class Chooser:
@@ -148,8 +205,13 @@ class World:
     executions: list[tuple[int, int]] = field(default_factory=list)
     requests: list[StepRequest] = field(default_factory=list)
     stored: list[RunState] = field(default_factory=list)
-    awaited_timer: TimerFired | None = None
-    """The timer of the last stored retry: the only one that may move the run on."""
+    emitted: list[Event] = field(default_factory=list)
+    outcomes: list[Any] = field(default_factory=list)
+    """What the executor reported, in order."""
+    awaited_timers: set[TimerFired] = field(default_factory=set)
+    """Timers scheduled by stored transitions and not fired yet: only these move the run."""
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    """The executor's event loop: step discovery turns it (gather, the gate)."""
 
     def __post_init__(self) -> None:
         ss = Stepstream(app_id="world", settings=Settings())
@@ -163,30 +225,55 @@ class World:
                     message)
             return {"step": i, "attempt": attempt}
 
+        async def work(ctx: Context, i: int) -> Any:
+            try:
+                return await ctx.step.run("work", behave, i, ctx.attempt)
+            except StepError as exc:
+                if not script.catches[i]:
+                    raise
+                return f"caught {exc.step_id}"
+
+        async def nap(ctx: Context) -> str:
+            await ctx.step.sleep("nap", timedelta(seconds=5))
+            return "slept"
+
         @ss.function(id=FUNCTION_ID, trigger=EVENT.name,
                      retry=RetryPolicy(retries=script.retries, jitter=0.5))
         async def handler(ctx: Context) -> list[Any]:
             outputs: list[Any] = []
-            for i in range(len(script.fail_times)):
-                try:
-                    outputs.append(await ctx.step.run("work", behave, i, ctx.attempt))
-                except StepError as exc:
-                    if not script.catches[i]:
-                        raise
-                    outputs.append(f"caught {exc.step_id}")
+            first = 0
+            for segment in script.segments:
+                calls = [work(ctx, i) for i in range(first, first + segment.steps)]
+                calls += [nap(ctx)] if segment.sleep else []
+                first += segment.steps
+                if segment.parallel():
+                    outputs += await asyncio.gather(*calls)
+                else:
+                    outputs.append(await calls[0])
             return outputs
 
         self.function = ss.functions[FUNCTION_ID]
+        self.policy = RunPolicy(retry=self.function.retry)
         self.pool.append(("runs", RunStarted(run_id=RUN_ID, function_id=FUNCTION_ID,
                                              event=EVENT, ts=1)))
 
     def run(self) -> RunState:
-        for _ in range(5_000):
-            if not self.pool and self.redeliver is None:
-                assert self.state is not None
-                return self.state
-            self.tick()
-        raise AssertionError("the run did not settle")
+        try:
+            for _ in range(5_000):
+                if not self.pool and self.redeliver is None:
+                    assert self.state is not None
+                    return self.state
+                self.tick()
+            raise AssertionError("the run did not settle")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let the executor's leftover tasks (discovery, released siblings) finish."""
+        pending = asyncio.all_tasks(self.loop)
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending))
+        self.loop.close()
 
     def tick(self) -> None:
         # A crashed orchestrator resumes at its uncommitted message before any later
@@ -204,16 +291,18 @@ class World:
                 del self.pool[index]
         if topic == "steps":
             self.requests.append(message)
-            outcome = run_now(execute(self.function, message, max_output_bytes=10_000))
+            outcome = self.loop.run_until_complete(
+                execute(self.function, message, max_output_bytes=10_000))
+            self.outcomes.append(outcome)
             self.pool.append(("runs", outcome))
         else:
             self.orchestrate(message)
 
     def orchestrate(self, message: Any) -> None:
         old = self.state
-        new, commands = advance(old, message, self.function.retry)
+        new, commands = advance(old, message, self.policy)
         # Applying the same message again straight away changes nothing.
-        assert advance(new, message, self.function.retry) == (new, [])
+        assert advance(new, message, self.policy) == (new, [])
         if new is old:
             assert commands == []
         crash_after = self.chooser.crash(len(commands))
@@ -226,12 +315,13 @@ class World:
         if new is not None and new is not old:
             self.check_stored(old, new)
             if isinstance(message, TimerFired):
-                assert message == self.awaited_timer, "a timer other than the awaited one fired"
+                assert message in self.awaited_timers, "a timer nobody awaits moved the run"
+                self.awaited_timers.discard(message)
             self.state = new
             self.stored.append(new)
             for command in commands:
                 if isinstance(command, Schedule):
-                    self.awaited_timer = command.timer
+                    self.awaited_timers.add(command.timer)
 
     def perform(self, command: Any) -> None:
         match command:
@@ -243,10 +333,18 @@ class World:
                 self.pool.append(("runs", timer))
             case SendToDlq(letter):
                 self.dead_letters.append(letter)
+            case Emit(event):
+                self.emitted.append(event)
             case _:
                 raise AssertionError(f"unknown command {command!r}")
 
     def check_stored(self, old: RunState | None, new: RunState) -> None:
+        # Each outstanding request has its own seq; the handler is dispatched alone.
+        assert all(int(seq) <= new.seq for seq in new.dispatched)
+        untargeted = [d for d in new.dispatched.values() if not d.step_id]
+        assert not untargeted or (len(new.dispatched), len(new.pending)) == (1, 0)
+        assert not set(new.pending) & {d.step_id for d in new.dispatched.values()}
+        assert not set(new.pending) & set(new.memo)
         if old is None:
             return
         assert new.seq >= old.seq, "seq went back"
@@ -288,22 +386,27 @@ def read_model(history: list[HistoryRecord]) -> dict[str, Any]:
     assert doc is not None
     return {"status": doc["status"], "output": doc["output"],
             "error": doc["error"] and doc["error"]["message"],
-            "steps": [(s["id"], s["status"], s["attempts"], s["output"],
-                       [(h["attempt"], h["outcome"]) for h in s["history"]])
-                      for s in doc["steps"]]}
+            # Parallel steps finish in any order: compare them by id.
+            "steps": sorted((s["id"], s["status"], s["attempts"], json.dumps(s["output"]),
+                             [(h["attempt"], h["outcome"]) for h in s["history"]])
+                            for s in doc["steps"])}
 
 
 @settings(max_examples=200, deadline=None)
-@given(script=scripts)
+@given(script=scripts())
 def test_the_fault_free_run_gives_the_scripted_answer(script: Script) -> None:
     world = fault_free(script)
 
     assert outcome(world.state) == script.expected()
     assert [r.seq for r in world.history] == list(range(1, len(world.history) + 1))
+    # Parallel steps and sleeps are planned together, one replay for each segment.
+    planned = [[(p.step_id, p.kind) for p in outcome.steps] for outcome in world.outcomes
+               if isinstance(outcome, StepPlanned)]
+    assert planned == script.planned()
 
 
 @settings(max_examples=200, deadline=None)
-@given(script=scripts, data=st.data(),
+@given(script=scripts(), data=st.data(),
        duplicates=st.integers(min_value=0, max_value=12),
        crashes=st.integers(min_value=0, max_value=4))
 def test_duplicates_reordering_and_crashes_do_not_change_the_run(
@@ -333,6 +436,10 @@ def test_duplicates_reordering_and_crashes_do_not_change_the_run(
     assert {(d.step_id, d.attempt) for d in world.dead_letters} == {
         (d.step_id, d.attempt) for d in reference.dead_letters}
     assert len([r for r in history if r.kind.startswith("run.")]) == 2  # started, finished
+    # A failed run tells on_failure handlers once (the same event however often sent).
+    sent = {(e.id, e.name, e.data_json) for e in world.emitted}
+    assert sent == {(e.id, e.name, e.data_json) for e in reference.emitted}
+    assert len(sent) == (state.status == "failed")
     # No step runs more attempts than its policy allows, even when run twice.
     attempts: dict[int, set[int]] = defaultdict(set)
     for i, attempt in world.executions:
@@ -349,24 +456,33 @@ def test_duplicates_reordering_and_crashes_do_not_change_the_run(
 
 
 @settings(max_examples=200, deadline=None)
-@given(script=scripts, data=st.data())
+@given(script=scripts(), data=st.data())
 def test_stale_messages_are_ignored_in_every_reachable_state(
         script: Script, data: st.DataObject) -> None:
     world = fault_free(script)
-    policy = world.function.retry
     state = data.draw(st.sampled_from(world.stored), label="state")
-    old_seq = data.draw(st.integers(min_value=0, max_value=state.seq - 1), label="stale seq")
+    old_seq = data.draw(st.integers(min_value=0, max_value=state.seq + 2).filter(
+        lambda seq: str(seq) not in state.dispatched), label="stale seq")
+    step_id = data.draw(st.sampled_from(["work", "work:1", "nap", "nap:1"]), label="step")
+    attempt = data.draw(st.integers(min_value=0, max_value=4), label="attempt")
+    waiting = {p.timer_id for p in state.pending.values()}
     stale = [
-        StepCompleted(run_id=RUN_ID, seq=old_seq, step_id="work", attempt=0,
+        StepCompleted(run_id=RUN_ID, seq=old_seq, step_id=step_id, attempt=attempt,
                       output_json='"stale"', started_at=0, ended_at=0),
-        StepFailed(run_id=RUN_ID, seq=old_seq, step_id="work", attempt=0,
+        StepFailed(run_id=RUN_ID, seq=old_seq, step_id=step_id, attempt=attempt,
                    error=ErrorInfo(type="RuntimeError", message="stale"), retriable=True,
                    started_at=0, ended_at=0),
+        StepPlanned(run_id=RUN_ID, seq=old_seq, ts=0,
+                    steps=[PlannedStep(step_id="new", kind="run")]),
         FunctionFinished(run_id=RUN_ID, seq=old_seq, ts=0, output_json='"stale"'),
-        TimerFired(run_id=RUN_ID, timer_id=f"retry:{old_seq}", ts=0),
+        *[TimerFired(run_id=RUN_ID, timer_id=timer_id, ts=0)
+          for timer_id in (f"retry:{step_id}:{attempt}", f"sleep:{step_id}", "")
+          if timer_id not in waiting],
+        # This world neither waits for events nor invokes functions.
+        EventMatched(run_id=RUN_ID, step_id=step_id, event=EVENT, ts=0),
+        ChildFinished(run_id=RUN_ID, step_id=step_id, child_run_id=f"{RUN_ID}.{step_id}",
+                      ts=0, output_json="1"),
         RunStarted(run_id=RUN_ID, function_id=FUNCTION_ID, event=EVENT, ts=0),
     ]
     for message in stale:
-        if isinstance(message, TimerFired) and message.timer_id == state.timer_id:
-            continue
-        assert advance(state, message, policy) == (state, [])
+        assert advance(state, message, world.policy) == (state, [])

@@ -10,6 +10,7 @@ from stepstream.errors import StepstreamError
 from stepstream.step import StepInterrupt
 
 EXPORTS = [
+    "CancelOn",
     "ConfigError",
     "Context",
     "NonRetriableError",
@@ -21,6 +22,7 @@ EXPORTS = [
     "StepError",
     "Stepstream",
     "StepstreamError",
+    "Timeouts",
     "TriggerEvent",
 ]
 

@@ -10,12 +10,15 @@ from schemas.messages import (
     Event,
     FunctionFinished,
     HistoryRecord,
+    PlannedStep,
     RunStarted,
     StepCompleted,
     StepFailed,
+    StepPlanned,
+    TimerFired,
 )
 from stepstream.retry import RetryPolicy
-from streams.machine import Record, Schedule, advance
+from streams.machine import Record, RunPolicy, Schedule, advance
 from streams.readmodel import apply_record
 
 EVENT = Event(id="evt-1", name="orders/placed", data_json='{"order": 7}', ts=1)
@@ -138,7 +141,7 @@ def test_a_record_after_a_gap_is_still_applied() -> None:
 
 
 def test_the_machines_history_projects_into_the_run_page() -> None:
-    policy = RetryPolicy(retries=2, jitter=0.0)
+    policy = RunPolicy(retry=RetryPolicy(retries=2, jitter=0.0))
     records: list[HistoryRecord] = []
 
     def step(state: Any, message: Any) -> Any:
@@ -168,3 +171,31 @@ def test_the_machines_history_projects_into_the_run_page() -> None:
     assert [(h["attempt"], h["outcome"]) for h in fetch["history"]] == [
         (0, "failed"), (1, "completed")]
     assert fetch["history"][0]["next_attempt_at"] == 1_012
+
+
+def test_sleeping_waiting_and_invoking_steps_show_what_they_wait_for() -> None:
+    policy = RunPolicy()
+    records: list[HistoryRecord] = []
+
+    def step(state: Any, message: Any) -> Any:
+        state, commands = advance(state, message, policy)
+        records.extend(c.record for c in commands if isinstance(c, Record))
+        return state
+
+    state = step(None, RunStarted(run_id="run-1", function_id="fn", event=EVENT, ts=10))
+    state = step(state, StepPlanned(run_id="run-1", seq=1, ts=20, steps=[
+        PlannedStep(step_id="nap", kind="sleep", until_ms=5_000),
+        PlannedStep(step_id="paid", kind="wait", event="orders/paid", until_ms=9_000),
+        PlannedStep(step_id="child", kind="invoke", function_id="other")]))
+
+    doc = project(*records)
+
+    assert [(s["id"], s["status"], s["next_attempt_at"]) for s in doc["steps"]] == [
+        ("nap", "sleeping", 5_000), ("paid", "waiting", 9_000), ("child", "invoking", None)]
+
+    state = step(state, TimerFired(run_id="run-1", timer_id="sleep:nap", ts=5_001))
+    doc = project(*records)
+
+    nap = doc["steps"][0]
+    assert (nap["status"], nap["output"]) == ("completed", None)
+    assert [h["outcome"] for h in nap["history"]] == ["sleeping", "completed"]

@@ -272,15 +272,20 @@ def test_the_catalog_names_every_topic_of_the_namespace() -> None:
     assert set(by_name) == {
         "ns.events", "ns.runs", "ns.steps", "ns.history", "ns.steps.dlq", "ns.quarantine",
         "ns.delay.1s", "ns.delay.10s", "ns.delay.1m", "ns.delay.10m", "ns.delay.1h",
-        "ns-runs-changelog", "ns-__assignor-__leader"}
+        "ns.waiters", "ns.events.by-name",
+        "ns-runs-changelog", "ns-waiters-changelog", "ns-__assignor-__leader"}
     assert all(s.replication == 3 for s in specs)
-    # runs, steps and the delay tiers are joined by run id: same partition count.
-    joined = {"ns.runs", "ns.steps", *(f"ns.delay.{t}" for t, _ in DELAY_TIERS)}
+    # runs, steps and the delay tiers are joined by run id, waiters and re-keyed events
+    # by event name: same partition count.
+    joined = {"ns.runs", "ns.steps", *(f"ns.delay.{t}" for t, _ in DELAY_TIERS),
+              "ns.waiters", "ns.events.by-name", "ns-runs-changelog", "ns-waiters-changelog"}
     for name in joined:
         assert by_name[name].co_partitioned and by_name[name].partitions == 6
     assert by_name["ns-__assignor-__leader"].partitions == 1
-    assert by_name["ns-runs-changelog"].configs["cleanup.policy"] == "compact"
-    for name in ("ns.events", "ns.runs", "ns.steps", "ns.history", "ns.steps.dlq"):
+    for name in ("ns-runs-changelog", "ns-waiters-changelog"):
+        assert by_name[name].configs["cleanup.policy"] == "compact"
+    for name in ("ns.events", "ns.runs", "ns.steps", "ns.history", "ns.steps.dlq",
+                 "ns.waiters", "ns.events.by-name"):
         assert by_name[name].configs["cleanup.policy"] == "delete"
         assert int(by_name[name].configs["retention.ms"]) > 0
 
