@@ -74,6 +74,10 @@ class StepCompleted:
     output_json: str
     started_at: int
     ended_at: int
+    chain: int = 0
+    """Position in an eager chain of steps run by one dispatch (0 = first)."""
+    more: bool = False
+    """More of the chain follows: the dispatch is still running."""
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
@@ -93,6 +97,7 @@ class StepFailed:
     retry_after_ms: int | None = None
     retries: int | None = None
     """The step's own retry count, when it overrides the function's."""
+    chain: int = 0
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
@@ -123,6 +128,7 @@ class StepPlanned:
     seq: int
     ts: int
     steps: list[PlannedStep] = field(default_factory=list)
+    chain: int = 0
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
@@ -158,6 +164,7 @@ class FunctionFinished:
     ts: int
     output_json: str | None = None
     error: ErrorInfo | None = None
+    chain: int = 0
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
 
@@ -315,6 +322,10 @@ class Dispatched:
     step_id: str
     """The targeted step; empty for a dispatch that runs the first new step."""
     attempt: int
+    chain: int = 0
+    """Eager chain position expected next from this dispatch."""
+    lease_chain: int | None = None
+    """Chain position when the running lease was set; None: no lease yet."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,8 @@ class Stepstream:
     def function(self, *, id: str, trigger: str | None = None, cron: str | None = None,
                  if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
                  cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
-                 on_failure: Handler | None = None,
-                 idempotency: str | None = None) -> Callable[[Handler], Handler]:
+                 on_failure: Handler | None = None, idempotency: str | None = None,
+                 eager: bool = True) -> Callable[[Handler], Handler]:
         """Register an async handler as a durable function.
 
         Args:
@@ -71,6 +71,9 @@ class Stepstream:
             on_failure: a handler run (as its own function) when a run fails for good;
                 its ``ctx.event.data`` holds ``function_id``, ``run_id``, ``error``, ``event``.
             idempotency: CEL expression over ``event``; one run per value per 24 hours.
+            eager: run consecutive ``step.run`` calls in one dispatch, each result saved
+                as it completes (fast: no broker round trip between steps). Off: every
+                step is its own dispatch through the orchestrator.
 
         Raises:
             ConfigError: the definition cannot work (checked here, not at run time).
@@ -101,7 +104,7 @@ class Stepstream:
             self.functions[id] = FunctionDef(
                 id=id, trigger=trigger, cron=cron, trigger_if=if_, handler=handler,
                 retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
-                idempotency=idempotency)
+                idempotency=idempotency, eager=eager)
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
             if on_failure is not None:
                 self.function(id=f"{id}.on-failure", trigger=FUNCTION_FAILED,

@@ -15,7 +15,15 @@ from stepstream.context import Context
 from stepstream.events import TriggerEvent, dumps
 from stepstream.function import FunctionDef
 from stepstream.logs import RunLogger, with_logs
-from stepstream.step import SendEvents, Step, StepInterrupt, error_info, now_ms
+from stepstream.step import (
+    ChainBudget,
+    Progress,
+    SendEvents,
+    Step,
+    StepInterrupt,
+    error_info,
+    now_ms,
+)
 
 Outcome = StepCompleted | StepFailed | StepPlanned | FunctionFinished
 
@@ -24,13 +32,18 @@ _log = logging.getLogger("stepstream.function")
 
 @with_logs
 async def execute(function: FunctionDef, request: StepRequest, *, max_output_bytes: int,
-                  send_events: SendEvents | None = None) -> Outcome:
+                  send_events: SendEvents | None = None, chain: ChainBudget | None = None,
+                  on_progress: Progress | None = None) -> Outcome:
     """Run ``function``'s handler for ``request`` up to its first new step(s).
 
     Returns the outcome of the step it ran, the steps it planned, or
-    ``FunctionFinished`` when the handler returned or raised outside any step.
+    ``FunctionFinished`` when the handler returned or raised outside any step. With
+    a ``chain`` budget and an ``on_progress`` callback (eager execution), each step that
+    completes is reported through ``on_progress`` and the handler goes on to the next
+    step, until something needs the orchestrator or the budget is spent.
     """
-    step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events)
+    step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events,
+                chain=chain if function.eager else None, on_progress=on_progress)
     logger = RunLogger(_log, {"run_id": request.run_id, "function_id": function.id,
                               "attempt": request.attempt})
     try:
@@ -44,9 +57,9 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
     except Exception as exc:
         target = await step.target_outcome()
         return target or FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                                          error=error_info(exc))
+                                          error=error_info(exc), chain=step.chain)
     finally:
         step.close()
     target = await step.target_outcome()
     return target or FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                                      output_json=output)
+                                      output_json=output, chain=step.chain)

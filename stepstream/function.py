@@ -40,6 +40,8 @@ class FunctionDef:
     """Deadlines after which a run is cancelled."""
     idempotency: str | None = None
     """CEL expression over ``event``: one run per value per 24 hours."""
+    eager: bool = True
+    """Run consecutive steps in one dispatch (results still saved one by one)."""
 
 
 def literal_conditions(handler: Callable[..., Any]) -> list[str]:

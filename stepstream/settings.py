@@ -47,8 +47,17 @@ class Settings:
     """Faust table store: ``memory://`` (recover from changelog) or ``rocksdb://``."""
     data_dir: str = ".stepstream"
     """Where a worker keeps local table state (rocksdb store)."""
+    standby_replicas: int = 0
+    """Workers that keep a warm copy of each table partition (Faust standbys): a
+    takeover then replays only the changelog tail. Costs one changelog read each."""
     session_timeout_s: float = 8.0
     """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
+    chain_max_steps: int = 100
+    """Eager execution: most steps one dispatch runs before handing back."""
+    chain_max_ms: int = 2000
+    """Eager execution: no new step starts in a chain after this long."""
+    chain_lease_ms: int = 60_000
+    """Eager execution: a chain silent this long is presumed dead and re-dispatched."""
     security_protocol: str = "PLAINTEXT"
     """Kafka ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str = "PLAIN"
@@ -73,6 +82,8 @@ class Settings:
             raise ConfigError(f"namespace {self.namespace!r} must match {_NAMESPACE.pattern}")
         if self.partitions < 1 or self.replication < 1:
             raise ConfigError("partitions and replication must be >= 1")
+        if self.standby_replicas < 0:
+            raise ConfigError("standby_replicas must be >= 0")
         if self.executor_concurrency < 1:
             raise ConfigError("executor_concurrency must be >= 1")
         if not self.brokers.strip():

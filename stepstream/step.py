@@ -21,6 +21,7 @@ import json
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -50,6 +51,15 @@ from stepstream.options import to_ms
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 SendEvents = Callable[[list[Event]], Awaitable[None]]
+Progress = Callable[[StepCompleted], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBudget:
+    """How far one dispatch may run steps eagerly before handing back to the orchestrator."""
+
+    max_steps: int = 100
+    max_ms: int = 2000
 
 _DISCOVERY_TICKS = 4
 """Loop turns to wait for sibling steps; covers gather() and a few awaits before a step."""
@@ -88,9 +98,15 @@ class Step:
     """The step toolkit of one dispatch of one run."""
 
     def __init__(self, request: StepRequest, *, max_output_bytes: int,
-                 send_events: SendEvents | None = None) -> None:
+                 send_events: SendEvents | None = None, chain: ChainBudget | None = None,
+                 on_progress: Progress | None = None) -> None:
         self._request = request
-        self._memo: dict[str, MemoEntry] = request.memo
+        self._memo: dict[str, MemoEntry] = dict(request.memo)
+        self._chain_budget = chain if request.target is None else None
+        self._on_progress = on_progress
+        self._started = time.monotonic()
+        self.chain = 0
+        """Position of the next outcome in this dispatch's eager chain."""
         self._max_output_bytes = max_output_bytes
         self._send_events = send_events
         self._seen: dict[str, int] = {}
@@ -123,7 +139,25 @@ class Step:
         if unique == self._request.target:
             raise StepInterrupt(await self._run_target(unique, fn, args, retries))
         await self._discover(PlannedStep(step_id=unique, kind="run"))
-        raise StepInterrupt(await self._execute(unique, fn, args, retries))
+        outcome = await self._execute(unique, fn, args, retries)
+        if isinstance(outcome, StepCompleted) and self._may_chain():
+            return await self._chain_on(outcome)  # type: ignore[no-any-return]
+        raise StepInterrupt(outcome)
+
+    def _may_chain(self) -> bool:
+        budget = self._chain_budget
+        return (budget is not None and self._on_progress is not None
+                and self.chain + 1 < budget.max_steps
+                and (time.monotonic() - self._started) * 1000 < budget.max_ms)
+
+    async def _chain_on(self, outcome: StepCompleted) -> Any:
+        """Eager execution: report the step and let the handler go on to the next one."""
+        assert self._on_progress is not None
+        await self._on_progress(replace(outcome, more=True))
+        self._memo[outcome.step_id] = MemoEntry(output_json=outcome.output_json)
+        self.chain += 1
+        self._gate, self._discovered = None, []  # the next step starts a new discovery
+        return json.loads(outcome.output_json)
 
     async def sleep(self, step_id: str, duration: timedelta | float) -> None:
         """Pause the run for ``duration`` (a timedelta or seconds); no worker is busy."""
@@ -226,7 +260,8 @@ class Step:
             self._gate.set_result(found[0].step_id)  # one step: run it right here
             return
         self._gate.set_exception(StepInterrupt(StepPlanned(
-            run_id=request.run_id, seq=request.seq, ts=now_ms(), steps=list(found))))
+            run_id=request.run_id, seq=request.seq, ts=now_ms(), steps=list(found),
+            chain=self.chain)))
 
     async def _run_target(self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...],
                           retries: int | None) -> StepCompleted | StepFailed:
@@ -292,7 +327,8 @@ class Step:
             return StepFailed(run_id=request.run_id, seq=request.seq, step_id=step_id,
                               attempt=request.attempt, error=error_info(exc),
                               retriable=retriable, started_at=started, ended_at=now_ms(),
-                              retry_after_ms=retry_after, retries=retries)
+                              retry_after_ms=retry_after, retries=retries,
+                              chain=self.chain)
         return StepCompleted(run_id=request.run_id, seq=request.seq, step_id=step_id,
                              attempt=request.attempt, output_json=output,
-                             started_at=started, ended_at=now_ms())
+                             started_at=started, ended_at=now_ms(), chain=self.chain)

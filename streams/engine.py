@@ -10,8 +10,10 @@ message is quarantined instead of crashing the agent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -40,8 +42,9 @@ from stepstream.errors import ConfigError
 from stepstream.events import decode_event
 from stepstream.execution import execute
 from stepstream.function import FunctionDef
-from stepstream.step import now_ms
+from stepstream.step import ChainBudget, now_ms
 from streams import waiters
+from streams.backoff import until_done
 from streams.delays import DelayTiers
 from streams.machine import (
     FINAL_STATUSES,
@@ -80,7 +83,14 @@ class Engine:
         self.settings = settings = ss.settings
         self.codec = default_codec()
         self.metrics = metrics or Metrics()
-        self.policies: dict[str, RunPolicy] = {f.id: policy_of(f) for f in ss.functions.values()}
+        self.policies: dict[str, RunPolicy] = {
+            f.id: policy_of(f, settings.chain_lease_ms) for f in ss.functions.values()}
+        self.chain = ChainBudget(max_steps=settings.chain_max_steps,
+                                 max_ms=settings.chain_max_ms)
+        # Chains that outlive the request that started them (see _execute); bounded
+        # with the executors, and referenced so the loop does not drop them.
+        self._slots = asyncio.Semaphore(settings.executor_concurrency)
+        self._chains: set[asyncio.Task[None]] = set()
         self.specs = catalog(settings)
         self.app = self._faust_app()
         prefix = f"{settings.namespace}."
@@ -88,10 +98,15 @@ class Engine:
                                                  internal=False, **_RAW)
                        for spec in self.specs if spec.name.startswith(prefix)}
         # Bytes types select Faust's raw serializer; values are our Avro records.
+        # use_partitioner: a table write may happen after its message's turn (the
+        # orchestrator pipelines), so its changelog partition comes from the key, hashed
+        # as the producer hashes the runs topic's keys, not from Faust's current event.
         self.runs = self.app.Table("runs", partitions=settings.partitions, default=None,
-                                   key_type=bytes, value_type=bytes)
+                                   key_type=bytes, value_type=bytes, use_partitioner=True)
         self.waiters = self.app.Table("waiters", partitions=settings.partitions, default=None,
-                                      key_type=bytes, value_type=bytes)
+                                      key_type=bytes, value_type=bytes, use_partitioner=True)
+        # Run states computed but not yet in the table (their commands are in flight).
+        self._latest: dict[bytes, RunState] = {}
         self.tiers = DelayTiers(settings)
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
@@ -122,7 +137,7 @@ class Engine:
             stream_wait_empty=False,
             producer_acks=-1,
             producer_linger=0.0,
-            table_standby_replicas=0,
+            table_standby_replicas=s.standby_replicas,
             **faust_options(s),  # SASL / TLS, the same as the confluent-kafka clients'
         )
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
@@ -222,37 +237,63 @@ class Engine:
             await asyncio.gather(*acks)
 
     async def _orchestrate(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                message = self.codec.decode(event.message.value)
-                if not isinstance(message, RUN_MESSAGES):
-                    raise DecodeError(f"{type(message).__name__} does not belong on runs")
-            except DecodeError as exc:
-                await self._quarantine(event, str(exc))
-                continue
-            key = message.run_id.encode()
+        # Pipelined: a transition's commands are sent at once, but its new state is written
+        # (and its message acked) only when the broker has acknowledged them — by a writer
+        # task, in order. Meanwhile the next messages see the new state through _latest.
+        manual = stream.noack()
+        writes: asyncio.Queue[_Write] = asyncio.Queue()
+        writer = asyncio.ensure_future(self._write_states(manual, writes))
+        try:
+            async for event in manual.events():
+                await self._transition(manual, writes, event)
+        finally:
+            writer.cancel()
+
+    async def _transition(self, manual: faust.StreamT, writes: asyncio.Queue[_Write],
+                          event: faust.EventT) -> None:
+        try:
+            message = self.codec.decode(event.message.value)
+            if not isinstance(message, RUN_MESSAGES):
+                raise DecodeError(f"{type(message).__name__} does not belong on runs")
+        except DecodeError as exc:
+            await self._quarantine(event, str(exc))
+            await manual.ack(event)
+            return
+        key = message.run_id.encode()
+        state = self._latest.get(key)
+        if state is None:
             raw = self.runs.get(key)
             state = self.codec.decode(raw) if raw is not None else None
-            function_id = state.function_id if state else getattr(message, "function_id", "")
-            policy = self.policies.get(function_id)
-            if policy is None and state is None and isinstance(message, RunStarted):
-                await self._reject_unknown(message)
-                continue
-            new_state, commands = advance(state, message, policy or RunPolicy())
-            if new_state is state or new_state is None:
-                continue  # a duplicate or stale message: nothing changes
-            # Outbox first: the commands must be on the broker before the new state is in
-            # the changelog. A crash in between replays the message against the old state
-            # and sends the same commands again (receivers dedupe by seq); the reverse
-            # order could store a state whose commands were lost, and the run would hang.
-            if not self._owns(event):
-                continue
-            acks = [await self._perform(new_state, c) for c in commands]
-            await asyncio.gather(*acks)
-            if not self._owns(event):
-                continue
-            self.runs[key] = self.codec.encode(new_state)
-            self._count_transition(state, new_state)
+        function_id = state.function_id if state else getattr(message, "function_id", "")
+        policy = self.policies.get(function_id)
+        if policy is None and state is None and isinstance(message, RunStarted):
+            await self._reject_unknown(message)
+            await manual.ack(event)
+            return
+        new_state, commands = advance(state, message, policy or RunPolicy())
+        if new_state is state or new_state is None:
+            await manual.ack(event)  # a duplicate or stale message: nothing changes
+            return
+        if not self._owns(event):
+            return
+        # Outbox first: the commands must be on the broker before the new state is in
+        # the changelog. A crash in between replays the message against the old state
+        # and sends the same commands again (receivers dedupe by seq); the reverse
+        # order could store a state whose commands were lost, and the run would hang.
+        acks = [await self._perform(new_state, c) for c in commands]
+        self._latest[key] = new_state
+        writes.put_nowait(_Write(event, key, state, new_state, acks))
+
+    async def _write_states(self, manual: faust.StreamT, writes: asyncio.Queue[_Write]) -> None:
+        while True:
+            write = await writes.get()
+            await asyncio.gather(*write.acks)
+            if self._owns(write.event):
+                self.runs[write.key] = self.codec.encode(write.new)
+                self._count_transition(write.old, write.new)
+            if self._latest.get(write.key) is write.new:
+                del self._latest[write.key]
+            await manual.ack(write.event)
 
     def _owns(self, event: faust.EventT) -> bool:
         """Whether this worker still owns the partition ``event`` came from.
@@ -288,23 +329,52 @@ class Engine:
             self.metrics.run_duration.labels(new.function_id, new.status).observe(seconds)
 
     async def _execute(self, stream: faust.StreamT) -> None:
-        limit = self.settings.max_payload_bytes
         async for event in stream.events():
             try:
                 request = self.codec.decode_as(event.message.value, StepRequest)
             except DecodeError as exc:
                 await self._quarantine(event, str(exc))
                 continue
-            function = self.ss.functions.get(request.function_id)
-            if function is None:
-                outcome: Any = FunctionFinished(
-                    run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                    error=_unknown_function(request.function_id, self.ss.app_id))
-            else:
-                outcome = await execute(function, request, max_output_bytes=limit,
-                                        send_events=self.send_events)
-                self._count_attempt(request.function_id, outcome)
-            await self._send("runs", request.run_id, outcome)
+            await self._slots.acquire()
+            detached = asyncio.Event()
+            task = asyncio.ensure_future(self._dispatch(request, detached))
+            self._chains.add(task)
+            task.add_done_callback(self._chain_done)
+            # Return (and let Faust ack the request) when the dispatch is over, or once the
+            # first link of an eager chain is on the broker: from then on the run's state
+            # has the chain's progress and a lease, so a crash re-dispatches from the last
+            # step applied instead of replaying the request and re-running the chain.
+            waiter = asyncio.ensure_future(detached.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+
+    def _chain_done(self, task: asyncio.Task[None]) -> None:
+        self._chains.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor dispatch crashed", exc_info=task.exception())
+
+    async def _dispatch(self, request: StepRequest, detached: asyncio.Event) -> None:
+        function = self.ss.functions.get(request.function_id)
+        if function is None:
+            await self._send("runs", request.run_id, FunctionFinished(
+                run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                error=_unknown_function(request.function_id, self.ss.app_id)))
+            return
+
+        async def progress(link: StepCompleted) -> None:
+            self._count_attempt(request.function_id, link)
+            ack = await self._send("runs", request.run_id, link)
+            if not detached.is_set():
+                await ack
+                detached.set()
+
+        outcome = await execute(function, request,
+                                max_output_bytes=self.settings.max_payload_bytes,
+                                send_events=self.send_events, chain=self.chain,
+                                on_progress=progress)
+        self._count_attempt(request.function_id, outcome)
+        await self._send("runs", request.run_id, outcome)
 
     def _count_attempt(self, function_id: str, outcome: Any) -> None:
         if not isinstance(outcome, StepCompleted | StepFailed):
@@ -372,7 +442,10 @@ class Engine:
             except DecodeError as exc:
                 await self._quarantine(event, str(exc))
                 continue
-            await self.store.apply(record)
+            # Redis down: wait and retry this record (never skip it, never crash the agent).
+            await until_done(functools.partial(self.store.apply, record),
+                             what="history projection to Redis",
+                             errors=(aioredis.RedisError, OSError))
 
     async def _cron(self) -> None:
         """Start cron runs on time; every worker does, and the run ids make it one run."""
@@ -384,6 +457,17 @@ class Engine:
             acks = [await self._send("runs", start.run_id, start) for start in starts]
             await asyncio.gather(*acks)
             last = now
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A transition whose state is written once its commands are acknowledged."""
+
+    event: faust.EventT
+    key: bytes
+    old: RunState | None
+    new: RunState
+    acks: list[Awaitable[Any]]
 
 
 def _unknown_function(function_id: str, app_id: str) -> ErrorInfo:

@@ -72,6 +72,10 @@ class RunPolicy:
     cancel_on: tuple[CancelRule, ...] = ()
     start_timeout_ms: int | None = None
     finish_timeout_ms: int | None = None
+    chain_lease_ms: int = 60_000
+    """How long an eager chain may go without reporting progress before it is presumed
+    dead (its worker crashed) and the handler is dispatched again from the last step
+    applied. A step in a chain that runs longer than this may run twice."""
 
 
 # --- commands -------------------------------------------------------------------------
@@ -164,11 +168,15 @@ def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
     match message:
         case StepCompleted() | StepFailed() | StepPlanned() | FunctionFinished():
             dispatched = state.dispatched.get(str(message.seq))
-            if dispatched is None:
-                return state
+            if dispatched is None or message.chain != dispatched.chain:
+                return state  # stale, a duplicate, or a chain position seen already
+            if isinstance(message, StepCompleted) and message.more:
+                return _chain_progress(state, message, dispatched, policy, out)
             state = replace(state, answered=True, dispatched={
                 k: v for k, v in state.dispatched.items() if k != str(message.seq)})
             state = _answer(state, message, dispatched, policy, out)
+        case TimerFired() if message.timer_id.startswith("lease:"):
+            state = _lease_expired(state, message, policy, out)
         case TimerFired():
             state = _timer(state, message, out)
         case EventMatched():
@@ -231,6 +239,43 @@ def _answer(state: RunState, message: StepCompleted | StepFailed | StepPlanned |
                                logs=message.logs)
             return _finish(state, COMPLETED, message.ts, out, output_json=message.output_json,
                            logs=message.logs)
+
+
+def _chain_progress(state: RunState, message: StepCompleted, dispatched: Dispatched,
+                    policy: RunPolicy, out: list[Command]) -> RunState:
+    """One step of an eager chain: apply it; the dispatch stays outstanding."""
+    state = _record(state, out, "step.completed", message.ended_at, step_id=message.step_id,
+                    attempt=message.attempt, output_json=message.output_json,
+                    started_at=message.started_at, ended_at=message.ended_at,
+                    logs=message.logs)
+    state = _memoize(state, message.step_id, MemoEntry(output_json=message.output_json))
+    progressed = replace(dispatched, chain=message.chain + 1)
+    if dispatched.lease_chain is None:  # the first link: from now on a lease guards it
+        progressed = replace(progressed, lease_chain=message.chain)
+        out.append(_lease(state, message.seq, message.chain, message.ended_at, policy))
+    return replace(state, answered=True,
+                   dispatched={**state.dispatched, str(message.seq): progressed})
+
+
+def _lease(state: RunState, seq: int, chain: int, ts: int, policy: RunPolicy) -> Schedule:
+    return Schedule(policy.chain_lease_ms, TimerFired(
+        state.run_id, f"lease:{seq}:{chain}", ts + policy.chain_lease_ms))
+
+
+def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
+                   out: list[Command]) -> RunState:
+    """A chain's lease ran out: re-dispatch if it made no progress, else renew it."""
+    _, seq, chain = message.timer_id.split(":")
+    dispatched = state.dispatched.get(seq)
+    if dispatched is None or dispatched.lease_chain != int(chain):
+        return state
+    if dispatched.chain > int(chain) + 1:  # progress since: renew from where it is now
+        out.append(_lease(state, int(seq), dispatched.chain - 1, message.ts, policy))
+        return replace(state, dispatched={**state.dispatched, seq: replace(
+            dispatched, lease_chain=dispatched.chain - 1)})
+    state = replace(state, dispatched={k: v for k, v in state.dispatched.items() if k != seq})
+    state = _record(state, out, "chain.expired", message.ts)
+    return _next(state, out)
 
 
 def _step_failed(state: RunState, message: StepFailed, policy: RunPolicy,

@@ -25,11 +25,12 @@ log = logging.getLogger("stepstream.starts")
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
-def policy_of(function: FunctionDef) -> RunPolicy:
+def policy_of(function: FunctionDef, chain_lease_ms: int = 60_000) -> RunPolicy:
     """The options of ``function`` that the state machine applies."""
     timeouts = function.timeouts
     return RunPolicy(
         retry=function.retry,
+        chain_lease_ms=chain_lease_ms,
         cancel_on=tuple(CancelRule(event=r.event, condition=r.if_, timeout_ms=to_ms(r.timeout))
                         for r in function.cancel_on),
         start_timeout_ms=None if timeouts.start is None else to_ms(timeouts.start),
