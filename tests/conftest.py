@@ -54,7 +54,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {"STEPSTREAM_BROKERS": settings.brokers, "STEPSTREAM_REDIS_URL": settings.redis_url,
             "STEPSTREAM_NAMESPACE": settings.namespace,
             "STEPSTREAM_PARTITIONS": str(settings.partitions),
-            "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT)}
+            "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT),
+            # a killed worker's eager chain is re-dispatched after this long (default 60 s)
+            "STEPSTREAM_CHAIN_LEASE_MS": "3000"}
 
 
 WorkerFactory = Callable[..., WorkerProcess]
