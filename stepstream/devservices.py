@@ -56,10 +56,15 @@ def tansu_binary() -> Path:
 
 @dataclass
 class DevBroker:
-    """A Tansu broker on a free loopback port, stopped by pid."""
+    """A Tansu broker on a free loopback port, stopped by pid.
+
+    ``advertised_port`` makes the broker tell clients to connect elsewhere (a proxy in
+    front of it, as the broker-outage chaos test does); by default, its own port.
+    """
 
     port: int = 0
     log_path: Path | None = None
+    advertised_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -71,10 +76,11 @@ class DevBroker:
         """Start the broker and wait until it accepts connections."""
         self.port = self.port or free_port()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(tansu_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if log is not subprocess.DEVNULL:
             log.close()

@@ -13,6 +13,7 @@ from stepstream.client import Stepstream
 from stepstream.events import make_event
 from stepstream.step import now_ms
 from streams.engine import Engine
+from streams.health import BrokerProbe
 from streams.http import HttpApi
 from streams.http_auth import exposure_warning
 from streams.monitor import install_monitor
@@ -48,10 +49,20 @@ def _serve_http(engine: Engine) -> None:
                                                  value=engine.codec.encode(event)))
         return event.id
 
-    def ready() -> bool:
-        return bool(app.consumer.assignment()) and not app.rebalancing
+    probe = BrokerProbe(app, settings.topic("runs"))
+    app.task(probe.run)
 
-    api = HttpApi(engine.store, engine.metrics, send_event, ready)
+    def ready() -> bool:
+        # Faust keeps its assignment through a broker outage: ask the broker too.
+        return bool(app.consumer.assignment()) and not app.rebalancing and probe.reachable
+
+    async def send_control(message: Any) -> None:
+        # Cancel and replay requests join the run's other messages on the runs topic.
+        await (await engine.topic("runs").send(key=message.run_id.encode(),
+                                               value=engine.codec.encode(message)))
+
+    api = HttpApi(engine.store, engine.metrics, send_event, ready, send_control=send_control,
+                  functions=engine.ss.functions)
 
     @app.task
     async def serve() -> None:
