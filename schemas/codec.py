@@ -46,53 +46,68 @@ class DecodeError(ValueError):
     """Bytes that are not a record this codec knows."""
 
 
-def _converter(hint: Any) -> Callable[[Any], Any] | None:
-    """How to turn an Avro value into the Python value of a field typed ``hint``."""
+def _converter(hint: Any, record_converter: Callable[[type], Callable[[Any], Any]]
+               ) -> Callable[[Any], Any] | None:
+    """How to convert a value of a field typed ``hint`` (None: as it is).
+
+    ``record_converter`` converts the records nested in it: Avro dict to dataclass when
+    decoding, dataclass to dict when encoding.
+    """
     if dataclasses.is_dataclass(hint):
-        build = _builder(hint)  # type: ignore[arg-type]
-        return build
+        return record_converter(hint)  # type: ignore[arg-type]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = next(a for a in typing.get_args(hint) if a is not type(None))
-        convert = _converter(inner)
+        convert = _converter(inner, record_converter)
         if convert is None:
             return None
         return lambda v: None if v is None else convert(v)
     if origin is dict:
-        convert = _converter(typing.get_args(hint)[1])
+        convert = _converter(typing.get_args(hint)[1], record_converter)
         if convert is None:
             return None
         return lambda v: {k: convert(x) for k, x in v.items()}
     if origin is list:
-        convert = _converter(typing.get_args(hint)[0])
+        convert = _converter(typing.get_args(hint)[0], record_converter)
         if convert is None:
             return None
         return lambda v: [convert(x) for x in v]
     return None
 
 
+def _nested(cls: type, record_converter: Callable[[type], Callable[[Any], Any]]
+            ) -> tuple[tuple[str, ...], dict[str, Callable[[Any], Any]]]:
+    """The fields of ``cls`` that pass as they are, and converters for the others."""
+    hints = typing.get_type_hints(cls, vars(messages))
+    nested = {name: c for name in hints
+              if (c := _converter(hints[name], record_converter)) is not None}
+    return tuple(name for name in hints if name not in nested), nested
+
+
+# Converters are built once per record class: encoding and decoding sit on every hop.
 @cache
 def _builder(cls: type) -> Callable[[dict[str, Any]], Any]:
-    hints = typing.get_type_hints(cls, vars(messages))
-    converters = {name: c for name in hints if (c := _converter(hints[name])) is not None}
+    _, nested = _nested(cls, _builder)
 
     def build(record: dict[str, Any]) -> Any:
-        for name, convert in converters.items():
+        for name, convert in nested.items():
             record[name] = convert(record[name])
         return cls(**record)
 
     return build
 
 
-def _to_record(obj: Any) -> Any:
-    """A dataclass as the plain dicts fastavro writes (shallow copies, no deep copy)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _to_record(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_record(v) for v in obj]
-    return obj
+@cache
+def _flattener(cls: type) -> Callable[[Any], dict[str, Any]]:
+    plain, nested = _nested(cls, _flattener)
+
+    def flatten(obj: Any) -> dict[str, Any]:
+        record = {name: getattr(obj, name) for name in plain}
+        for name, convert in nested.items():
+            record[name] = convert(getattr(obj, name))
+        return record
+
+    return flatten
 
 
 def _expand(schema: Any, sources: dict[str, Any], defined: set[str]) -> Any:
@@ -143,7 +158,7 @@ class AvroCodec:
             raise TypeError(f"{type(obj).__name__} is not a stepstream record") from None
         out = io.BytesIO()
         out.write(header)
-        fastavro.schemaless_writer(out, schema, _to_record(obj))
+        fastavro.schemaless_writer(out, schema, _flattener(type(obj))(obj))
         return out.getvalue()
 
     def decode(self, data: bytes) -> Any:

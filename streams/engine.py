@@ -60,7 +60,7 @@ from streams.machine import (
     Watch,
     advance,
 )
-from streams.metrics import Metrics
+from streams.metrics import Metrics, step_label
 from streams.readmodel import RunStore
 from streams.starts import Starter, policy_of
 from streams.transport import FaustApp
@@ -286,14 +286,24 @@ class Engine:
 
     async def _write_states(self, manual: faust.StreamT, writes: asyncio.Queue[_Write]) -> None:
         while True:
-            write = await writes.get()
-            await asyncio.gather(*write.acks)
-            if self._owns(write.event):
-                self.runs[write.key] = self.codec.encode(write.new)
-                self._count_transition(write.old, write.new)
-            if self._latest.get(write.key) is write.new:
-                del self._latest[write.key]
-            await manual.ack(write.event)
+            batch = [await writes.get()]
+            while not writes.empty():
+                batch.append(writes.get_nowait())
+            await asyncio.gather(*(ack for write in batch for ack in write.acks))
+            # Only the newest state of each run is written: a burst of transitions (an
+            # eager chain's links) costs one encode and one changelog record.
+            newest = {write.key: write for write in batch}
+            for write in batch:
+                owned = self._owns(write.event)
+                if owned:
+                    self._count_transition(write.old, write.new)
+                if newest[write.key] is write:
+                    if owned:
+                        self.runs[write.key] = self.codec.encode(write.new)
+                    if self._latest.get(write.key) is write.new:
+                        del self._latest[write.key]
+            for write in batch:
+                await manual.ack(write.event)
 
     def _owns(self, event: faust.EventT) -> bool:
         """Whether this worker still owns the partition ``event`` came from.
@@ -380,8 +390,10 @@ class Engine:
         if not isinstance(outcome, StepCompleted | StepFailed):
             return
         ok = isinstance(outcome, StepCompleted)
-        self.metrics.step_attempts.labels(function_id, "completed" if ok else "failed").inc()
-        self.metrics.step_duration.labels(function_id).observe(
+        step = step_label(outcome.step_id)
+        self.metrics.step_attempts.labels(function_id, step,
+                                          "completed" if ok else "failed").inc()
+        self.metrics.step_duration.labels(function_id, step).observe(
             (outcome.ended_at - outcome.started_at) / 1000)
 
     def _delay_agent(self, hold: timedelta) -> Any:
