@@ -45,7 +45,7 @@ from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import waiters
 from streams.backoff import until_done
-from streams.delays import DelayTiers
+from streams.delays import DelayTiers, Timers
 from streams.machine import (
     FINAL_STATUSES,
     Command,
@@ -108,6 +108,7 @@ class Engine:
         # Run states computed but not yet in the table (their commands are in flight).
         self._latest: dict[bytes, RunState] = {}
         self.tiers = DelayTiers(settings)
+        self._timers = Timers()
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
         self.starter = Starter(ss, self.redis, self.metrics)
@@ -400,30 +401,48 @@ class Engine:
         hold_ms = int(hold.total_seconds() * 1000)
 
         async def delay(stream: faust.StreamT) -> None:
-            # Every message of a tier is held for the same time, so the topic is in due
-            # order and waiting for its head never delays a message behind it.
-            async for event in stream.events():
+            # Each message waits on its own timer (not in line): a short retry behind a
+            # long lease timer in the same tier leaves on time. A message is acked once
+            # forwarded, so a crash re-forwards it (timers and their receivers dedupe).
+            manual = stream.noack()
+            async for event in manual.events():
                 try:
                     delayed = self.codec.decode_as(event.message.value, Delayed)
                 except DecodeError as exc:
                     await self._quarantine(event, str(exc))
+                    await manual.ack(event)
                     continue
                 enqueued_ms = int(event.message.timestamp * 1000)
                 wake_ms = min(delayed.due_ms, enqueued_ms + hold_ms)
-                wait = (wake_ms - now_ms()) / 1000
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                target = self.topics.get(delayed.topic)
-                if target is None:
-                    await self._quarantine(event, f"delay target {delayed.topic!r} is unknown")
-                elif delayed.due_ms <= now_ms():
-                    await (await target.send(key=delayed.key, value=delayed.value))
-                else:  # hop on through the tier that fits what is left
-                    tier, again = self.tiers.wrap(delayed.topic, delayed.key, delayed.value,
-                                                  due_ms=delayed.due_ms)
-                    await (await self._send(f"delay.{tier}", delayed.key.decode(), again))
+                self._timers.start(max(0.0, (wake_ms - now_ms()) / 1000),
+                                   self._forward(manual, event, delayed))
 
         return delay
+
+    async def _forward(self, manual: faust.StreamT, event: faust.EventT,
+                       delayed: Delayed) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._forward_once(manual, event, delayed)
+                return
+            except Exception as exc:  # the broker is away: keep the message, try again
+                log.warning("forwarding a delayed message failed, retrying: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _forward_once(self, manual: faust.StreamT, event: faust.EventT,
+                            delayed: Delayed) -> None:
+        target = self.topics.get(delayed.topic)
+        if target is None:
+            await self._quarantine(event, f"delay target {delayed.topic!r} is unknown")
+        elif delayed.due_ms <= now_ms():
+            await (await target.send(key=delayed.key, value=delayed.value))
+        else:  # hop on through the tier that fits what is left
+            tier, again = self.tiers.wrap(delayed.topic, delayed.key, delayed.value,
+                                          due_ms=delayed.due_ms)
+            await (await self._send(f"delay.{tier}", delayed.key.decode(), again))
+        await manual.ack(event)
 
     async def _match(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
