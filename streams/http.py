@@ -1,14 +1,23 @@
-"""The HTTP API every worker serves: health, metrics, runs, events."""
+"""The HTTP API every worker serves: health, metrics, events, runs, the dashboard.
+
+Documented in ``streams/openapi.json`` (served at ``/openapi.json``); a test checks that
+every route is in it. Errors are JSON, ``{"error": "..."}``, with a 4xx that says what
+was wrong.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
 from stepstream.errors import SerializationError
-from streams.http_auth import bearer_auth
+from streams import http_static
+from streams.http_auth import Handler, bearer_auth
+from streams.http_params import BadInput, json_body
+from streams.http_runs import RunsApi, SendControl
 from streams.metrics import Metrics
 from streams.readmodel import RunStore
 
@@ -23,6 +32,19 @@ def _problem(status: int, message: str) -> web.Response:
     return _json({"error": message}, status=status)
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 4xx answers (no such route, wrong method, body too large) as JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") \
+            else f"{exc.reason}: {request.method} {request.path}"
+        return _problem(exc.status, detail)
+
+
 class HttpApi:
     """Routes of the worker's HTTP server.
 
@@ -31,21 +53,26 @@ class HttpApi:
         metrics: the worker's metrics.
         send_event: ``(name, data, id) -> event id``, producing to the events topic.
         ready: whether the worker has joined its group and owns partitions.
+        send_control: produces cancel and replay requests to the runs topic.
+        functions: ids of the functions the worker registers.
     """
 
-    def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any) -> None:
+    def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any, *,
+                 send_control: SendControl | None = None, functions: Iterable[str] = ()) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
+        self.runs = RunsApi(store, send_control, functions)
 
     def application(self, *, token: str = "") -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=_MAX_BODY, middlewares=[bearer_auth(token)])
+        app = web.Application(client_max_size=_MAX_BODY,
+                              middlewares=[bearer_auth(token), json_errors])
         app.add_routes([
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.prometheus),
-            web.get("/v1/runs/{run_id}", self.get_run),
-            web.get("/v1/events/{event_id}/runs", self.event_runs),
             web.post("/v1/events", self.post_event),
+            *self.runs.routes(),
+            *http_static.routes(),
         ])
         return app
 
@@ -72,12 +99,10 @@ class HttpApi:
 
     async def post_event(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return _problem(400, "body must be JSON")
-        except web.HTTPRequestEntityTooLarge:
-            return _problem(413, f"body over {_MAX_BODY} bytes")
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            body = await json_body(request)
+        except BadInput as exc:
+            return _problem(exc.status, str(exc))
+        if not isinstance(body.get("name"), str):
             return _problem(400, 'body must be an object with a string "name"')
         data, event_id = body.get("data", {}), body.get("id")
         if not isinstance(data, dict) or (event_id is not None and not isinstance(event_id, str)):

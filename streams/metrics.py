@@ -1,7 +1,13 @@
-"""Prometheus metrics of a worker, on their own registry with small fixed label sets."""
+"""Prometheus metrics of a worker, on their own registry with small fixed label sets.
+
+Label values are bounded by the user's code (function and step ids; a step id repeated
+in a loop is counted under its base id, see ``step_label``), by the topic catalog, or
+by the partitions this worker owns.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -9,6 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                  60, 300)
 _RUN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_REPEAT = re.compile(r":\d+$")
+
+
+def step_label(step_id: str) -> str:
+    """A step id as a metric label: ``send:3`` (the 4th ``send`` of a loop) counts as ``send``."""
+    return _REPEAT.sub("", step_id)
 
 
 @dataclass
@@ -31,11 +43,11 @@ class Metrics:
             "stepstream_run_duration_seconds", "From run start to final status",
             ["function", "status"], buckets=_RUN_BUCKETS, registry=r)
         self.step_attempts = Counter(
-            "stepstream_step_attempts", "Step attempts executed, by outcome",
-            ["function", "outcome"], registry=r)
+            "stepstream_step_attempts", "Step attempts executed, by outcome (completed, failed)",
+            ["function", "step", "outcome"], registry=r)
         self.step_duration = Histogram(
             "stepstream_step_duration_seconds", "Time spent in a step's code",
-            ["function"], buckets=_STEP_BUCKETS, registry=r)
+            ["function", "step"], buckets=_STEP_BUCKETS, registry=r)
         self.retries_scheduled = Counter(
             "stepstream_retries_scheduled", "Delayed messages sent, by delay tier", ["tier"],
             registry=r)
@@ -45,6 +57,17 @@ class Metrics:
         self.quarantined = Counter(
             "stepstream_quarantined", "Messages quarantined as undecodable", ["topic"],
             registry=r)
+        self.dlq_size = Gauge(
+            "stepstream_dlq_size",
+            "Dead letters not replayed yet, in the namespace's read model (same on every worker)",
+            registry=r)
+        self.table_keys = Gauge(
+            "stepstream_table_keys", "Keys in this worker's partitions of a table", ["table"],
+            registry=r)
+        self.consumer_partition_lag = Gauge(
+            "stepstream_consumer_partition_lag_messages",
+            "Messages behind the high watermark, per partition this worker owns",
+            ["topic", "partition"], registry=r)
         # Health of the worker itself, kept by streams.monitor (read by the alert rules).
         self.worker_info = Gauge(
             "stepstream_worker_info", "Always 1; labels say what this worker runs",

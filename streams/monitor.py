@@ -11,6 +11,10 @@ that into gauges every ``Settings.monitor_interval_s`` seconds:
 - ``stepstream_consumer_lag_seconds{topic}``: for partitions that are behind, the
   age of the last message taken in (max over partitions). Delay topics hold
   messages on purpose: their lag in seconds is up to the tier's hold.
+- ``stepstream_consumer_partition_lag_messages{topic,partition}``: the same, per
+  partition this worker owns (a partition's series goes when it is revoked).
+- ``stepstream_table_keys{table}``: keys of the runs and waiters tables in this worker's
+  partitions; ``stepstream_dlq_size``: dead letters waiting in the read model.
 - ``stepstream_runs_in_flight`` / ``stepstream_oldest_run_age_seconds``: runs in
   this worker's table partitions that are not final. Kept up to date from the
   table writes; rebuilt by one scan of the table after each rebalance, once
@@ -39,6 +43,9 @@ _SCAN_BATCH = 500  # table entries decoded between yields to the event loop
 
 class RunTracker(faust.Sensor):
     """Sensor: the last message taken in per partition, and the runs not yet final."""
+
+    lag_series: frozenset[tuple[str, str]] = frozenset()
+    """(topic, partition) of the per-partition lag gauges set last round."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()
@@ -109,6 +116,7 @@ async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
     """Set the consumer-lag gauges from the consumer's high watermarks."""
     consumer = engine.app.consumer
     lag = dict.fromkeys(watched_topics(engine), 0)
+    metrics, series = engine.metrics, set[tuple[str, str]]()
     age = dict.fromkeys(lag, 0.0)
     for tp in consumer.assignment():
         if tp.topic not in lag:
@@ -126,12 +134,24 @@ async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
             next_offset = position
         behind = max(0, highwater - next_offset)
         lag[tp.topic] += behind
+        series.add((tp.topic, str(tp.partition)))
+        metrics.consumer_partition_lag.labels(tp.topic, str(tp.partition)).set(behind)
         if behind and taken is not None:
             age[tp.topic] = max(age[tp.topic], now - taken[1])
-    metrics = engine.metrics
+    for gone in tracker.lag_series - series:  # revoked: another worker reports it now
+        metrics.consumer_partition_lag.remove(*gone)
+    tracker.lag_series = frozenset(series)
     for topic, value in lag.items():
         metrics.consumer_lag.labels(topic).set(value)
         metrics.consumer_lag_seconds.labels(topic).set(age[topic])
+
+
+async def update_sizes(engine: Engine) -> None:
+    """Set the table-size and dead-letter gauges."""
+    metrics = engine.metrics
+    metrics.table_keys.labels("runs").set(len(engine.runs))
+    metrics.table_keys.labels("waiters").set(len(engine.waiters))
+    metrics.dlq_size.set(await engine.store.dlq_size())
 
 
 async def tick(engine: Engine, tracker: RunTracker) -> None:
@@ -147,6 +167,7 @@ async def tick(engine: Engine, tracker: RunTracker) -> None:
         await tracker.rescan()
         tracker.scanned_assignment = assignment
     await update_lag(engine, tracker, now)
+    await update_sizes(engine)
     started = list(tracker.in_flight.values())
     metrics.runs_in_flight.set(len(started))
     metrics.oldest_run_age.set(max(0.0, now - min(started) / 1000) if started else 0.0)
@@ -165,6 +186,8 @@ def install_monitor(engine: Engine) -> RunTracker:
         metrics.consumer_lag_seconds.labels(topic).set(0)
     metrics.runs_in_flight.set(0)
     metrics.oldest_run_age.set(0)
+    for table in ("runs", "waiters"):
+        metrics.table_keys.labels(table).set(0)
     tracker = RunTracker(engine)
     engine.app.sensors.add(tracker)
 

@@ -1,106 +1,169 @@
 """The run read model in Redis, projected from the history topic.
 
 Kafka is the source of truth; this is a view that can be dropped and rebuilt by
-replaying the history topic. Each run is one JSON document plus index entries.
-Records of one run arrive in order (the history topic is keyed by run id), and
-each carries its run's ``seq``: a record at or below the stored ``seq`` was
-applied already, so a redelivered record changes nothing.
+replaying the history topic (``streams.rebuild``). Keys, under ``{namespace}:``:
+
+- ``run:{id}``: the run's timeline, one JSON document (``streams.timeline``);
+- ``runs``, ``runs:fn:{function}``, ``runs:status:{status}`` and
+  ``runs:fn:{function}:status:{status}``: sorted sets of run ids scored by start
+  time, one per filter, so a filtered, paginated list is one ``ZRANGE``;
+- ``functions``: the functions that have runs; ``event:{id}:runs``: runs an event started;
+- ``dlq`` and ``dlq:fn:{function}``: dead letters (``[run id, step id]`` as JSON)
+  scored by time, with each entry in the hash ``dlq:entries``. The projector
+  indexes them from the history records of steps that failed for good (see
+  ``timeline.is_dead_letter``), so they come back in the same order as the
+  rest of the run on a rebuild, and go when the run is replayed;
+- ``readmodel:rebuilding``: set while a rebuild runs; the projectors wait for it
+  to go, so they do not write into a half-rebuilt view.
+
+A run's status index moves with the run (running → failed → running again on a
+replay → completed): the old status entry is removed in the same transaction
+that writes the document.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from schemas.messages import ErrorInfo, HistoryRecord
+from schemas.messages import HistoryRecord
+from streams.paging import Page, page
+from streams.timeline import (
+    STATUSES,
+    apply_record,
+    error_doc,
+    is_dead_letter,
+    summary,
+)
+
+__all__ = ["STATUSES", "RunStore", "apply_record"]
+
+READ_MODEL_PATTERNS = ("run:*", "runs", "runs:*", "functions", "event:*:runs", "dlq",
+                       "dlq:*")
+"""Key patterns (under the namespace prefix) of everything the read model owns."""
+_LOCK_WAIT_S = 0.2
 
 
-def _error(error: ErrorInfo | None) -> dict[str, str] | None:
-    if error is None:
-        return None
-    return {"type": error.type, "message": error.message, "traceback": error.traceback}
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def _output(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-def apply_record(doc: dict[str, Any] | None, record: HistoryRecord) -> dict[str, Any]:
-    """The run document after ``record`` (pure; unit tested)."""
-    if doc is None:
-        doc = {"run_id": record.run_id, "function_id": record.function_id, "status": "running",
-               "event": None, "started_at": record.ts, "ended_at": None, "output": None,
-               "error": None, "steps": [], "seq": 0}
-    if record.seq <= doc["seq"]:
-        return doc
-    doc["seq"] = record.seq
-    kind = record.kind
-    if kind == "run.started" and record.event is not None:
-        doc["event"] = {"id": record.event.id, "name": record.event.name,
-                        "data": json.loads(record.event.data_json), "ts": record.event.ts}
-        doc["started_at"] = record.ts
-    elif kind.startswith("step."):
-        _apply_step(doc, record)
-    elif kind.startswith("run."):
-        doc["status"] = kind.removeprefix("run.")
-        doc["ended_at"] = record.ts
-        doc["output"] = _output(record.output_json)
-        doc["error"] = _error(record.error)
-    return doc
-
-
-def _apply_step(doc: dict[str, Any], record: HistoryRecord) -> None:
-    step = next((s for s in doc["steps"] if s["id"] == record.step_id), None)
-    if step is None:
-        step = {"id": record.step_id, "status": "running", "attempts": 0, "output": None,
-                "error": None, "started_at": record.started_at, "ended_at": None,
-                "history": []}
-        doc["steps"].append(step)
-    step["attempts"] = max(step["attempts"], record.attempt + 1)
-    step["history"].append({"attempt": record.attempt, "started_at": record.started_at,
-                            "ended_at": record.ended_at,
-                            "outcome": record.kind.removeprefix("step."),
-                            "error": _error(record.error),
-                            "next_attempt_at": record.next_attempt_at})
-    step["ended_at"] = record.ended_at
-    step["error"] = _error(record.error)
-    step["next_attempt_at"] = record.next_attempt_at
-    if record.kind == "step.completed":
-        step["status"], step["output"] = "completed", _output(record.output_json)
-    elif record.kind == "step.failed":
-        step["status"] = "retrying" if record.next_attempt_at is not None else "failed"
-    else:  # step.sleeping, step.waiting, step.invoking
-        step["status"] = record.kind.removeprefix("step.")
+def dlq_member(run_id: str, step_id: str) -> str:
+    """A dead letter's member in the ``dlq`` sorted sets."""
+    return json.dumps([run_id, step_id], separators=(",", ":"))
 
 
 class RunStore:
-    """Reads and writes the read model under ``{namespace}:`` keys."""
+    """Reads and writes the read model under ``{namespace}:`` keys.
 
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    Args:
+        client: the Redis client.
+        namespace: the stepstream namespace.
+        rebuilding: this store is the rebuild's own (it writes while the lock is held).
+    """
+
+    def __init__(self, client: aioredis.Redis, namespace: str, *,
+                 rebuilding: bool = False) -> None:
         self.redis = client
         self.prefix = f"{namespace}:"
+        self.rebuilding = rebuilding
+        self.lock_key = f"{self.prefix}readmodel:rebuilding"
+
+    def key(self, suffix: str) -> str:
+        """A read-model key of this namespace."""
+        return f"{self.prefix}{suffix}"
 
     def _run_key(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
 
+    def runs_key(self, function: str | None = None, status: str | None = None) -> str:
+        """The sorted set of run ids that a filter selects."""
+        key = "runs"
+        if function is not None:
+            key += f":fn:{function}"
+        if status is not None:
+            key += f":status:{status}"
+        return self.key(key)
+
+    # --- writing -------------------------------------------------------------------
+
     async def apply(self, record: HistoryRecord) -> None:
         """Project one history record; idempotent."""
-        key = self._run_key(record.run_id)
-        raw = await self.redis.get(key)
-        doc = json.loads(raw) if raw else None
-        if doc is not None and record.seq <= doc["seq"]:
+        await self.apply_many([record])
+
+    async def apply_many(self, records: Sequence[HistoryRecord]) -> None:
+        """Project records (in topic order) in one read and one transaction; idempotent."""
+        if not records:
             return
-        doc = apply_record(doc, record)
+        run_ids = list(dict.fromkeys(r.run_id for r in records))
+        keys = [self._run_key(r) for r in run_ids]
+        while True:
+            *raws, lock = await self.redis.mget([*keys, self.lock_key])
+            if lock is None or self.rebuilding:
+                break
+            await asyncio.sleep(_LOCK_WAIT_S)  # a rebuild is under way: write after it
+        # Parsed twice: ``after`` is folded in place, ``before`` stays as it was stored.
+        before = {r: json.loads(raw) if raw else None
+                  for r, raw in zip(run_ids, raws, strict=True)}
+        after = {r: json.loads(raw) if raw else None
+                 for r, raw in zip(run_ids, raws, strict=True)}
+        changed: set[str] = set()
+        letters: list[HistoryRecord] = []
+        for record in records:
+            doc = after[record.run_id]
+            if doc is not None and record.seq <= doc["seq"]:
+                continue
+            after[record.run_id] = apply_record(doc, record)
+            changed.add(record.run_id)
+            if is_dead_letter(record):
+                letters.append(record)
         async with self.redis.pipeline(transaction=True) as tx:
-            tx.set(key, json.dumps(doc, separators=(",", ":")))
-            tx.zadd(f"{self.prefix}runs", {record.run_id: doc["started_at"]})
-            tx.zadd(f"{self.prefix}runs:fn:{record.function_id}",
-                    {record.run_id: doc["started_at"]})
-            if record.event is not None:
-                tx.sadd(f"{self.prefix}event:{record.event.id}:runs", record.run_id)
+            for run_id in changed:
+                self._write(tx, before[run_id], after[run_id])
+            for record in letters:
+                doc = after[record.run_id]
+                if doc is not None and record.step_id in doc["dead_letters"]:
+                    self._index_letter(tx, record, doc)
             await tx.execute()
+
+    def _write(self, tx: Any, old: dict[str, Any] | None, doc: dict[str, Any] | None) -> None:
+        assert doc is not None
+        run_id, function, status = doc["run_id"], doc["function_id"], doc["status"]
+        score = {run_id: doc["started_at"]}
+        tx.set(self._run_key(run_id), json.dumps(doc, separators=(",", ":")))
+        for key in (self.runs_key(), self.runs_key(function), self.runs_key(status=status),
+                    self.runs_key(function, status)):
+            tx.zadd(key, score)
+        if old is not None and old["status"] != status:
+            tx.zrem(self.runs_key(status=old["status"]), run_id)
+            tx.zrem(self.runs_key(function, old["status"]), run_id)
+        tx.sadd(self.key("functions"), function)
+        if doc["event"] is not None:
+            tx.sadd(self.key(f"event:{doc['event']['id']}:runs"), run_id)
+        if old is not None:
+            for step_id in set(old.get("dead_letters", [])) - set(doc["dead_letters"]):
+                member = dlq_member(run_id, step_id)  # replayed: no longer a dead letter
+                tx.zrem(self.key("dlq"), member)
+                tx.zrem(self.key(f"dlq:fn:{function}"), member)
+                tx.hdel(self.key("dlq:entries"), member)
+
+    def _index_letter(self, tx: Any, record: HistoryRecord, doc: dict[str, Any]) -> None:
+        assert record.step_id is not None
+        member = dlq_member(record.run_id, record.step_id)
+        event = doc["event"] or {}
+        entry = {"run_id": record.run_id, "function_id": record.function_id,
+                 "step_id": record.step_id, "attempt": record.attempt, "ts": record.ts,
+                 "error": error_doc(record.error), "event_id": event.get("id"),
+                 "event_name": event.get("name")}
+        tx.zadd(self.key("dlq"), {member: record.ts})
+        tx.zadd(self.key(f"dlq:fn:{record.function_id}"), {member: record.ts})
+        tx.hset(self.key("dlq:entries"), member, json.dumps(entry, separators=(",", ":")))
+
+    # --- reading -------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run document, or None when the read model has not seen the run."""
@@ -110,8 +173,100 @@ class RunStore:
         doc: dict[str, Any] = json.loads(raw)
         return doc
 
+    async def get_runs(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The documents of ``run_ids`` that exist, in that order."""
+        if not run_ids:
+            return []
+        raws = await self.redis.mget([self._run_key(r) for r in run_ids])
+        return [json.loads(raw) for raw in raws if raw is not None]
+
     async def runs_for_event(self, event_id: str) -> list[dict[str, Any]]:
         """Every run the event started."""
-        run_ids = sorted(await self.redis.smembers(f"{self.prefix}event:{event_id}:runs"))
-        docs = [await self.get_run(r.decode() if isinstance(r, bytes) else r) for r in run_ids]
-        return [d for d in docs if d is not None]
+        members = await self.redis.smembers(self.key(f"event:{event_id}:runs"))
+        return await self.get_runs(sorted(_text(m) for m in members))
+
+    async def list_runs(self, *, function: str | None = None, status: str | None = None,
+                        since: int | None = None, until: int | None = None, limit: int = 50,
+                        cursor: str | None = None) -> Page:
+        """Run summaries, newest first, filtered by function, status and start time.
+
+        Raises:
+            ValueError: a bad cursor.
+        """
+        found = await page(self.redis, self.runs_key(function, status), since=since,
+                           until=until, limit=limit, cursor=cursor)
+        docs = await self.get_runs(found.items)
+        return Page([summary(d) for d in docs], found.next_cursor)
+
+    async def run_ids(self, *, function: str | None = None, status: str | None = None,
+                      since: int | None = None, until: int | None = None,
+                      limit: int = 10_000) -> list[str]:
+        """Ids of the runs a filter selects (newest first, at most ``limit``)."""
+        low = "-inf" if since is None else since
+        high = "+inf" if until is None else until
+        members: list[Any] = await self.redis.zrange(
+            self.runs_key(function, status), high, low, byscore=True, desc=True, offset=0,
+            num=limit)
+        return [_text(m) for m in members]
+
+    async def functions(self, *, since: int | None = None,
+                        until: int | None = None) -> list[dict[str, Any]]:
+        """Each function with runs: counts per status and the failure rate."""
+        names = sorted(_text(n) for n in await self.redis.smembers(self.key("functions")))
+        low = "-inf" if since is None else since
+        high = "+inf" if until is None else until
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                for status in STATUSES:
+                    pipe.zcount(self.runs_key(name, status), low, high)
+            counts = await pipe.execute()
+        out = []
+        for i, name in enumerate(names):
+            by_status = dict(zip(STATUSES, counts[i * 4:i * 4 + 4], strict=True))
+            judged = by_status["completed"] + by_status["failed"]
+            out.append({"function_id": name, "runs": sum(by_status.values()), **by_status,
+                        "failure_rate": by_status["failed"] / judged if judged else None})
+        return out
+
+    async def dead_letters(self, *, function: str | None = None, limit: int = 50,
+                           cursor: str | None = None) -> Page:
+        """Dead letters not replayed yet, newest first.
+
+        Raises:
+            ValueError: a bad cursor.
+        """
+        key = self.key("dlq" if function is None else f"dlq:fn:{function}")
+        found = await page(self.redis, key, limit=limit, cursor=cursor)
+        raws = await self.redis.hmget(self.key("dlq:entries"), found.items) \
+            if found.items else []
+        return Page([json.loads(raw) for raw in raws if raw is not None], found.next_cursor)
+
+    async def dead_letters_of(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's dead letters not replayed yet."""
+        doc = await self.get_run(run_id)
+        if doc is None or not doc.get("dead_letters"):
+            return []
+        members = [dlq_member(run_id, s) for s in doc["dead_letters"]]
+        raws = await self.redis.hmget(self.key("dlq:entries"), members)
+        return [json.loads(raw) for raw in raws if raw is not None]
+
+    async def dlq_size(self) -> int:
+        """How many dead letters are waiting (namespace-wide)."""
+        return int(await self.redis.zcard(self.key("dlq")))
+
+    # --- rebuilding ----------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Delete every read-model key of the namespace (not the rebuild lock); returns
+        how many were deleted."""
+        deleted = 0
+        for pattern in READ_MODEL_PATTERNS:
+            batch: list[Any] = []
+            async for key in self.redis.scan_iter(match=self.key(pattern), count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += await self.redis.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await self.redis.delete(*batch)
+        return deleted

@@ -56,7 +56,13 @@ def _serve_http(engine: Engine) -> None:
         # Faust keeps its assignment through a broker outage: ask the broker too.
         return bool(app.consumer.assignment()) and not app.rebalancing and probe.reachable
 
-    api = HttpApi(engine.store, engine.metrics, send_event, ready)
+    async def send_control(message: Any) -> None:
+        # Cancel and replay requests join the run's other messages on the runs topic.
+        await (await engine.topic("runs").send(key=message.run_id.encode(),
+                                               value=engine.codec.encode(message)))
+
+    api = HttpApi(engine.store, engine.metrics, send_event, ready, send_control=send_control,
+                  functions=engine.ss.functions)
 
     @app.task
     async def serve() -> None:

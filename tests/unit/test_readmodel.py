@@ -47,8 +47,9 @@ def test_a_started_run() -> None:
     assert doc == {"run_id": "run-1", "function_id": "fn", "status": "running",
                    "event": {"id": "evt-1", "name": "orders/placed", "data": {"order": 7},
                              "ts": 1},
-                   "started_at": 50, "ended_at": None, "output": None, "error": None,
-                   "steps": [], "seq": 1}
+                   "started_at": 50, "ended_at": None, "duration_ms": None, "output": None,
+                   "error": None, "replays": 0, "steps": [], "logs": [], "logs_dropped": 0,
+                   "dead_letters": [], "seq": 1}
 
 
 def test_the_run_document_builds_up_from_its_records() -> None:
@@ -67,8 +68,9 @@ def test_the_run_document_builds_up_from_its_records() -> None:
         ("a", "completed", 1, {"n": 1}), ("b", "completed", 1, [1, 2])]
     a = doc["steps"][0]
     assert (a["started_at"], a["ended_at"], a["error"]) == (110, 120, None)
-    assert a["history"] == [{"attempt": 0, "started_at": 110, "ended_at": 120,
-                             "outcome": "completed", "error": None, "next_attempt_at": None}]
+    assert a["history"] == [{"attempt": 0, "replay": 0, "ts": 200, "started_at": 110,
+                             "ended_at": 120, "duration_ms": 10, "outcome": "completed",
+                             "error": None, "next_attempt_at": None}]
 
 
 def test_a_retrying_step_shows_its_attempts_and_status() -> None:

@@ -1,0 +1,351 @@
+"use strict";
+// The stepstream dashboard: plain JavaScript over the worker's JSON API (/openapi.json).
+// Views: #/runs (filters, pages), #/run/ID (timeline, outputs, errors, logs, cancel and
+// replay), #/functions (counts, failure rates, bulk replay), #/dlq (dead letters).
+// Data is only ever put in the page as text (textContent), never as HTML.
+
+const REFRESH_MS = 2000;
+const FINAL = ["completed", "failed", "cancelled"];
+const ui = { timer: null, cursors: [], selected: null, seq: null, runId: null };
+
+// --- helpers ---------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value == null || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else if (key === "style") el.style.cssText = value;
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json" };
+  if (options.body) headers["Content-Type"] = "application/json";
+  const token = sessionStorage.getItem("stepstream-token");
+  if (token) headers.Authorization = "Bearer " + token;
+  const reply = await fetch(path, { ...options, headers });
+  if (reply.status === 401 && !options.retried) {
+    const given = window.prompt("This worker's API needs a token (STEPSTREAM_HTTP_TOKEN):");
+    if (given) {
+      sessionStorage.setItem("stepstream-token", given);
+      return api(path, { ...options, retried: true });
+    }
+  }
+  const body = await reply.json().catch(() => ({}));
+  if (!reply.ok) throw new Error(body.error || `${reply.status} ${reply.statusText}`);
+  return body;
+}
+
+function post(path, body) {
+  return api(path, { method: "POST", body: JSON.stringify(body || {}) });
+}
+
+function fmtTime(ms) {
+  if (ms == null) return "–";
+  const d = new Date(ms);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+function fmtDur(ms) {
+  if (ms == null) return "–";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(2)} s`;
+  return `${Math.floor(ms / 60000)} m ${Math.round((ms % 60000) / 1000)} s`;
+}
+
+function badge(status) { return h("span", { class: `badge ${status}` }, status); }
+function json(value) { return JSON.stringify(value, null, 2); }
+
+function notice(text, isError) {
+  const el = document.getElementById("notice");
+  el.textContent = text;
+  el.className = isError ? "error" : "";
+  el.hidden = !text;
+}
+
+function setView(...children) {
+  const view = document.getElementById("view");
+  view.replaceChildren(...children);
+  return view;
+}
+
+function stamp() { document.getElementById("updated").textContent = "updated " + fmtTime(Date.now()).slice(11); }
+
+// Runs the view's refresh now and then every REFRESH_MS while auto-refresh is on.
+function every(refresh) {
+  clearInterval(ui.timer);
+  const tick = () => refresh().then(stamp, (err) => notice(err.message, true));
+  tick();
+  ui.timer = setInterval(() => {
+    if (document.getElementById("auto-refresh").checked) tick();
+  }, REFRESH_MS);
+}
+
+async function act(what, request) {
+  try {
+    await request();
+    notice(`${what} requested; the run changes once the orchestrator has it.`);
+  } catch (err) {
+    notice(`${what} refused: ${err.message}`, true);
+  }
+}
+
+// --- runs list -------------------------------------------------------------------------
+
+function toLocalInput(ms) {
+  if (!ms) return "";
+  const d = new Date(Number(ms));
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+async function showRuns(params) {
+  const filters = Object.fromEntries(params);
+  const fnSelect = h("select", { name: "function" }, h("option", { value: "" }, "all functions"));
+  const form = h("form", { class: "filters", id: "filters", onsubmit: (e) => e.preventDefault() },
+    h("label", {}, "function", fnSelect),
+    h("label", {}, "status", h("select", { name: "status" }, h("option", { value: "" }, "any status"),
+      ["running", "completed", "failed", "cancelled"].map((s) => h("option", { value: s }, s)))),
+    h("label", {}, "started after", h("input", { type: "datetime-local", name: "since" })),
+    h("label", {}, "started before", h("input", { type: "datetime-local", name: "until" })),
+    h("button", { type: "button", onclick: () => { location.hash = "#/runs"; } }, "clear"));
+  form.status.value = filters.status || "";
+  form.since.value = toLocalInput(filters.since);
+  form.until.value = toLocalInput(filters.until);
+  form.addEventListener("change", () => {
+    const next = new URLSearchParams();
+    if (form.function.value) next.set("function", form.function.value);
+    if (form.status.value) next.set("status", form.status.value);
+    for (const name of ["since", "until"]) {
+      if (form[name].value) next.set(name, String(new Date(form[name].value).getTime()));
+    }
+    ui.cursors = [];
+    location.hash = "#/runs?" + next.toString();
+  });
+  const body = h("tbody");
+  const older = h("button", { id: "older", disabled: true }, "older →");
+  const newer = h("button", { id: "newer", disabled: true }, "← newer");
+  setView(h("h1", {}, "Runs"), form,
+    h("table", { id: "runs-table" }, h("thead", {}, h("tr", {},
+      ["status", "run", "function", "event", "started", "duration", "steps", "error"].map((c) => h("th", {}, c)))), body),
+    h("div", { class: "pager" }, newer, older));
+  api("/v1/functions").then(({ functions }) => {
+    fnSelect.append(...functions.map((f) => h("option", { value: f.function_id }, f.function_id)));
+    fnSelect.value = filters.function || "";
+  }).catch(() => {});
+  let cursor = ui.cursors.at(-1) || "";
+  older.onclick = () => { ui.cursors.push(older.dataset.cursor); cursor = older.dataset.cursor; refresh(); };
+  newer.onclick = () => { ui.cursors.pop(); cursor = ui.cursors.at(-1) || ""; refresh(); };
+  async function refresh() {
+    const query = new URLSearchParams(filters);
+    if (cursor) query.set("cursor", cursor);
+    const page = await api("/v1/runs?" + query.toString());
+    body.replaceChildren(...page.runs.map((run) => h("tr", {
+      class: "link", "data-run-id": run.run_id, "data-status": run.status,
+      onclick: () => { location.hash = "#/run/" + encodeURIComponent(run.run_id); },
+    }, h("td", {}, badge(run.status)), h("td", { class: "mono" }, run.run_id),
+    h("td", {}, run.function_id), h("td", {}, run.event.name || "–"),
+    h("td", { class: "mono" }, fmtTime(run.started_at)), h("td", {}, fmtDur(run.duration_ms)),
+    h("td", {}, run.steps), h("td", {}, run.error ? `${run.error.type}: ${run.error.message}` : ""))));
+    if (!page.runs.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No runs match.")));
+    older.disabled = !page.next_cursor;
+    older.dataset.cursor = page.next_cursor || "";
+    newer.disabled = !ui.cursors.length;
+  }
+  every(refresh);
+}
+
+// --- one run ---------------------------------------------------------------------------
+
+function timelineSpan(run) {
+  let end = run.ended_at || Date.now();
+  for (const step of run.steps) {
+    for (const a of step.history) end = Math.max(end, a.ended_at || 0, a.ts || 0);
+  }
+  return { t0: run.started_at, total: Math.max(1, end - run.started_at), end };
+}
+
+function bar(span, from, to, cls, title) {
+  const left = ((from - span.t0) / span.total) * 100;
+  const width = (Math.max(0, to - from) / span.total) * 100;
+  return h("div", { class: `bar ${cls}`, title, "data-outcome": cls,
+    style: `left:${Math.max(0, left)}%;width:${Math.max(0.4, width)}%` });
+}
+
+function stepBars(run, step, span) {
+  const bars = [];
+  step.history.forEach((a, i) => {
+    const next = step.history[i + 1];
+    const label = `attempt ${a.attempt + 1}${a.replay ? ` (replay ${a.replay})` : ""} · ${a.outcome}`;
+    if (a.started_at != null) {
+      const cls = a.outcome === "failed" ? (a.next_attempt_at ? "retrying" : "failed") : "completed";
+      const b = bar(span, a.started_at, a.ended_at ?? span.end, cls, `${label} · ${fmtDur(a.duration_ms)}`);
+      b.dataset.step = step.id;
+      b.dataset.attempt = a.attempt;
+      bars.push(b);
+      if (a.next_attempt_at) {  // the backoff before the next attempt
+        bars.push(bar(span, a.ended_at, next?.started_at ?? a.next_attempt_at, "wait", "backoff"));
+      }
+    } else if (["sleeping", "waiting", "invoking"].includes(a.outcome)) {
+      const until = next?.ts ?? (FINAL.includes(run.status) ? run.ended_at : span.end);
+      bars.push(bar(span, a.ts, until ?? span.end, "wait", `${a.outcome} until ${fmtTime(a.next_attempt_at)}`));
+    }
+  });
+  return bars;
+}
+
+function timeline(run) {
+  const span = timelineSpan(run);
+  const rows = run.steps.map((step) => h("div", {
+    class: "tl-row" + (ui.selected === step.id ? " selected" : ""), "data-step": step.id,
+    onclick: () => { ui.selected = ui.selected === step.id ? null : step.id; ui.seq = null; renderRun(run); },
+  }, h("div", { class: "tl-label", title: step.id }, badge(step.status), " ", step.id),
+  h("div", { class: "tl-track" }, stepBars(run, step, span)),
+  h("div", { class: "tl-dur" }, fmtDur(step.duration_ms))));
+  return h("div", { class: "timeline", id: "timeline" },
+    h("div", { class: "tl-axis" }, h("div", {}, "step"),
+      h("div", {}, h("span", {}, "0"), h("span", {}, fmtDur(Math.round(span.total / 2))), h("span", {}, fmtDur(span.total))),
+      h("div", {}, "")),
+    rows.length ? rows : h("p", { class: "muted" }, "No step has reported yet."));
+}
+
+function errorBox(error) {
+  if (!error) return null;
+  return h("pre", { class: "error" }, `${error.type}: ${error.message}` + (error.traceback ? "\n\n" + error.traceback : ""));
+}
+
+function logLines(run, stepId) {
+  const lines = run.logs.filter((l) => !stepId || l.step_id === stepId);
+  if (!lines.length) return h("p", { class: "muted" }, stepId ? "No log lines from this step." : "No log lines.");
+  return h("div", { class: "logs", id: "logs" }, lines.map((l) => h("div", { class: `logline ${l.level}` },
+    h("span", { class: "ts" }, fmtTime(l.ts).slice(11), " "), h("span", { class: "lvl" }, l.level),
+    l.step_id ? h("span", { class: "step" }, `[${l.step_id}${l.attempt != null ? " #" + (l.attempt + 1) : ""}] `) : null,
+    l.message)));
+}
+
+function stepDetail(run, step) {
+  const replayable = ["failed", "cancelled"].includes(run.status);
+  return h("div", { class: "card", id: "step-detail" },
+    h("h2", {}, "Step ", h("code", {}, step.id), " ", badge(step.status)),
+    h("div", { class: "meta" },
+      h("div", {}, h("span", {}, "attempts"), step.attempts),
+      h("div", {}, h("span", {}, "started"), fmtTime(step.started_at)),
+      h("div", {}, h("span", {}, "ended"), fmtTime(step.ended_at)),
+      h("div", {}, h("span", {}, "duration"), fmtDur(step.duration_ms))),
+    replayable ? h("div", { class: "actions" }, h("button", {
+      id: "replay-from-btn",
+      onclick: () => act(`Replay from ${step.id}`, () => post(`/v1/runs/${encodeURIComponent(run.run_id)}/replay`, { from_step: step.id })),
+    }, "Replay from this step")) : null,
+    h("h2", {}, "Attempts"),
+    h("table", {}, h("thead", {}, h("tr", {}, ["#", "replay", "outcome", "started", "duration", "error"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, step.history.map((a) => h("tr", {}, h("td", {}, a.attempt + 1), h("td", {}, a.replay),
+        h("td", {}, a.outcome), h("td", { class: "mono" }, fmtTime(a.started_at ?? a.ts)), h("td", {}, fmtDur(a.duration_ms)),
+        h("td", {}, errorBox(a.error)))))),
+    step.output !== null ? [h("h2", {}, "Output"), h("pre", { id: "step-output" }, json(step.output))] : null,
+    h("h2", {}, "Logs of this step"), logLines(run, step.id));
+}
+
+function renderRun(run) {
+  if (ui.seq === run.seq && ui.runId === run.run_id) return;
+  ui.seq = run.seq;
+  ui.runId = run.run_id;
+  const id = encodeURIComponent(run.run_id);
+  const selected = run.steps.find((s) => s.id === ui.selected);
+  setView(
+    h("p", {}, h("a", { href: "#/runs" }, "← runs")),
+    h("h1", {}, run.function_id, " ", h("span", { id: "run-status", "data-status": run.status }, badge(run.status))),
+    h("div", { class: "card" },
+      h("div", { class: "meta" },
+        h("div", {}, h("span", {}, "run"), h("code", {}, run.run_id)),
+        h("div", {}, h("span", {}, "event"), run.event ? `${run.event.name} (${run.event.id})` : "–"),
+        h("div", {}, h("span", {}, "started"), fmtTime(run.started_at)),
+        h("div", {}, h("span", {}, "ended"), fmtTime(run.ended_at)),
+        h("div", {}, h("span", {}, "duration"), fmtDur(run.duration_ms)),
+        h("div", {}, h("span", {}, "replays"), run.replays)),
+      h("div", { class: "actions" },
+        h("button", { id: "cancel-btn", class: "danger", disabled: FINAL.includes(run.status),
+          onclick: () => act("Cancel", () => post(`/v1/runs/${id}/cancel`, { reason: "cancelled from the dashboard" })) }, "Cancel"),
+        h("button", { id: "replay-btn", class: "primary", disabled: !["failed", "cancelled"].includes(run.status),
+          onclick: () => act("Replay", () => post(`/v1/runs/${id}/replay`)) }, "Replay failed steps"))),
+    run.error ? h("div", { class: "card" }, h("h2", {}, "Error"), errorBox(run.error)) : null,
+    run.status === "completed" ? h("div", { class: "card" }, h("h2", {}, "Output"), h("pre", { id: "run-output" }, json(run.output))) : null,
+    h("div", { class: "card" }, h("h2", {}, "Timeline"), timeline(run)),
+    selected ? stepDetail(run, selected) : h("p", { class: "muted" }, "Click a step for its attempts, output and logs."),
+    h("div", { class: "card" }, h("h2", {}, "Logs", run.logs_dropped ? ` (${run.logs_dropped} older lines not kept)` : ""), logLines(run, null)),
+    run.event ? h("div", { class: "card" }, h("h2", {}, "Event data"), h("pre", {}, json(run.event.data))) : null);
+}
+
+function showRun(runId) {
+  ui.seq = null;
+  if (ui.runId !== runId) ui.selected = null;
+  every(async () => renderRun(await api("/v1/runs/" + encodeURIComponent(runId))));
+}
+
+// --- functions and dead letters --------------------------------------------------------
+
+function showFunctions() {
+  const body = h("tbody");
+  setView(h("h1", {}, "Functions"),
+    h("table", { id: "functions-table" }, h("thead", {}, h("tr", {},
+      ["function", "runs", "running", "completed", "failed", "cancelled", "failure rate", ""].map((c) => h("th", {}, c)))), body));
+  every(async () => {
+    const { functions } = await api("/v1/functions");
+    body.replaceChildren(...functions.map((f) => h("tr", { "data-function": f.function_id },
+      h("td", {}, h("a", { href: "#/runs?function=" + encodeURIComponent(f.function_id) }, f.function_id)),
+      h("td", {}, f.runs), h("td", {}, f.running), h("td", {}, f.completed), h("td", {}, f.failed), h("td", {}, f.cancelled),
+      h("td", { class: "failure-rate" }, f.failure_rate == null ? "–" : [
+        h("span", { class: "rate", style: `width:${Math.round(f.failure_rate * 60)}px` }), `${(f.failure_rate * 100).toFixed(1)} %`]),
+      h("td", {}, h("button", { disabled: !f.failed, onclick: () => {
+        if (window.confirm(`Replay the ${f.failed} failed runs of ${f.function_id}?`)) {
+          act("Bulk replay", () => post(`/v1/functions/${encodeURIComponent(f.function_id)}/replay`, { status: "failed" }));
+        }
+      } }, "replay failed")))));
+    if (!functions.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No functions yet.")));
+  });
+}
+
+function showDlq() {
+  const body = h("tbody");
+  const total = h("span", { class: "muted" });
+  setView(h("h1", {}, "Dead letters ", total),
+    h("p", { class: "muted" }, "Steps that exhausted their retries. Replaying runs the failed step again; completed steps stay memoized."),
+    h("table", { id: "dlq-table" }, h("thead", {}, h("tr", {},
+      ["when", "function", "run", "step", "attempts", "error", ""].map((c) => h("th", {}, c)))), body));
+  every(async () => {
+    const page = await api("/v1/dlq?limit=200");
+    total.textContent = `(${page.total})`;
+    body.replaceChildren(...page.dead_letters.map((d) => h("tr", {},
+      h("td", { class: "mono" }, fmtTime(d.ts)), h("td", {}, d.function_id),
+      h("td", { class: "mono" }, h("a", { href: "#/run/" + encodeURIComponent(d.run_id) }, d.run_id)),
+      h("td", { class: "mono" }, d.step_id), h("td", {}, d.attempt + 1),
+      h("td", {}, d.error ? `${d.error.type}: ${d.error.message}` : ""),
+      h("td", {}, h("button", { onclick: () => act("Replay", () => post(`/v1/dlq/${encodeURIComponent(d.run_id)}/replay`)) }, "replay")))));
+    if (!page.dead_letters.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No dead letters.")));
+  });
+}
+
+// --- routing ---------------------------------------------------------------------------
+
+function route() {
+  notice("");
+  const [path, query] = (location.hash || "#/runs").slice(1).split("?");
+  const parts = path.split("/").filter(Boolean);
+  const view = parts[0] === "run" ? "runs" : (parts[0] || "runs");
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  if (parts[0] === "run" && parts[1]) return showRun(decodeURIComponent(parts.slice(1).join("/")));
+  if (parts[0] === "functions") return showFunctions();
+  if (parts[0] === "dlq") return showDlq();
+  return showRuns(new URLSearchParams(query || ""));
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,203 @@
+"""Runs, functions and dead letters over HTTP: list, look at, cancel and replay.
+
+Reads come from the read model (``streams.readmodel``). Cancel and replay are
+messages on the runs topic (``CancelRequested``, ``ReplayRequested``) that the
+orchestrator applies like any other, so they are answered ``202 Accepted``: the
+run changes once the orchestrator has the message, visible in the read model a
+moment later. The read model is checked first so that a request for an unknown
+run (404) or one in the wrong state (409) says so at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import wraps
+from typing import Any
+
+from aiohttp import web
+
+from schemas.messages import CancelRequested, ReplayRequested
+from streams.http_params import (
+    BadInput,
+    json_body,
+    limit_of,
+    optional_str,
+    problem,
+    status_filter,
+    time_range,
+)
+from streams.paging import decode_cursor
+from streams.readmodel import RunStore
+from streams.timeline import FINAL
+
+SendControl = Callable[[CancelRequested | ReplayRequested], Awaitable[None]]
+"""Produces a control message to the runs topic, keyed by its run id."""
+REPLAYABLE = ("failed", "cancelled")
+MAX_BULK_REPLAY = 10_000
+Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _cursor(query: Any) -> str | None:
+    cursor = query.get("cursor") or None
+    if cursor is not None:
+        try:
+            decode_cursor(cursor)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    return cursor
+
+
+def _answers_bad_input(handler: Handler) -> Handler:
+    @wraps(handler)
+    async def checked(self: Any, request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(self, request)
+        except BadInput as exc:
+            return problem(exc.status, str(exc))
+
+    return checked
+
+
+class RunsApi:
+    """The ``/v1/runs``, ``/v1/functions`` and ``/v1/dlq`` routes.
+
+    Args:
+        store: the read model.
+        send_control: produces cancel and replay requests; None: those routes answer 503.
+        functions: ids of the functions this worker registers (listed even without runs).
+    """
+
+    def __init__(self, store: RunStore, send_control: SendControl | None,
+                 functions: Iterable[str] = ()) -> None:
+        self.store, self.send_control = store, send_control
+        self.registered = sorted(functions)
+
+    def routes(self) -> list[web.RouteDef]:
+        """The routes, for ``web.Application.add_routes``."""
+        return [
+            web.get("/v1/runs", self.list_runs),
+            web.get("/v1/runs/{run_id}", self.get_run),
+            web.post("/v1/runs/{run_id}/cancel", self.cancel),
+            web.post("/v1/runs/{run_id}/replay", self.replay),
+            web.get("/v1/events/{event_id}/runs", self.event_runs),
+            web.get("/v1/functions", self.functions),
+            web.post("/v1/functions/{function_id}/replay", self.replay_function),
+            web.get("/v1/dlq", self.dead_letters),
+            web.post("/v1/dlq/{run_id}/replay", self.replay_dead_letter),
+        ]
+
+    async def _send(self, message: CancelRequested | ReplayRequested) -> None:
+        if self.send_control is None:
+            raise BadInput("this worker cannot send control messages", status=503)
+        await self.send_control(message)
+
+    async def _run(self, request: web.Request) -> dict[str, Any]:
+        run_id = request.match_info["run_id"]
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise BadInput(f"no run {run_id!r}", status=404)
+        return run
+
+    @_answers_bad_input
+    async def list_runs(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        since, until = time_range(query)
+        status, limit, cursor = status_filter(query), limit_of(query), _cursor(query)
+        page = await self.store.list_runs(function=query.get("function") or None,
+                                          status=status, since=since, until=until, limit=limit,
+                                          cursor=cursor)
+        return web.json_response({"runs": page.items, "next_cursor": page.next_cursor})
+
+    @_answers_bad_input
+    async def get_run(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(await self._run(request))
+
+    @_answers_bad_input
+    async def event_runs(self, request: web.Request) -> web.StreamResponse:
+        event_id = request.match_info["event_id"]
+        return web.json_response({"event_id": event_id,
+                                  "runs": await self.store.runs_for_event(event_id)})
+
+    @_answers_bad_input
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request, required=False)
+        reason = optional_str(body, "reason") or "cancelled through the API"
+        run = await self._run(request)
+        if run["status"] in FINAL:
+            raise BadInput(f"run {run['run_id']!r} is {run['status']} already", status=409)
+        await self._send(CancelRequested(run_id=run["run_id"], reason=reason, ts=_now_ms()))
+        return web.json_response({"run_id": run["run_id"], "requested": "cancel"}, status=202)
+
+    @_answers_bad_input
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        body = await json_body(request, required=False)
+        from_step = optional_str(body, "from_step")
+        run = await self._run(request)
+        if run["status"] not in REPLAYABLE:
+            raise BadInput(f"run {run['run_id']!r} is {run['status']}: only failed or "
+                           "cancelled runs can be replayed", status=409)
+        if from_step is not None and from_step not in {s["id"] for s in run["steps"]}:
+            raise BadInput(f"run {run['run_id']!r} has no step {from_step!r}")
+        await self._send(ReplayRequested(run_id=run["run_id"], ts=_now_ms(),
+                                         from_step=from_step))
+        return web.json_response({"run_id": run["run_id"], "requested": "replay",
+                                  "from_step": from_step}, status=202)
+
+    @_answers_bad_input
+    async def functions(self, request: web.Request) -> web.StreamResponse:
+        since, until = time_range(request.query)
+        found = {f["function_id"]: f for f in await self.store.functions(since=since,
+                                                                           until=until)}
+        for function_id in self.registered:
+            found.setdefault(function_id, {
+                "function_id": function_id, "runs": 0, "running": 0, "completed": 0,
+                "failed": 0, "cancelled": 0, "failure_rate": None})
+        return web.json_response({"functions": [found[k] for k in sorted(found)]})
+
+    @_answers_bad_input
+    async def replay_function(self, request: web.Request) -> web.StreamResponse:
+        function_id = request.match_info["function_id"]
+        body = await json_body(request, required=False)
+        since, until = time_range({k: str(v) for k, v in body.items()
+                                   if k in ("since", "until") and v is not None})
+        status = status_filter(body, REPLAYABLE) or "failed"
+        limit = limit_of(body, default=1000, maximum=MAX_BULK_REPLAY)
+        known = {f["function_id"] for f in await self.store.functions()}
+        if function_id not in known and function_id not in self.registered:
+            raise BadInput(f"no function {function_id!r}", status=404)
+        run_ids = await self.store.run_ids(function=function_id, status=status, since=since,
+                                           until=until, limit=limit)
+        now = _now_ms()
+        for run_id in run_ids:
+            await self._send(ReplayRequested(run_id=run_id, ts=now))
+        return web.json_response({"function_id": function_id, "status": status,
+                                  "replayed": len(run_ids), "run_ids": run_ids}, status=202)
+
+    @_answers_bad_input
+    async def dead_letters(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        limit, cursor = limit_of(query), _cursor(query)
+        page = await self.store.dead_letters(function=query.get("function") or None,
+                                             limit=limit, cursor=cursor)
+        return web.json_response({"dead_letters": page.items, "next_cursor": page.next_cursor,
+                                  "total": await self.store.dlq_size()})
+
+    @_answers_bad_input
+    async def replay_dead_letter(self, request: web.Request) -> web.StreamResponse:
+        run_id = request.match_info["run_id"]
+        letters = await self.store.dead_letters_of(run_id)
+        if not letters:
+            raise BadInput(f"no dead letter for run {run_id!r}", status=404)
+        run = await self._run(request)
+        if run["status"] not in REPLAYABLE:
+            raise BadInput(f"run {run_id!r} is {run['status']}: its dead letters cannot be "
+                           "replayed", status=409)
+        await self._send(ReplayRequested(run_id=run_id, ts=_now_ms()))
+        return web.json_response({"run_id": run_id, "requested": "replay",
+                                  "steps": [letter["step_id"] for letter in letters]},
+                                 status=202)
