@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from stepstream.cli_runs import add_commands
 from stepstream.errors import ConfigError, StepstreamError
 from stepstream.settings import Settings
 
@@ -53,30 +54,6 @@ def _topics(args: argparse.Namespace) -> int:
     return 0 if not missing else 1
 
 
-def _runs_show(args: argparse.Namespace) -> int:
-    import asyncio
-
-    import redis.asyncio as aioredis
-
-    from streams.readmodel import RunStore
-
-    settings = Settings.from_env()
-
-    async def fetch() -> object:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            return await RunStore(client, settings.namespace).get_run(args.run_id)
-        finally:
-            await client.aclose()
-
-    run = asyncio.run(fetch())
-    if run is None:
-        print(f"no run {args.run_id!r} in namespace {settings.namespace!r}", file=sys.stderr)
-        return 1
-    print(json.dumps(run, indent=2))
-    return 0
-
-
 def _dev(args: argparse.Namespace) -> int:
     from stepstream.dev import run_dev
 
@@ -112,11 +89,7 @@ def parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["create", "check"])
     topics.set_defaults(run=_topics)
 
-    runs = sub.add_parser("runs", help="inspect runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    show = runs_sub.add_parser("show", help="print a run with its steps as JSON")
-    show.add_argument("run_id")
-    show.set_defaults(run=_runs_show)
+    add_commands(sub)  # runs, dlq, functions, history
     return root
 
 

@@ -6,7 +6,8 @@
     ├── StepError              what a handler sees from a step that exhausted its retries
     ├── NondeterminismError    replay found the handler calling steps in another order
     ├── ConfigError            settings or a function definition that cannot work
-    └── SerializationError     a step output or event that is not JSON, or too large
+    ├── SerializationError     a step output or event that is not JSON, or too large
+    └── ApiError               a worker's HTTP API refused a request, or did not answer
 
 Control flow inside the executor (a step finished, the handler must stop here) is
 signalled with ``BaseException`` subclasses that live in ``stepstream.execution`` and
@@ -67,3 +68,12 @@ class ConfigError(StepstreamError):
 
 class SerializationError(StepstreamError):
     """A value that cannot be carried: not JSON-serializable, or over the size limit."""
+
+
+class ApiError(StepstreamError):
+    """A worker's HTTP API refused a request (``status`` is its 4xx/5xx) or did not answer
+    (``status`` 0); the message is the API's own explanation."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -155,8 +155,9 @@ class RunStore:
         assert record.step_id is not None
         member = dlq_member(record.run_id, record.step_id)
         event = doc["event"] or {}
+        step = next(s for s in doc["steps"] if s["id"] == record.step_id)
         entry = {"run_id": record.run_id, "function_id": record.function_id,
-                 "step_id": record.step_id, "attempt": record.attempt, "ts": record.ts,
+                 "step_id": record.step_id, "attempt": step["attempts"] - 1, "ts": record.ts,
                  "error": error_doc(record.error), "event_id": event.get("id"),
                  "event_name": event.get("name")}
         tx.zadd(self.key("dlq"), {member: record.ts})

@@ -104,9 +104,10 @@ def _apply_step(doc: dict[str, Any], record: HistoryRecord) -> None:
                 "duration_ms": None, "next_attempt_at": None, "attempts_before_replay": 0,
                 "history": []}
         doc["steps"].append(step)
-    step["attempts"] = max(step["attempts"],
-                           step.get("attempts_before_replay", 0) + record.attempt + 1)
-    step["history"].append({"attempt": record.attempt, "replay": doc["replays"],
+    # Attempts are numbered across replays: a replay's attempts follow the earlier ones.
+    attempt = step.get("attempts_before_replay", 0) + record.attempt
+    step["attempts"] = max(step["attempts"], attempt + 1)
+    step["history"].append({"attempt": attempt, "replay": doc["replays"],
                             "outcome": record.kind.removeprefix("step."), "ts": record.ts,
                             "started_at": record.started_at, "ended_at": record.ended_at,
                             "duration_ms": _took(record.started_at, record.ended_at),
@@ -130,9 +131,11 @@ def _add_logs(doc: dict[str, Any], record: HistoryRecord) -> None:
     if not record.logs:
         return
     logs = doc["logs"]
+    step = next((s for s in doc["steps"] if s["id"] == record.step_id), None)
     for line in record.logs:
-        attempt = record.attempt if line.step_id is not None and \
-            line.step_id == record.step_id else None
+        attempt = None
+        if step is not None and line.step_id == record.step_id:
+            attempt = step.get("attempts_before_replay", 0) + record.attempt
         logs.append({"ts": line.ts, "level": line.level, "message": line.message,
                      "step_id": line.step_id, "attempt": attempt})
     if len(logs) > MAX_RUN_LOGS:

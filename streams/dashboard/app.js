@@ -75,7 +75,7 @@ function notice(text, isError) {
 
 function setView(...children) {
   const view = document.getElementById("view");
-  view.replaceChildren(...children);
+  view.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
   return view;
 }
 

@@ -98,7 +98,7 @@ def test_a_replay_reopens_the_run_and_numbers_new_attempts_after_the_old_ones() 
     assert (a["attempts"], len(a["history"])) == (1, 1)  # memoized: not run again
     assert (b["status"], b["attempts"], b["output"]) == ("completed", 3, 2)
     assert [(h["attempt"], h["replay"], h["outcome"]) for h in b["history"]] == [
-        (0, 0, "failed"), (1, 0, "failed"), (0, 1, "completed")]
+        (0, 0, "failed"), (1, 0, "failed"), (2, 1, "completed")]
     assert (doc["status"], doc["output"]) == ("completed", 2)
 
 
