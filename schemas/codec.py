@@ -36,6 +36,7 @@ RECORDS: tuple[type, ...] = (
     messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,
     messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
     messages.EventMatched, messages.ChildFinished, messages.ReplayRequested,
+    messages.StepDeferred, messages.FlowTimer,
     messages.StepRequest,
     messages.WaiterChanged, messages.WaiterSet, messages.Delayed, messages.HistoryRecord,
     messages.DeadLetter, messages.Quarantined, messages.RunState,
@@ -174,6 +175,13 @@ class AvroCodec:
         except Exception as exc:  # fastavro raises several types on truncated input
             raise DecodeError(f"corrupt {cls.__name__} record: {exc}") from exc
         return _builder(cls)(record)  # type: ignore[arg-type]
+
+    def record_type(self, data: bytes) -> type | None:
+        """The record class ``data`` holds, from its header alone (None: not ours)."""
+        if len(data) < _HEADER_LEN or data[:2] != MARKER:
+            return None
+        known = self._by_fingerprint.get(bytes(data[2:_HEADER_LEN]))
+        return None if known is None else known[0]
 
     def decode_as(self, data: bytes, cls: type[Any]) -> Any:
         """Decode and check the record is a ``cls``."""

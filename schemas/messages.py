@@ -61,6 +61,8 @@ class RunStarted:
     ts: int
     parent_run_id: str | None = None
     parent_step_id: str | None = None
+    batch: list[Event] = field(default_factory=list)
+    """``batch_events``: every event of the batch (``event`` is the first); else empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,19 @@ class FunctionFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class StepDeferred:
+    """Flow control (a concurrency limit or a throttle) held dispatch ``seq`` back:
+    dispatch it again at ``retry_at``."""
+
+    run_id: str
+    seq: int
+    ts: int
+    retry_at: int
+    reason: str
+    """What held it back, for people: ``concurrency``, ``throttle``, ..."""
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     """A delay set by the orchestrator ran out (a retry backoff, a sleep, a timeout)."""
 
@@ -214,6 +229,8 @@ class StepRequest:
     memo: dict[str, MemoEntry] = field(default_factory=dict)
     target: str | None = None
     """Run exactly this step (a parallel or retried one); None: run the first new step."""
+    batch: list[Event] = field(default_factory=list)
+    """The run's batch of events (``batch_events``); empty for a run of one event."""
 
 
 # --- waiters (wait_for_event and cancel_on) -------------------------------------------
@@ -260,6 +277,23 @@ class Delayed:
     topic: str
     key: bytes
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTimer:
+    """A debounce or a batch to settle at ``due_ms``; back on the events topic through
+    the delay tiers, where the trigger agent settles it (``streams.flow``)."""
+
+    kind: str
+    """``debounce`` or ``batch``."""
+    function_id: str
+    key: str
+    """The value of the option's key expression."""
+    token: str
+    """Debounce: the id of the event that set the timer; batch: the batch's first event id."""
+    due_ms: int
+    event: Event | None = None
+    """Debounce: the event that set the timer."""
 
 
 # --- records for people --------------------------------------------------------------
@@ -326,6 +360,8 @@ class Dispatched:
     """Eager chain position expected next from this dispatch."""
     lease_chain: int | None = None
     """Chain position when the running lease was set; None: no lease yet."""
+    deferred: bool = False
+    """This request re-sends one that flow control held back (``StepDeferred``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,13 +401,15 @@ class RunState:
     parent_step_id: str | None = None
     answered: bool = False
     """Whether an executor has answered yet: the run has started (``timeouts.start``)."""
+    batch: list[Event] = field(default_factory=list)
+    """The run's batch of events (``batch_events``); empty for a run of one event."""
 
 
 RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,
                 TimerFired, CancelRequested, EventMatched, ChildFinished,
-                ReplayRequested)
+                ReplayRequested, StepDeferred)
 """Everything the ``runs`` topic carries."""
 
 RunMessage = (RunStarted | StepCompleted | StepFailed | StepPlanned | FunctionFinished
               | TimerFired | CancelRequested | EventMatched | ChildFinished
-              | ReplayRequested)
+              | ReplayRequested | StepDeferred)

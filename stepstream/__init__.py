@@ -12,7 +12,16 @@ from stepstream.errors import (
     StepstreamError,
 )
 from stepstream.events import TriggerEvent
-from stepstream.options import CancelOn, Timeouts
+from stepstream.options import (
+    BatchEvents,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Throttle,
+    Timeouts,
+)
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 
@@ -26,6 +35,13 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "Timeouts",
+    # flow control
+    "BatchEvents",
+    "Concurrency",
+    "Debounce",
+    "Priority",
+    "RateLimit",
+    "Throttle",
     # errors
     "ConfigError",
     "NonRetriableError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +14,19 @@ from stepstream.errors import ConfigError
 from stepstream.events import FUNCTION_FAILED, make_event
 from stepstream.expressions import compile_condition
 from stepstream.function import FunctionDef, Handler, literal_conditions
-from stepstream.options import CancelOn, Timeouts
+from stepstream.options import (
+    BatchEvents,
+    CancelOn,
+    Concurrency,
+    Debounce,
+    FlowControl,
+    Priority,
+    RateLimit,
+    Throttle,
+    Timeouts,
+    concurrency_options,
+    option,
+)
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 from stepstream.step import now_ms
@@ -27,6 +39,21 @@ def _check_cron(function_id: str, schedule: str) -> None:
 
     if not croniter.is_valid(schedule):
         raise ConfigError(f"function {function_id!r}: invalid cron schedule {schedule!r}")
+
+
+def _flow_control(function_id: str, concurrency: Any, throttle: Any, rate_limit: Any,
+                  debounce: Any, batch_events: Any, priority: Any) -> FlowControl:
+    """The flow-control options, given as dataclasses or dicts, checked."""
+    try:
+        return FlowControl(
+            concurrency=concurrency_options(concurrency),
+            throttle=option(Throttle, throttle, "throttle"),
+            rate_limit=option(RateLimit, rate_limit, "rate_limit"),
+            debounce=option(Debounce, debounce, "debounce"),
+            batch_events=option(BatchEvents, batch_events, "batch_events"),
+            priority=option(Priority, priority, "priority"))
+    except ValueError as exc:
+        raise ConfigError(f"function {function_id!r}: {exc}") from exc
 
 
 class Stepstream:
@@ -56,7 +83,15 @@ class Stepstream:
                  if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
                  cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
                  on_failure: Handler | None = None, idempotency: str | None = None,
-                 eager: bool = True) -> Callable[[Handler], Handler]:
+                 eager: bool = True,
+                 concurrency: int | Concurrency | Mapping[str, Any]
+                 | Sequence[Concurrency | Mapping[str, Any]] | None = None,
+                 throttle: Throttle | Mapping[str, Any] | None = None,
+                 rate_limit: RateLimit | Mapping[str, Any] | None = None,
+                 debounce: Debounce | Mapping[str, Any] | None = None,
+                 batch_events: BatchEvents | Mapping[str, Any] | None = None,
+                 priority: Priority | Mapping[str, Any] | None = None,
+                 ) -> Callable[[Handler], Handler]:
         """Register an async handler as a durable function.
 
         Args:
@@ -74,6 +109,19 @@ class Stepstream:
             eager: run consecutive ``step.run`` calls in one dispatch, each result saved
                 as it completes (fast: no broker round trip between steps). Off: every
                 step is its own dispatch through the orchestrator.
+            concurrency: most steps executing at once, across workers: an int, a
+                ``Concurrency`` / ``{"limit": 5, "key": "event.data.tenant_id"}``, or a
+                list combining a function-level limit and per-key ones.
+            throttle: ``Throttle`` / ``{"limit": 10, "period": "1m", "key": ...}``: run
+                starts spread out; runs over the limit wait their turn.
+            rate_limit: ``RateLimit`` / ``{"limit": 1, "period": "1h", "key": ...}``:
+                events over the limit start no run.
+            debounce: ``Debounce`` / ``{"period": "30s", "key": ...}``: one run, with the
+                last event, once no newer event came for the period.
+            batch_events: ``BatchEvents`` / ``{"max_size": 100, "timeout": "5s"}``: one
+                run per batch; the handler gets ``ctx.events``.
+            priority: ``Priority`` / ``{"run": "event.data.plan == 'pro' ? 120 : 0"}``:
+                seconds ahead in the queues of ``concurrency`` and ``throttle``.
 
         Raises:
             ConfigError: the definition cannot work (checked here, not at run time).
@@ -88,7 +136,16 @@ class Stepstream:
             raise ConfigError(f"function id {id!r} is registered twice")
         if cron is not None:
             _check_cron(id, cron)
-        for expression in [if_, idempotency, *(rule.if_ for rule in cancel_on)]:
+        flow = _flow_control(id, concurrency, throttle, rate_limit, debounce, batch_events,
+                             priority)
+        if cron is not None and flow.at_trigger:
+            raise ConfigError(f"function {id!r}: rate_limit, debounce and batch_events act on "
+                              "events; a cron function has none")
+        if flow.batch_events is not None and (flow.debounce or flow.rate_limit or idempotency):
+            raise ConfigError(f"function {id!r}: batch_events cannot be combined with "
+                              "debounce, rate_limit or idempotency")
+        for expression in [if_, idempotency, *(rule.if_ for rule in cancel_on),
+                           *flow.expressions()]:
             if expression is not None:
                 compile_condition(expression)
         try:
@@ -104,7 +161,7 @@ class Stepstream:
             self.functions[id] = FunctionDef(
                 id=id, trigger=trigger, cron=cron, trigger_if=if_, handler=handler,
                 retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
-                idempotency=idempotency, eager=eager)
+                idempotency=idempotency, eager=eager, flow=flow)
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
             if on_failure is not None:
                 self.function(id=f"{id}.on-failure", trigger=FUNCTION_FAILED,

@@ -1,9 +1,10 @@
-"""What a handler receives: ``ctx.event``, ``ctx.step``, ``ctx.run_id``, ``ctx.attempt``."""
+"""What a handler receives: ``ctx.event``, ``ctx.events``, ``ctx.step``, ``ctx.run_id``,
+``ctx.attempt``."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stepstream.events import TriggerEvent
 from stepstream.step import Step
@@ -23,3 +24,6 @@ class Context:
     """0 for the first attempt of the step about to run, 1 for its first retry, ..."""
     logger: logging.LoggerAdapter[logging.Logger]
     """A logger whose records carry the run id."""
+    events: list[TriggerEvent] = field(default_factory=list)
+    """The run's events: the batch of a ``batch_events`` function (``event`` is the
+    first), else ``[event]``."""

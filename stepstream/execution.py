@@ -48,8 +48,9 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
                               "attempt": request.attempt})
     try:
         event = TriggerEvent.from_envelope(request.event)
+        events = [TriggerEvent.from_envelope(e) for e in request.batch] or [event]
         ctx = Context(event=event, step=step, run_id=request.run_id,
-                      attempt=request.attempt, logger=logger)
+                      attempt=request.attempt, logger=logger, events=events)
         result = await function.handler(ctx)
         output = dumps(result, limit=max_output_bytes, what=f"return value of {function.id!r}")
     except StepInterrupt as interrupt:

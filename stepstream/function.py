@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stepstream.options import CancelOn, Timeouts
+from stepstream.options import CancelOn, FlowControl, Timeouts
 from stepstream.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class FunctionDef:
     """CEL expression over ``event``: one run per value per 24 hours."""
     eager: bool = True
     """Run consecutive steps in one dispatch (results still saved one by one)."""
+    flow: FlowControl = field(default_factory=FlowControl)
+    """Concurrency, throttle, rate limit, debounce, batching and priority."""
 
 
 def literal_conditions(handler: Callable[..., Any]) -> list[str]:

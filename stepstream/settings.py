@@ -76,6 +76,12 @@ class Settings:
     """Bearer token the HTTP API requires (except health and metrics); empty: no auth."""
     monitor_interval_s: float = 10.0
     """How often a worker refreshes its heartbeat, consumer-lag and runs-in-flight gauges."""
+    concurrency_lease_ms: int = 30_000
+    """Flow control: a concurrency slot is a lease this long, renewed every third of it
+    while its step runs; a killed worker's slots come back after at most this long."""
+    flow_poll_ms: int = 1000
+    """Flow control: how soon a step held back by a concurrency limit checks again (more,
+    up to 8 times, the further back it is in the queue)."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -98,6 +104,8 @@ class Settings:
             if not self.sasl_username or not self.sasl_password:
                 raise ConfigError(f"security_protocol {self.security_protocol} needs "
                                   "sasl_username and sasl_password")
+        if self.concurrency_lease_ms < 100 or self.flow_poll_ms < 10:
+            raise ConfigError("concurrency_lease_ms must be >= 100 and flow_poll_ms >= 10")
         if self.monitor_interval_s <= 0:
             raise ConfigError("monitor_interval_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

@@ -60,6 +60,9 @@ class ChainBudget:
 
     max_steps: int = 100
     max_ms: int = 2000
+    allow: Callable[[], Awaitable[bool]] | None = None
+    """Asked before each further step of a chain; False ends the chain there (flow
+    control: the dispatch keeps its concurrency slot only while no one waits ahead)."""
 
 _DISCOVERY_TICKS = 4
 """Loop turns to wait for sibling steps; covers gather() and a few awaits before a step."""
@@ -140,7 +143,7 @@ class Step:
             raise StepInterrupt(await self._run_target(unique, fn, args, retries))
         await self._discover(PlannedStep(step_id=unique, kind="run"))
         outcome = await self._execute(unique, fn, args, retries)
-        if isinstance(outcome, StepCompleted) and self._may_chain():
+        if isinstance(outcome, StepCompleted) and self._may_chain() and await self._allowed():
             return await self._chain_on(outcome)  # type: ignore[no-any-return]
         raise StepInterrupt(outcome)
 
@@ -149,6 +152,10 @@ class Step:
         return (budget is not None and self._on_progress is not None
                 and self.chain + 1 < budget.max_steps
                 and (time.monotonic() - self._started) * 1000 < budget.max_ms)
+
+    async def _allowed(self) -> bool:
+        allow = self._chain_budget.allow if self._chain_budget is not None else None
+        return allow is None or await allow()
 
     async def _chain_on(self, outcome: StepCompleted) -> Any:
         """Eager execution: report the step and let the handler go on to the next one."""

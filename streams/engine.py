@@ -26,12 +26,14 @@ from schemas.messages import (
     Delayed,
     ErrorInfo,
     Event,
+    FlowTimer,
     FunctionFinished,
     HistoryRecord,
     Quarantined,
     RunStarted,
     RunState,
     StepCompleted,
+    StepDeferred,
     StepFailed,
     StepRequest,
     WaiterChanged,
@@ -46,6 +48,8 @@ from stepstream.step import ChainBudget, now_ms
 from streams import waiters
 from streams.backoff import until_done
 from streams.delays import DelayTiers, Timers
+from streams.flow.gate import FlowGate
+from streams.flow.trigger import Decision
 from streams.machine import (
     FINAL_STATUSES,
     Command,
@@ -112,6 +116,7 @@ class Engine:
         self.redis = aioredis.Redis.from_url(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
         self.starter = Starter(ss, self.redis, self.metrics)
+        self.flow = FlowGate(self.redis, settings, self.metrics)
         self._register_agents()
 
     def _faust_app(self) -> FaustApp:
@@ -220,6 +225,10 @@ class Engine:
     async def _trigger(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            if self.codec.record_type(message.value) is FlowTimer:  # back from the delay tiers
+                timer = self.codec.decode_as(message.value, FlowTimer)
+                await asyncio.gather(*await self._decided(await self.starter.settle(timer)))
+                continue
             try:
                 decoded = decode_event(
                     message.value, self.codec,
@@ -230,12 +239,23 @@ class Engine:
                 self.metrics.events_received.labels("quarantined").inc()
                 await self._quarantine(event, str(exc))
                 continue
-            starts = await self.starter.starts_for(decoded)
-            self.metrics.events_received.labels("matched" if starts else "unmatched").inc()
-            acks = [await self._send("runs", start.run_id, start) for start in starts]
+            decision = await self.starter.decide(decoded)
+            matched = decision.starts or decision.timers or decision.records
+            self.metrics.events_received.labels("matched" if matched else "unmatched").inc()
+            acks = await self._decided(decision)
             # Every event also goes to the waiters agent, keyed by name.
             acks.append(await self._send("events.by-name", decoded.name, decoded))
             await asyncio.gather(*acks)
+
+    async def _decided(self, decision: Decision) -> list[Awaitable[Any]]:
+        """Produce what the trigger decided; returns the acknowledgements to wait for."""
+        acks = [await self._send("runs", start.run_id, start) for start in decision.starts]
+        acks += [await self._send("history", r.run_id, r) for r in decision.records]
+        for timer in decision.timers:  # debounce and batch timers come back as events
+            acks.append(await self._delay(self.settings.topic("events"),
+                                          f"{timer.function_id}:{timer.key}", timer,
+                                          max(0, timer.due_ms - now_ms())))
+        return acks
 
     async def _orchestrate(self, stream: faust.StreamT) -> None:
         # Pipelined: a transition's commands are sent at once, but its new state is written
@@ -380,10 +400,15 @@ class Engine:
                 await ack
                 detached.set()
 
-        outcome = await execute(function, request,
-                                max_output_bytes=self.settings.max_payload_bytes,
-                                send_events=self.send_events, chain=self.chain,
-                                on_progress=progress)
+        held = await self.flow.enter(function, request)  # concurrency slots, throttle
+        if isinstance(held, StepDeferred):
+            await self._send("runs", request.run_id, held)
+            return
+        async with held:
+            outcome = await execute(function, request,
+                                    max_output_bytes=self.settings.max_payload_bytes,
+                                    send_events=self.send_events, chain=held.budget(self.chain),
+                                    on_progress=progress)
         self._count_attempt(request.function_id, outcome)
         await self._send("runs", request.run_id, outcome)
 

@@ -39,6 +39,7 @@ from schemas.messages import (
     RunStarted,
     RunState,
     StepCompleted,
+    StepDeferred,
     StepFailed,
     StepPlanned,
     StepRequest,
@@ -175,6 +176,8 @@ def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
             state = replace(state, answered=True, dispatched={
                 k: v for k, v in state.dispatched.items() if k != str(message.seq)})
             state = _answer(state, message, dispatched, policy, out)
+        case StepDeferred():
+            state = _deferred(state, message, out)
         case TimerFired() if message.timer_id.startswith("lease:"):
             state = _lease_expired(state, message, policy, out)
         case TimerFired():
@@ -201,7 +204,7 @@ def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
     state = RunState(run_id=message.run_id, function_id=message.function_id,
                      event=message.event, status=RUNNING, seq=0, started_at=message.ts,
                      parent_run_id=message.parent_run_id,
-                     parent_step_id=message.parent_step_id)
+                     parent_step_id=message.parent_step_id, batch=message.batch)
     out: list[Command] = []
     state = _record(state, out, "run.started", message.ts, event=message.event)
     for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
@@ -276,6 +279,29 @@ def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
     state = replace(state, dispatched={k: v for k, v in state.dispatched.items() if k != seq})
     state = _record(state, out, "chain.expired", message.ts)
     return _next(state, out)
+
+
+def _deferred(state: RunState, message: StepDeferred, out: list[Command]) -> RunState:
+    """Flow control held a dispatch back: park it on a timer, dispatch it again then.
+
+    Only a dispatch that has not run anything yet can be deferred (the executor decides
+    before the first step). The first deferral of a step is recorded; the re-checks that
+    follow (a queued step comes back until it gets its turn) are not.
+    """
+    dispatched = state.dispatched.get(str(message.seq))
+    if dispatched is None or dispatched.chain != 0:
+        return state
+    state = replace(state, dispatched={
+        k: v for k, v in state.dispatched.items() if k != str(message.seq)})
+    timer = TimerFired(state.run_id, f"defer:{message.seq}", message.retry_at)
+    out.append(Schedule(max(0, message.retry_at - message.ts), timer))
+    if not dispatched.deferred:
+        state = _record(state, out, "flow.deferred", message.ts,
+                        step_id=dispatched.step_id or None, next_attempt_at=message.retry_at,
+                        logs=[LogLine(ts=message.ts, level="INFO", step_id=dispatched.step_id
+                                      or None, message=f"held back: {message.reason}")])
+    return _park(state, dispatched.step_id, Pending(kind="deferred", attempt=dispatched.attempt,
+                                                    timer_id=timer.timer_id))
 
 
 def _step_failed(state: RunState, message: StepFailed, policy: RunPolicy,
@@ -357,9 +383,10 @@ def _timer(state: RunState, message: TimerFired, out: list[Command]) -> RunState
     if step_id is None:
         return state
     pending = state.pending[step_id]
-    if pending.kind == "retry":
+    if pending.kind in ("retry", "deferred"):
         state = _unpark(state, step_id)
-        return _dispatch(state, out, step_id=step_id, attempt=pending.attempt)
+        return _dispatch(state, out, step_id=step_id, attempt=pending.attempt,
+                         deferred=pending.kind == "deferred")
     # A sleep ends with no value; a wait that timed out returns None to the handler.
     return _resolve(state, step_id, pending.kind, out, ts=message.ts, output_json="null")
 
@@ -438,13 +465,15 @@ def _next(state: RunState, out: list[Command]) -> RunState:
     return _dispatch(state, out, step_id="", attempt=0)
 
 
-def _dispatch(state: RunState, out: list[Command], *, step_id: str, attempt: int) -> RunState:
+def _dispatch(state: RunState, out: list[Command], *, step_id: str, attempt: int,
+              deferred: bool = False) -> RunState:
     seq = state.seq + 1
     state = replace(state, seq=seq, dispatched={
-        **state.dispatched, str(seq): Dispatched(step_id=step_id, attempt=attempt)})
+        **state.dispatched, str(seq): Dispatched(step_id=step_id, attempt=attempt,
+                                                 deferred=deferred)})
     out.append(Dispatch(StepRequest(run_id=state.run_id, seq=seq, function_id=state.function_id,
                                     event=state.event, attempt=attempt, memo=state.memo,
-                                    target=step_id or None)))
+                                    target=step_id or None, batch=state.batch)))
     return state
 
 

@@ -89,6 +89,22 @@ class Metrics:
         self.oldest_run_age = Gauge(
             "stepstream_oldest_run_age_seconds",
             "Age of the oldest run not yet final in this worker's partitions", registry=r)
+        # Flow control (streams.flow); the gauge is this worker's share: sum it over workers.
+        self.runs_throttled = Counter(
+            "stepstream_runs_throttled", "Runs queued behind their throttle (once per wait)",
+            ["function"], registry=r)
+        self.runs_rate_limited = Counter(
+            "stepstream_runs_rate_limited", "Events dropped by a rate limit (no run started)",
+            ["function"], registry=r)
+        self.runs_debounced = Counter(
+            "stepstream_runs_debounced", "Events superseded by a later one within the debounce "
+            "period (no run started)", ["function"], registry=r)
+        self.flow_deferred = Counter(
+            "stepstream_flow_deferred", "Dispatches held back by flow control, by reason "
+            "(concurrency, throttle, unavailable)", ["function", "reason"], registry=r)
+        self.concurrency_in_use = Gauge(
+            "stepstream_concurrency_in_use", "Dispatches holding concurrency slots on this "
+            "worker now", ["function"], registry=r)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

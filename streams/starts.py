@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 
 import redis.asyncio as aioredis
 from croniter import croniter
 
-from schemas.messages import Event, RunStarted
+from schemas.messages import Event, FlowTimer, RunStarted
 from stepstream.client import Stepstream
 from stepstream.events import run_id_for
 from stepstream.expressions import evaluate, matches
 from stepstream.function import FunctionDef
 from stepstream.options import to_ms
 from stepstream.step import now_ms
+from streams.backoff import until_done
+from streams.flow.trigger import Decision, FlowTrigger
 from streams.machine import CancelRule, RunPolicy
 from streams.metrics import Metrics
 from streams.waiters import event_context
@@ -23,6 +26,7 @@ from streams.waiters import event_context
 log = logging.getLogger("stepstream.starts")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+_STORE_ERRORS = (aioredis.RedisError, OSError)
 
 
 def policy_of(function: FunctionDef, chain_lease_ms: int = 60_000) -> RunPolicy:
@@ -49,14 +53,28 @@ class Starter:
             if function.trigger is not None:
                 self.by_trigger.setdefault(function.trigger, []).append(function)
         self.crons = [f for f in ss.functions.values() if f.cron is not None]
+        self.functions = ss.functions
+        self._flow: FlowTrigger | None = None
+
+    @property
+    def flow(self) -> FlowTrigger:
+        """Rate limits, debounce and batching (made when a function first needs them)."""
+        if self._flow is None:
+            self._flow = FlowTrigger(self.redis, self.namespace, self.metrics)
+        return self._flow
 
     async def starts_for(self, event: Event) -> list[RunStarted]:
-        """The runs ``event`` starts (the same event always maps to the same run ids)."""
+        """The runs ``event`` starts now (the same event always maps to the same run ids)."""
+        return (await self.decide(event)).starts
+
+    async def decide(self, event: Event) -> Decision:
+        """What ``event`` starts now, later (flow-control timers), or drops (rate limits)."""
+        decision = Decision()
         functions = self.by_trigger.get(event.name)
         if not functions:
-            return []
+            return decision
         context = {"event": event_context(event)}
-        starts = []
+        starts = decision.starts
         for function in functions:
             if not matches(function.trigger_if, context):
                 continue
@@ -65,9 +83,20 @@ class Starter:
                     function, evaluate(function.idempotency, context), run_id):
                 self.metrics.events_received.labels("idempotent_skip").inc()
                 continue
+            if function.flow.at_trigger:
+                decision.extend(await until_done(
+                    functools.partial(self.flow.admit, function, event, run_id),
+                    what=f"flow control of {function.id}", errors=_STORE_ERRORS))
+                continue
             starts.append(RunStarted(run_id=run_id, function_id=function.id, event=event,
                                      ts=now_ms()))
-        return starts
+        return decision
+
+    async def settle(self, timer: FlowTimer) -> Decision:
+        """A debounce or batch timer came back: the run it starts, if any."""
+        return await until_done(
+            functools.partial(self.flow.settle, timer, self.functions.get(timer.function_id)),
+            what=f"flow control of {timer.function_id}", errors=_STORE_ERRORS)
 
     async def _claim(self, function: FunctionDef, key: object, run_id: str) -> bool:
         """Whether this run owns the idempotency key (24 h); a redelivery still owns it."""

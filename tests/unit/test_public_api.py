@@ -10,11 +10,16 @@ from stepstream.errors import StepstreamError
 from stepstream.step import StepInterrupt
 
 EXPORTS = [
+    "BatchEvents",
     "CancelOn",
+    "Concurrency",
     "ConfigError",
     "Context",
+    "Debounce",
     "NonRetriableError",
     "NondeterminismError",
+    "Priority",
+    "RateLimit",
     "RetryAfterError",
     "RetryPolicy",
     "SerializationError",
@@ -22,6 +27,7 @@ EXPORTS = [
     "StepError",
     "Stepstream",
     "StepstreamError",
+    "Throttle",
     "Timeouts",
     "TriggerEvent",
 ]
