@@ -120,6 +120,12 @@ def test_replay_runs_the_failed_step_again_and_keeps_completed_steps(kit: Kit) -
     assert [(h["replay"], h["outcome"]) for h in fragile["history"]] == [
         (0, "failed"), (0, "failed"), (1, "completed")]
     assert [line["message"] for line in run["logs"]].count("processing order 2") == 1
+
+    def listed(status: str) -> list[str]:
+        page = get_json(f"{worker.url}/v1/runs?function=fixable&status={status}&limit=500")
+        return [r["run_id"] for r in page["runs"]]
+
+    assert run_id in listed("completed") and run_id not in listed("failed")
     assert post(f"{worker.url}/v1/runs/{run_id}/replay")[0] == 409  # completed now
 
 
