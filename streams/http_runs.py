@@ -167,8 +167,8 @@ class RunsApi:
                                    if k in ("since", "until") and v is not None})
         status = status_filter(body, REPLAYABLE) or "failed"
         limit = limit_of(body, default=1000, maximum=MAX_BULK_REPLAY)
-        known = {f["function_id"] for f in await self.store.functions()}
-        if function_id not in known and function_id not in self.registered:
+        if function_id not in self.registered and not await self.store.has_function(
+                function_id):
             raise BadInput(f"no function {function_id!r}", status=404)
         run_ids = await self.store.run_ids(function=function_id, status=status, since=since,
                                            until=until, limit=limit)

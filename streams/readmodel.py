@@ -210,6 +210,10 @@ class RunStore:
             num=limit)
         return [_text(m) for m in members]
 
+    async def has_function(self, function_id: str) -> bool:
+        """Whether the read model has seen runs of ``function_id``."""
+        return bool(await self.redis.sismember(self.key("functions"), function_id))
+
     async def functions(self, *, since: int | None = None,
                         until: int | None = None) -> list[dict[str, Any]]:
         """Each function with runs: counts per status and the failure rate."""

@@ -32,6 +32,9 @@ class FakeStore:
     async def functions(self, **_: Any) -> list[dict[str, Any]]:
         return []
 
+    async def has_function(self, function_id: str) -> bool:
+        return False
+
 
 @asynccontextmanager
 async def serving() -> AsyncIterator[tuple[TestClient, list[Any]]]:  # type: ignore[type-arg]
