@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from stepstream import Context, Stepstream
@@ -13,10 +15,25 @@ def noop(i: int) -> int:
     return i
 
 
+async def pause(i: int, ms: int) -> dict[str, int]:
+    """A slow-ish step that says which worker process ran it (the recovery benchmark)."""
+    await asyncio.sleep(ms / 1000)
+    return {"i": i, "pid": os.getpid()}
+
+
 @ss.function(id="noop-steps", trigger="bench/noop")
 async def noop_steps(ctx: Context) -> dict[str, Any]:
     """``n`` no-op steps in a row."""
     n = int(ctx.event.data["n"])
     for i in range(n):
         await ctx.step.run(f"step-{i}", noop, i)
+    return {"n": n}
+
+
+@ss.function(id="slow-chain", trigger="bench/slow")
+async def slow_chain(ctx: Context) -> dict[str, Any]:
+    """``n`` steps of ``ms`` milliseconds each, in a row."""
+    n, ms = int(ctx.event.data["n"]), int(ctx.event.data["ms"])
+    for i in range(n):
+        await ctx.step.run(f"step-{i}", pause, i, ms)
     return {"n": n}

@@ -1,18 +1,25 @@
-"""Shared by the benchmarks: a dev broker and worker, and timing runs end to end."""
+"""Shared by the stepstream benchmarks: a dev broker and workers, and runs timed end to end.
+
+Completion is observed the way a user would: the ``run.completed`` record on the
+history topic, read by a plain confluent-kafka consumer.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import platform
+import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
+from bench.measure import closed_loop, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
@@ -21,73 +28,139 @@ from stepstream.events import run_id_for
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
 _FINAL_KINDS = {"run.completed", "run.failed", "run.cancelled"}
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+@dataclass
+class Cluster:
+    """A namespace on a broker, and the worker processes serving it."""
+
+    settings: Settings
+    module: str
+    env: dict[str, str]
+    stack: contextlib.ExitStack
+    workers: list[WorkerProcess] = field(default_factory=list)
+    broker: DevBroker | None = None
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process is not None]
+
+    def broker_pids(self) -> list[int]:
+        process = self.broker.process if self.broker else None
+        return [process.pid] if process else []
+
+    def add_workers(self, count: int = 1) -> Cluster:
+        """Start ``count`` more workers and wait until they own partitions."""
+        s, log_dir = self.settings, os.environ.get("BENCH_LOG_DIR")
+        new = []
+        for _ in range(count):
+            name = f"{s.namespace}-worker{len(self.workers)}.log"
+            worker = WorkerProcess(self.module, cwd=str(ROOT), env={
+                "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
+                "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(PARTITIONS),
+                **self.env}, log_path=Path(log_dir, name) if log_dir else None)
+            self.stack.callback(worker.stop)  # registered before start: stopped by pid
+            self.workers.append(worker.start())
+            new.append(worker)
+        for worker in new:
+            worker.wait_ready()
+        if len(self.workers) > 1:
+            time.sleep(2.0)  # let the group settle: readiness comes before the last rebalance
+        return self
 
 
 @contextlib.contextmanager
-def running_engine(module: str, **env: str) -> Iterator[Settings]:
-    """A fresh dev broker and one worker running ``module``."""
-    with DevBroker() as broker:
-        redis = DevRedis().start(ROOT / ".stepstream" / "bench")
-        settings = Settings(brokers=broker.bootstrap, redis_url=redis.url,
-                            namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=4)
-        worker = WorkerProcess(module, cwd=str(ROOT), env={
-            "STEPSTREAM_BROKERS": settings.brokers, "STEPSTREAM_REDIS_URL": settings.redis_url,
-            "STEPSTREAM_NAMESPACE": settings.namespace, "STEPSTREAM_PARTITIONS": "4", **env})
-        try:
-            worker.start().wait_ready()
-            yield settings
-        finally:
-            worker.stop()
-            redis.stop()
+def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
+                   **env: str) -> Iterator[Cluster]:
+    """``workers`` worker processes running ``module`` in a fresh namespace.
 
-
-def time_runs(settings: Settings, function_id: str, event: str, data: dict[str, Any],
-              runs: int, warmup: int = 2) -> list[float]:
-    """Milliseconds from producing each event to its ``run.completed`` on the history topic.
-
-    Runs are sent one at a time, so this is latency, not throughput.
+    On ``brokers`` when given, else on a dev broker of its own (stopped afterwards).
+    Set ``BENCH_LOG_DIR`` to keep the workers' logs.
     """
+    with contextlib.ExitStack() as stack:
+        broker = None
+        if brokers is None:
+            broker = stack.enter_context(DevBroker())
+            brokers = broker.bootstrap
+        redis = DevRedis().start(ROOT / ".stepstream" / "bench")
+        stack.callback(redis.stop)
+        settings = Settings(brokers=brokers, redis_url=redis.url,
+                            namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=PARTITIONS)
+        yield Cluster(settings, module, env, stack, broker=broker).add_workers(workers)
+
+
+class History:
+    """A consumer of the history topic from its end: what completes from now on."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.codec = default_codec()
+        topic = settings.topic("history")
+        self.consumer = Consumer({"bootstrap.servers": settings.brokers,
+                                  "group.id": uuid.uuid4().hex, "fetch.wait.max.ms": 1,
+                                  "enable.auto.commit": False})
+        # Assigned by hand at the current end offsets: no consumer group to join.
+        partitions = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=30)[1]) for p in partitions])
+
+    def records(self, timeout: float) -> list[HistoryRecord]:
+        """The records that have arrived, waiting at most ``timeout`` seconds for the first."""
+        first = self.consumer.poll(timeout)  # consume(n, t) would wait for n messages or t
+        batch = [first, *self.consumer.consume(500, 0)] if first is not None else []
+        return [self.codec.decode_as(m.value(), HistoryRecord) for m in batch if not m.error()]
+
+    def finished(self, timeout: float) -> list[str]:
+        """Run ids that finished within ``timeout``; a run that did not complete raises."""
+        done = []
+        for record in self.records(timeout):
+            if record.kind in _FINAL_KINDS:
+                if record.kind != "run.completed":
+                    raise RuntimeError(f"benchmark run ended {record.kind}: {record.error}")
+                done.append(record.run_id)
+        return done
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run_loop(settings: Settings, function_id: str, event: str, data: dict[str, Any], *,
+             in_flight: int = 1, runs: int | None = None, seconds: float | None = None,
+             warmup: int = 2) -> dict[str, Any]:
+    """``bench.measure.closed_loop`` over stepstream: an event in, ``run.completed`` out."""
     client = Stepstream("bench", settings=settings)
-    watcher = Consumer({"bootstrap.servers": settings.brokers, "group.id": uuid.uuid4().hex,
-                        "auto.offset.reset": "latest", "fetch.wait.max.ms": 1,
-                        "enable.auto.commit": False})
-    watcher.subscribe([settings.topic("history")])
-    while not watcher.assignment():
-        watcher.poll(0.1)
-    codec, took = default_codec(), []
+    history = History(settings)
     try:
-        for _ in range(runs + warmup):
-            started = time.perf_counter()
-            run_id = run_id_for(function_id, client.send(event, data))
-            while True:
-                message = watcher.poll(1.0)
-                if message is None or message.error():
-                    continue
-                record = codec.decode_as(message.value(), HistoryRecord)
-                if record.run_id == run_id and record.kind in _FINAL_KINDS:
-                    if record.kind != "run.completed":
-                        raise RuntimeError(f"benchmark run ended {record.kind}: {record.error}")
-                    break
-            took.append((time.perf_counter() - started) * 1000)
+        return closed_loop(lambda: run_id_for(function_id, client.send(event, data)),
+                           history.finished, in_flight=in_flight, runs=runs,
+                           seconds=seconds, warmup=warmup)
     finally:
-        watcher.close()
+        history.close()
         client.close()
-    return took[warmup:]
+
+
+def step_reports(history: History, function_id: str):  # type: ignore[no-untyped-def]
+    """``recovery`` reports from the history topic: each ``step.completed`` of a chain."""
+    pending: list[tuple[float, dict[str, Any]]] = []
+
+    def reports(timeout: float) -> tuple[float, dict[str, Any]] | None:
+        deadline = time.perf_counter() + timeout
+        while not pending and time.perf_counter() < deadline:
+            now_records = history.records(max(0.0, deadline - time.perf_counter()))
+            at = time.perf_counter()
+            pending.extend((at, json.loads(r.output_json or "{}")) for r in now_records
+                           if r.kind == "step.completed" and r.function_id == function_id)
+        return pending.pop(0) if pending else None
+
+    return reports
 
 
 def write_results(title: str, command: str, table: str) -> None:
     """Append a section to bench/RESULTS.md with the command and the machine."""
+    m = machine()
     header = (f"\n## {title}, {datetime.now(UTC):%Y-%m-%d}\n\n"
               f"Command: `{command}`  \n"
-              f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-              f"2 cores, Python {platform.python_version()}; dev broker Tansu (memory "
-              f"storage), one worker process.\n\n")
+              f"Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
+              f"dev broker Tansu (memory storage).\n\n")
     with open(ROOT / "bench" / "RESULTS.md", "a") as out:
         out.write(header + table + "\n")

@@ -11,7 +11,7 @@ import argparse
 import sys
 import tempfile
 
-from bench.harness import ROOT, percentile, running_engine, time_runs, write_results
+from bench.harness import ROOT, run_loop, running_engine, write_results
 from stepstream.devsmtp import MailSink
 
 
@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
             "user_email": "owner@example.com"}
     with tempfile.TemporaryDirectory() as tmp, MailSink() as mail, running_engine(
             "examples.contacts", STEPSTREAM_SMTP_PORT=str(mail.port),
-            CONTACTS_DB=f"{tmp}/contacts.db", STEPSTREAM_EXAMPLE_OUTPUT_DIR=tmp) as settings:
-        took = time_runs(settings, "process-contacts-csv-upload", "api/contact_list.uploaded",
-                         data, args.runs)
-    p50, p95, p99 = (percentile(took, q) for q in (0.5, 0.95, 0.99))
+            CONTACTS_DB=f"{tmp}/contacts.db", STEPSTREAM_EXAMPLE_OUTPUT_DIR=tmp) as cluster:
+        result = run_loop(cluster.settings, "process-contacts-csv-upload",
+                          "api/contact_list.uploaded", data, runs=args.runs)
+    p50, p95, p99 = (result["latency_ms"][q] for q in ("p50", "p95", "p99"))
     table = ("| runs | e2e p50 ms | p95 ms | p99 ms |\n|---|---|---|---|\n"
              f"| {args.runs} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
     print(table)
