@@ -82,8 +82,20 @@ def _serve_http(engine: Engine) -> None:
             await runner.cleanup()
 
 
+class _QuietWorker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    The spinner sets the root logger to DEBUG so that it can spin on every record; every
+    aiokafka debug call then builds a record. Profiled: 16% of a busy worker's CPU.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 def run_worker(ss: Stepstream, *, loglevel: str = "warning") -> None:
     """Run the engine until SIGTERM/SIGINT."""
     engine = build_engine(ss)
-    worker = faust.Worker(engine.app, loglevel=loglevel, quiet=True)
+    worker = _QuietWorker(engine.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
