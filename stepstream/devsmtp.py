@@ -33,7 +33,6 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 __all__ = ["MailSink", "ReceivedMail"]
 
-_POLL_INTERVAL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -187,27 +186,8 @@ class MailSink:
         """Like :meth:`wait_for`, without blocking the running event loop.
 
         Use this from async tests where the code that sends the mail runs on the same loop.
-        It polls every few milliseconds.
-
-        Args:
-            predicate: Test applied to each message; ``None`` accepts any message.
-            timeout: Seconds to wait at most.
-
-        Returns:
-            The first (oldest) matching message.
-
-        Raises:
-            TimeoutError: If no message matches within ``timeout``.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._arrived:
-                found = self._first_match(predicate)
-            if found is not None:
-                return found
-            if time.monotonic() >= deadline:
-                raise TimeoutError(self._timeout_message(timeout))
-            await asyncio.sleep(_POLL_INTERVAL_S)
+        return await asyncio.to_thread(self.wait_for, predicate, timeout)
 
     def __enter__(self) -> MailSink:
         return self.start()
