@@ -179,7 +179,9 @@ def with_logs(execute: Execute) -> Execute:
 
 
 def _with(outcome: Any, lines: list[LogLine]) -> Any:
-    return dataclasses.replace(outcome, logs=[*outcome.logs, *lines]) if lines else outcome
+    if not lines or not hasattr(outcome, "logs"):  # an outcome that carries no lines
+        return outcome
+    return dataclasses.replace(outcome, logs=[*outcome.logs, *lines])
 
 
 def current_step() -> str | None:
