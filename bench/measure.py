@@ -218,37 +218,46 @@ def beacon(port: int, **report: Any) -> None:
 
 
 def recovery(reports: Callable[[float], tuple[float, dict[str, Any]] | None],
-             kill: Callable[[int], None], *, min_steps: int = 5,
+             kill: Callable[[int], None], *, mid_step: bool, min_steps: int = 5,
              timeout: float = 120.0) -> dict[str, Any]:
     """Kill the worker executing a long chain and time the next step it completes elsewhere.
 
-    ``reports(timeout)`` yields ``(arrival time, {"i": step, "pid": executor})`` for each
-    completed step of the chain; ``kill(pid)`` SIGKILLs that worker (and may restart it,
-    for systems that do not fail over by themselves). Once ``min_steps`` steps are done,
-    the worker that completed the last one is the victim.
+    ``reports(timeout)`` yields ``(arrival time, {"i": step, "pid": worker, "phase":
+    "start" | "done"})`` as steps of the chain start and finish (``phase`` defaults to
+    done); ``kill(pid)`` SIGKILLs that worker (and may restart it, for systems that do
+    not fail over by themselves). Once ``min_steps`` steps are done, the victim is the
+    worker that starts the next step (``mid_step``: killed while it runs it), or else
+    the one that finished the last step (for systems where a run stays on one worker).
     """
     deadline = time.perf_counter() + timeout
-    seen = 0
-    victim, last_step = 0, -1
-    while seen < min_steps:
+    done, victim, last_step, running = 0, 0, -1, None
+    while True:
         got = reports(max(0.0, deadline - time.perf_counter()))
         if got is None:
-            raise TimeoutError(f"only {seen} steps completed before the kill")
-        seen += 1
-        victim, last_step = int(got[1]["pid"]), int(got[1]["i"])
+            raise TimeoutError(f"only {done} steps completed before the kill")
+        report = got[1]
+        if report.get("phase", "done") == "done":
+            done += 1
+            victim, last_step = int(report["pid"]), int(report["i"])
+            if done >= min_steps and not mid_step:
+                break
+        elif done >= min_steps:
+            victim, running = int(report["pid"]), int(report["i"])
+            break
     load_start = loadavg()
     killed_at = time.perf_counter()
     kill(victim)
+    base = {"victim_last_step": last_step, "killed_during_step": running}
     deadline = killed_at + timeout
     while time.perf_counter() < deadline:
         got = reports(max(0.0, deadline - time.perf_counter()))
         if got is None:
             break
         at, report = got
-        if int(report["pid"]) != victim:
-            return {"recovered_s": round(at - killed_at, 3), "victim_last_step": last_step,
+        if report.get("phase", "done") == "done" and int(report["pid"]) != victim:
+            return {"recovered_s": round(at - killed_at, 3), **base,
                     "next_step": int(report["i"]), "load": [load_start, loadavg()]}
-    return {"recovered_s": None, "victim_last_step": last_step, "load": [load_start, loadavg()],
+    return {"recovered_s": None, **base, "load": [load_start, loadavg()],
             "note": f"no step completed within {timeout:.0f}s of the kill"}
 
 

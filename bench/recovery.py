@@ -32,12 +32,15 @@ def measure_on(cluster: Cluster, timeout: float, steps: int = 200,
     client = Stepstream("bench", settings=cluster.settings)
     try:
         client.send("bench/slow", {"n": steps, "ms": step_ms})
+        # A run's steps all go to the worker that owns its partition: the one that
+        # finished the last step is executing the next.
         result = recovery(step_reports(history, "slow-chain"), lambda pid: by_pid[pid].kill(),
-                          timeout=timeout)
+                          mid_step=False, timeout=timeout)
     finally:
         client.close()
         history.close()
-    result.update(step_ms=step_ms, session_timeout_s=cluster.settings.session_timeout_s)
+    result.update(step_ms=step_ms, session_timeout_s=cluster.settings.session_timeout_s,
+                  chain_lease_s=getattr(cluster.settings, "chain_lease_ms", 0) / 1000 or None)
     log(f"stepstream recovery: {result}")
     return result
 

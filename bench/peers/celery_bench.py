@@ -104,7 +104,7 @@ def measure_recovery(procs: list[Any], timeout: float, steps: int = 200,
             by_pid[pid].kill()
             by_pid[pid].wait()
 
-        result = recovery(beacons.next, kill, timeout=timeout)
+        result = recovery(beacons.next, kill, mid_step=True, timeout=timeout)
     finally:
         beacons.close()
     return {**result, "step_ms": pause_ms, "visibility_timeout_s": 8}

@@ -33,8 +33,9 @@ def noop(i: int) -> int:
 @DBOS.step(name="bench.pause")
 def pause(i: int, ms: int, port: int) -> int:
     """A slow-ish step that reports which worker ran it (the recovery benchmark)."""
+    beacon(port, i=i, pid=os.getpid(), phase="start")
     time.sleep(ms / 1000)
-    beacon(port, i=i, pid=os.getpid())
+    beacon(port, i=i, pid=os.getpid(), phase="done")
     return i
 
 

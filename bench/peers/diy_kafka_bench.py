@@ -106,10 +106,12 @@ def run_worker(brokers: str, prefix: str, stages: int, pause_ms: int, beacon_por
     assigned = [threading.Event() for _ in range(stages)]
 
     def body(i: int) -> None:
+        if beacon_port:
+            beacon(beacon_port, i=i, pid=os.getpid(), phase="start")
         if pause_ms:
             time.sleep(pause_ms / 1000)
         if beacon_port:
-            beacon(beacon_port, i=i, pid=os.getpid())
+            beacon(beacon_port, i=i, pid=os.getpid(), phase="done")
 
     def stage(i: int) -> None:
         source = consumer(brokers, f"{prefix}.g{i}")
@@ -234,7 +236,7 @@ def measure_recovery(brokers: str, log_dir: str, timeout: float, stages: int = 3
                 by_pid[pid].kill()
                 by_pid[pid].wait()
 
-            result = recovery(beacons.next, kill, timeout=timeout)
+            result = recovery(beacons.next, kill, mid_step=True, timeout=timeout)
         finally:
             chain.close()
             beacons.close()

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from bench.measure import closed_loop, format_table, percentile, summarize
+from bench.measure import closed_loop, format_table, percentile, recovery, summarize
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -53,3 +53,29 @@ def test_closed_loop_keeps_runs_in_flight_and_counts_after_warmup() -> None:
     assert result["latency_ms"]["n"] == 10
     assert most_in_flight == 4
     assert result["undrained"] == 0 and not in_system
+
+
+def _reports(items: list[dict[str, object]]):  # type: ignore[no-untyped-def]
+    queue = [(float(n), item) for n, item in enumerate(items)]
+    return lambda timeout: queue.pop(0) if queue else None
+
+
+def test_recovery_kills_the_worker_that_starts_the_next_step() -> None:
+    killed: list[int] = []
+    steps = [{"i": i, "pid": 1 + i % 2, "phase": phase} for i in range(3)
+             for phase in ("start", "done")]
+    after = [{"i": 2, "pid": 1, "phase": "done"},  # the victim's late report: not recovery
+             {"i": 2, "pid": 2, "phase": "start"}, {"i": 2, "pid": 2, "phase": "done"}]
+    result = recovery(_reports(steps[:4] + steps[4:5] + after), killed.append,
+                      mid_step=True, min_steps=2)
+    assert killed == [1]
+    assert (result["victim_last_step"], result["killed_during_step"]) == (1, 2)
+    assert result["next_step"] == 2 and result["recovered_s"] is not None
+
+
+def test_recovery_without_start_reports_kills_the_last_finisher() -> None:
+    killed: list[int] = []
+    result = recovery(_reports([{"i": 0, "pid": 7}, {"i": 1, "pid": 7}]), killed.append,
+                      mid_step=False, min_steps=2, timeout=0.01)
+    assert killed == [7]
+    assert result["recovered_s"] is None and "no step completed" in result["note"]
