@@ -124,6 +124,25 @@ class History:
         self.consumer.close()
 
 
+def message_counts(settings: Settings) -> dict[str, int]:
+    """Messages written so far to each of the namespace's topics (sum of end offsets)."""
+    from topics.catalog import catalog
+
+    reader = Consumer({"bootstrap.servers": settings.brokers, "group.id": uuid.uuid4().hex})
+    try:
+        counts = {}
+        prefix = f"{settings.namespace}."
+        for spec in catalog(settings):
+            if not spec.name.startswith(prefix):
+                continue  # changelogs: not a hop
+            counts[spec.name[len(prefix):]] = sum(
+                reader.get_watermark_offsets(TopicPartition(spec.name, p), timeout=10)[1]
+                for p in range(spec.partitions))
+        return counts
+    finally:
+        reader.close()
+
+
 def run_loop(settings: Settings, function_id: str, event: str, data: dict[str, Any], *,
              in_flight: int = 1, runs: int | None = None, seconds: float | None = None,
              warmup: int = 2) -> dict[str, Any]:

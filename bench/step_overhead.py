@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from bench.harness import Cluster, run_loop, running_engine, write_results
+from bench.harness import Cluster, message_counts, run_loop, running_engine, write_results
 from bench.measure import emit, exit_on_sigterm, format_table, log
 
 STEPS = (1, 10, 50)
@@ -27,10 +27,16 @@ def measure(brokers: str | None, runs: int) -> list[dict[str, Any]]:
 def measure_on(cluster: Cluster, runs: int) -> list[dict[str, Any]]:
     out = []
     for n in STEPS:
+        before = message_counts(cluster.settings)
         result = run_loop(cluster.settings, "noop-steps", "bench/noop", {"n": n},
-                          runs=max(5, runs if n < 50 else runs // 2))
-        out.append({"n": n, **result})
-        log(f"stepstream N={n}: p50 {result['latency_ms']['p50']:.1f} ms")
+                          runs=max(5, runs if n < 50 else runs // 2), warmup=2)
+        after = message_counts(cluster.settings)
+        # Broker messages per run, by topic: the hops a run took (warm-up runs included).
+        total_runs = result["runs"] + 2
+        hops = {k: round((after[k] - before.get(k, 0)) / total_runs, 1) for k in after
+                if after[k] > before.get(k, 0)}
+        out.append({"n": n, "messages_per_run": hops, **result})
+        log(f"stepstream N={n}: p50 {result['latency_ms']['p50']:.1f} ms, messages/run {hops}")
     return out
 
 
