@@ -247,6 +247,12 @@ def overhead_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         if isinstance(r, dict) and r.get("messages_per_run"):
             counts = ", ".join(f"{k} {v:g}" for k, v in r["messages_per_run"].items())
             lines.append(f"- stepstream N={r['n']}: broker messages per run: {counts}")
+        split = r.get("breakdown_ms") if isinstance(r, dict) else None
+        if split:
+            lines.append(f"- stepstream N={r['n']}, medians from the history topic: "
+                         f"run.started → first step done {split['to_first_step']:.0f} ms, "
+                         f"first → last step done (executor) {split['executor_steps']:.0f} ms, "
+                         f"last step done → run.completed {split['orchestrator_tail']:.0f} ms")
     return lines
 
 

@@ -143,6 +143,56 @@ def message_counts(settings: Settings) -> dict[str, int]:
         reader.close()
 
 
+def breakdown(settings: Settings, function_id: str) -> dict[int, dict[str, float]]:
+    """Where the time of completed runs went, by number of steps, from the history topic.
+
+    Median milliseconds, per run, from ``run.started`` being written (by the orchestrator)
+    to the first step's end (on the executor), from the first step's end to the last's
+    (the executor's work), and from the last step's end to ``run.completed`` being written
+    (the orchestrator catching up). Timestamps: the history messages' create times and the
+    steps' ``ended_at``, all from the worker's clock.
+    """
+    import statistics
+
+    reader = Consumer({"bootstrap.servers": settings.brokers, "group.id": uuid.uuid4().hex,
+                       "enable.auto.commit": False, "fetch.wait.max.ms": 1})
+    topic = settings.topic("history")
+    codec = default_codec()
+    runs: dict[str, list[tuple[int, HistoryRecord]]] = {}
+    try:
+        parts = reader.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in parts}
+        reader.assign([TopicPartition(topic, p, 0) for p in parts])
+        left = {p: end for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 60
+        while left and time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            if message is None or message.error():
+                continue
+            if message.offset() + 1 >= left.get(message.partition(), 0):
+                left.pop(message.partition(), None)
+            record = codec.decode_as(message.value(), HistoryRecord)
+            if record.function_id == function_id:
+                runs.setdefault(record.run_id, []).append((message.timestamp()[1], record))
+    finally:
+        reader.close()
+    parts_by_n: dict[int, list[tuple[float, float, float]]] = {}
+    for items in runs.values():
+        started = [ts for ts, r in items if r.kind == "run.started"]
+        done = [ts for ts, r in items if r.kind == "run.completed"]
+        step_ends = sorted({r.step_id: r.ended_at for _, r in items
+                            if r.kind == "step.completed" and r.ended_at}.values())
+        if started and done and step_ends:
+            parts_by_n.setdefault(len(step_ends), []).append(
+                (step_ends[0] - started[0], step_ends[-1] - step_ends[0],
+                 done[0] - step_ends[-1]))
+    return {n: {"to_first_step": statistics.median(x[0] for x in rows),
+                "executor_steps": statistics.median(x[1] for x in rows),
+                "orchestrator_tail": statistics.median(x[2] for x in rows), "runs": len(rows)}
+            for n, rows in parts_by_n.items()}
+
+
 def run_loop(settings: Settings, function_id: str, event: str, data: dict[str, Any], *,
              in_flight: int = 1, runs: int | None = None, seconds: float | None = None,
              warmup: int = 2) -> dict[str, Any]:

@@ -12,7 +12,14 @@ import argparse
 import sys
 from typing import Any
 
-from bench.harness import Cluster, message_counts, run_loop, running_engine, write_results
+from bench.harness import (
+    Cluster,
+    breakdown,
+    message_counts,
+    run_loop,
+    running_engine,
+    write_results,
+)
 from bench.measure import emit, exit_on_sigterm, format_table, log
 
 STEPS = (1, 10, 50)
@@ -37,6 +44,9 @@ def measure_on(cluster: Cluster, runs: int) -> list[dict[str, Any]]:
                 if after[k] > before.get(k, 0)}
         out.append({"n": n, "messages_per_run": hops, **result})
         log(f"stepstream N={n}: p50 {result['latency_ms']['p50']:.1f} ms, messages/run {hops}")
+    split = breakdown(cluster.settings, "noop-steps")
+    for row in out:
+        row["breakdown_ms"] = split.get(row["n"])
     return out
 
 
