@@ -139,17 +139,29 @@ def run_system(name: str, s: dict[str, Any], log_dir: str) -> dict[str, Any]:
         return {**got.pop("floor", {}), **got}
     if name == "stepstream":
         return run_json([py, "-m", "bench.stepstream_suite", "--sections", *s["sections"],
-                         "--runs", str(s["runs"]), "--in-flight", *map(str, s["in_flight"]),
+                         "--runs", str(s["runs"]), "--workers", *map(str, s["workers"]),
+                         "--in-flight", *map(str, s["in_flight"]),
                          "--seconds", str(s["seconds"]),
                          "--recovery-timeout", str(s["recovery_timeout"])],
                         3600, {"BENCH_LOG_DIR": log_dir})
     if name == "diy-kafka":
-        sections = [x for x in s["sections"] if x != "per_step_fsync"]
-        with dev_broker() as broker:
-            return run_json([str(ensure_venv("diy")), "-m", "bench.peers.diy_kafka_bench",
-                             "--brokers", broker.bootstrap,
-                             "--broker-pid", str(broker.process.pid),
-                             *peer_args(s, sections, log_dir)], 1800)
+        # Like stepstream's, every throughput window gets a fresh broker: Tansu's memory
+        # storage slows down as topics grow.
+        def diy(sections: list[str], sizes: dict[str, Any]) -> dict[str, Any]:
+            with dev_broker() as broker:
+                return run_json([str(ensure_venv("diy")), "-m",
+                                 "bench.peers.diy_kafka_bench", "--brokers", broker.bootstrap,
+                                 "--broker-pid", str(broker.process.pid),
+                                 *peer_args(sizes, sections, log_dir)], 1800)
+
+        out = diy([x for x in s["sections"] if x in ("per_step", "recovery")], s)
+        if "throughput" in s["sections"]:
+            out["throughput"] = []
+            for w in s["workers"]:
+                for k in s["in_flight"]:
+                    got = diy(["throughput"], {**s, "workers": [w], "in_flight": [k]})
+                    out["throughput"] += got.get("throughput") or [got]
+        return out
     if name == "celery":
         sections = [x for x in s["sections"] if x != "per_step_fsync"]
         return run_json([str(ensure_venv("celery")), "-m", "bench.peers.celery_bench",
