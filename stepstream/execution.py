@@ -15,6 +15,7 @@ from stepstream.context import Context
 from stepstream.events import TriggerEvent, dumps
 from stepstream.function import FunctionDef
 from stepstream.logs import RunLogger, with_logs
+from stepstream.replay import ReplayPaths
 from stepstream.step import (
     ChainBudget,
     Progress,
@@ -28,6 +29,9 @@ from stepstream.step import (
 Outcome = StepCompleted | StepFailed | StepPlanned | FunctionFinished
 
 _log = logging.getLogger("stepstream.function")
+
+_PATHS = ReplayPaths()
+"""This process's record of the steps each run's dispatches asked for."""
 
 
 @with_logs
@@ -43,7 +47,21 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
     step, until something needs the orchestrator or the budget is spent.
     """
     step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events,
-                chain=chain if function.eager else None, on_progress=on_progress)
+                chain=chain if function.eager else None, on_progress=on_progress,
+                expected_path=_PATHS.expected(request.run_id, function.handler, request.memo))
+    outcome = await _replay(function, request, step, max_output_bytes)
+    if step.diverged is not None:  # even if the handler caught it: the run cannot go on
+        outcome = FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                                   error=error_info(step.diverged), chain=step.chain)
+    if isinstance(outcome, FunctionFinished):
+        _PATHS.forget(request.run_id)
+    else:
+        _PATHS.record(request.run_id, function.handler, step.path, request.memo)
+    return outcome
+
+
+async def _replay(function: FunctionDef, request: StepRequest, step: Step,
+                  max_output_bytes: int) -> Outcome:
     logger = RunLogger(_log, {"run_id": request.run_id, "function_id": function.id,
                               "attempt": request.attempt})
     try:

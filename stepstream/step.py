@@ -102,8 +102,12 @@ class Step:
 
     def __init__(self, request: StepRequest, *, max_output_bytes: int,
                  send_events: SendEvents | None = None, chain: ChainBudget | None = None,
-                 on_progress: Progress | None = None) -> None:
+                 on_progress: Progress | None = None, expected_path: Sequence[str] = ()) -> None:
         self._request = request
+        self._expected_path = tuple(expected_path)
+        self.path: list[str] = []
+        """Step ids the handler asked for, in order (see ``stepstream.replay``)."""
+        self.diverged: NondeterminismError | None = None
         self._memo: dict[str, MemoEntry] = dict(request.memo)
         self._chain_budget = chain if request.target is None else None
         self._on_progress = on_progress
@@ -309,7 +313,19 @@ class Step:
         # called in a loop is memoized per iteration.
         count = self._seen.get(step_id, 0)
         self._seen[step_id] = count + 1
-        return step_id if count == 0 else f"{step_id}:{count}"
+        unique = step_id if count == 0 else f"{step_id}:{count}"
+        position = len(self.path)
+        self.path.append(unique)
+        if position < len(self._expected_path) and self._expected_path[position] != unique:
+            # An earlier dispatch of this run, on this process, asked for another step
+            # here: the handler is not deterministic (see stepstream.replay).
+            self.diverged = NondeterminismError(
+                f"step {unique!r} was called where an earlier dispatch of this run called "
+                f"{self._expected_path[position]!r} (steps so far: {self.path[:-1]}): the "
+                "handler calls its steps in another order on replay; code outside steps "
+                "must be deterministic")
+            raise self.diverged
+        return unique
 
     def _saved(self, step_id: str) -> Any:
         memo_returned()  # the handler's lines are replays until the memo is used up
