@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from stepstream import Stepstream
 from stepstream.devservices import WorkerProcess
 from stepstream.events import run_id_for
@@ -23,6 +25,7 @@ from tests.conftest import worker_factory
 from tests.integration.helpers import get_json
 
 MODULE = "tests.chaos.functions"
+pytestmark = pytest.mark.timeout(1800 if FULL else 300)
 RUNS = 300 if FULL else 60
 STEPS = 5
 KILL_EVERY = (3.0, 8.0) if FULL else (3.0, 5.0)
