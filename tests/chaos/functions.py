@@ -70,7 +70,7 @@ async def slow(ctx: Context) -> dict[str, Any]:
 _dispatches: collections.Counter[str] = collections.Counter()
 
 
-@ss.function(id="fickle", trigger="chaos/fickle")
+@ss.function(id="fickle", trigger="chaos/fickle", eager=False)  # one step per dispatch
 async def fickle(ctx: Context) -> list[str]:
     """Calls its two steps in another order on every dispatch (state outside steps: the
     replay contract broken on purpose)."""
