@@ -50,7 +50,7 @@ HOPS_PER_STEP = 2  # steps topic to an executor, runs topic back to the orchestr
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"runs": 10, "in_flight": [50], "seconds": 4.0, "workers": [1, 2],
-                "recovery_timeout": 130.0, "sections": ["per_step", "throughput", "recovery"]}
+                "recovery_timeout": 150.0, "sections": ["per_step", "throughput", "recovery"]}
     return {"runs": 50, "in_flight": [1, 10, 50, 100], "seconds": 10.0, "workers": [1, 2],
             "recovery_timeout": 300.0,
             "sections": ["per_step", "throughput", "recovery", "per_step_fsync"]}
@@ -210,13 +210,15 @@ def throughput_table(results: dict[str, dict[str, Any]]) -> str:
             cpu = dict(r.get("cpu_cores") or {})
             service = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()
                                 if k not in ("workers", "client"))
-            rows.append([system, r["workers"], r["in_flight"], r["runs_per_s"],
-                         r["runs_per_s"] * r["steps"], r["latency_ms"].get("p50"),
-                         r["latency_ms"].get("p99"), cpu.get("workers"), service or None,
-                         _load(r)])
+            steps_per_s = r["runs_per_s"] * r["steps"]
+            cpu_per_step = (1000 * cpu["workers"] / steps_per_s
+                            if steps_per_s and cpu.get("workers") is not None else None)
+            rows.append([system, r["workers"], r["in_flight"], r["runs_per_s"], steps_per_s,
+                         r["latency_ms"].get("p50"), r["latency_ms"].get("p99"),
+                         cpu.get("workers"), cpu_per_step, service or None, _load(r)])
     return format_table(["system", "workers", "in flight", "runs/s", "steps/s",
-                         "run p50 ms", "run p99 ms", "worker cores", "service cores",
-                         "load 1m"], rows)
+                         "run p50 ms", "run p99 ms", "worker cores", "worker CPU ms/step",
+                         "service cores", "load 1m"], rows)
 
 
 def floor_table(results: dict[str, dict[str, Any]]) -> str:

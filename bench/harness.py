@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.measure import closed_loop, machine
+from bench.measure import Reports, closed_loop, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
@@ -208,7 +208,7 @@ def run_loop(settings: Settings, function_id: str, event: str, data: dict[str, A
         client.close()
 
 
-def step_reports(history: History, function_id: str):  # type: ignore[no-untyped-def]
+def step_reports(history: History, function_id: str) -> Reports:
     """``recovery`` reports from the history topic: each ``step.completed`` of a chain."""
     pending: list[tuple[float, dict[str, Any]]] = []
 

@@ -217,7 +217,11 @@ def beacon(port: int, **report: Any) -> None:
         sock.sendto(json.dumps(report).encode(), ("127.0.0.1", port))
 
 
-def recovery(reports: Callable[[float], tuple[float, dict[str, Any]] | None],
+Reports = Callable[[float], tuple[float, dict[str, Any]] | None]
+"""``reports(timeout)``: the next ``(arrival time, report)`` of a step, or None on timeout."""
+
+
+def recovery(reports: Reports,
              kill: Callable[[int], None], *, mid_step: bool, min_steps: int = 5,
              timeout: float = 120.0) -> dict[str, Any]:
     """Kill the worker executing a long chain and time the next step it completes elsewhere.
