@@ -10,9 +10,11 @@ message is quarantined instead of crashing the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable
+import weakref
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -266,6 +268,8 @@ class Engine:
         writer = asyncio.ensure_future(self._write_states(manual, writes))
         try:
             async for event in manual.events():
+                if writer.done():  # it died: surface its error instead of saving nothing
+                    writer.result()
                 await self._transition(manual, writes, event)
         finally:
             writer.cancel()
@@ -320,7 +324,8 @@ class Engine:
                     self._count_transition(write.old, write.new)
                 if newest[write.key] is write:
                     if owned:
-                        self.runs[write.key] = self.codec.encode(write.new)
+                        with _processing(write.event):
+                            self.runs[write.key] = self.codec.encode(write.new)
                     if self._latest.get(write.key) is write.new:
                         del self._latest[write.key]
             for write in batch:
@@ -524,6 +529,24 @@ class _Write:
     old: RunState | None
     new: RunState
     acks: list[Awaitable[Any]]
+
+
+@contextlib.contextmanager
+def _processing(event: faust.EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event while a table is written outside the agent.
+
+    The orchestrator's writer task is not the agent's task, so Faust's current event
+    (a context variable) is not set there. The RocksDB store needs it to pick the
+    partition's database (it asserted, and the writer task died silently: no state was
+    saved), and every table write takes the changelog partition from it.
+    """
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def _unknown_function(function_id: str, app_id: str) -> ErrorInfo:
