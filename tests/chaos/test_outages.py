@@ -22,7 +22,7 @@ import pytest
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
-from stepstream.devservices import DevBroker, WorkerProcess, free_port, wait_for_port
+from stepstream.devservices import DevBroker, WorkerProcess, free_port, stop_process, wait_for_port
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.chaos.checker import check_ledger_runs
@@ -156,13 +156,7 @@ class PrivateRedis:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
 

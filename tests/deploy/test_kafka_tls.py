@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 
 from stepstream import Stepstream
-from stepstream.devservices import WorkerProcess, free_port, tansu_binary, wait_for_port
+from stepstream.devservices import (
+    WorkerProcess,
+    free_port,
+    stop_process,
+    tansu_binary,
+    wait_for_port,
+)
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.integration.helpers import wait_for_run
@@ -93,12 +99,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Certificates]]:
         wait_for_port("127.0.0.1", broker_port, 30, process)
         yield f"127.0.0.1:{proxy.port}", certs
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         proxy.stop()
 
 
