@@ -15,7 +15,7 @@ each in its own process and one after the other:
 
 It prints the tables and, with ``--write``, appends them to ``bench/RESULTS.md`` with the
 command, the machine, the versions, the date and the load average around each
-measurement. ``--quick`` takes about five minutes; the full run about twenty-five.
+measurement. ``--quick`` takes about five minutes; the full run about fifteen.
 """
 
 from __future__ import annotations
@@ -252,9 +252,14 @@ def overhead_lines(results: dict[str, dict[str, Any]]) -> list[str]:
             big = max(rows, key=lambda r: r["n"])
             per = big["latency_ms"]["p50"] / big["n"]
             design = DESIGN_HOPS.get(system)
-            floor_text = (f"; its design needs {design} hop{'s' if design > 1 else ''} per "
-                          f"step: floor {design * hop:.2f} ms, {per / (design * hop):.1f}x "
-                          "the floor" if design else " (not on Kafka)")
+            floor_text = (f"; {design} hop{'s' if design > 1 else ''} per step in its design: "
+                          f"floor {design * hop:.2f} ms, {per / (design * hop):.1f}x the floor"
+                          if design else " (not on Kafka)")
+            moved = big.get("messages_per_run") or {}
+            if moved:
+                on_path = (moved.get("runs", 0) + moved.get("steps", 0)) / big["n"]
+                floor_text += (f"; measured: {on_path:.2f} messages on runs + steps per "
+                               "step (an eager chain sends one step request for many steps)")
             lines.append(f"- {system}: {per:.2f} ms per step at N={big['n']} = "
                          f"{per / hop:.1f} hops{floor_text}")
     for r in results.get("stepstream", {}).get("per_step") or []:
@@ -357,8 +362,11 @@ def report(results: dict[str, dict[str, Any]], command: str, started: datetime,
         "",
         floor_table(results),
         "",
-        f"A step needs at least {HOPS_PER_STEP} hops in stepstream's design (steps topic "
-        "to an executor, runs topic back to the orchestrator).",
+        f"A step needs {HOPS_PER_STEP} hops in stepstream's design when it is dispatched on "
+        "its own (steps topic to an executor, runs topic back to the orchestrator); an "
+        "eager chain runs the next steps on the executor without waiting for the "
+        "orchestrator, so the runs topic carries one message per step and the steps topic "
+        "one per chain (see the measured messages per run above).",
         "",
         "### Recovery (2 workers, a chain of 100 ms steps, SIGKILL of the one executing)",
         "",
@@ -372,7 +380,8 @@ def report(results: dict[str, dict[str, Any]], command: str, started: datetime,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer runs (about 5 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer runs, one load level (about 5 minutes; full: about 15)")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--only", nargs="+", choices=SYSTEMS, help="a subset of systems")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
