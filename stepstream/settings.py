@@ -56,8 +56,10 @@ class Settings:
     """Eager execution: most steps one dispatch runs before handing back."""
     chain_max_ms: int = 2000
     """Eager execution: no new step starts in a chain after this long."""
-    chain_lease_ms: int = 60_000
-    """Eager execution: a chain silent this long is presumed dead and re-dispatched."""
+    chain_lease_ms: int = 20_000
+    """Eager execution: a chain silent this long is presumed dead and re-dispatched (a
+    killed worker's chain resumes after one to two leases; a chained step slower than
+    this may run twice)."""
     security_protocol: str = "PLAINTEXT"
     """Kafka ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str = "PLAIN"

@@ -158,8 +158,35 @@ class Engine:
     # --- producing ----------------------------------------------------------------
 
     async def _send(self, suffix: str, key: str, record: Any) -> Awaitable[Any]:
-        """Queue ``record`` for the topic; returns the future of its acknowledgement."""
-        return await self.topic(suffix).send(key=key.encode(), value=self.codec.encode(record))
+        """Queue ``record`` for the topic; returns the future of its acknowledgement.
+
+        The future resolves only once the broker has the record: a send that fails (the
+        broker is away) is sent again until it succeeds, so the orchestrator's outbox
+        never stores a state whose commands were lost, and no agent dies of an outage.
+        """
+        topic, raw_key, value = self.topic(suffix), key.encode(), self.codec.encode(record)
+        try:  # in the producer's buffer before the caller moves on (and Faust commits)
+            ack: Awaitable[Any] | None = await topic.send(key=raw_key, value=value)
+        except Exception as exc:
+            log.warning("send to %s failed, will retry: %s", topic.get_topic_name(), exc)
+            ack = None
+        return asyncio.ensure_future(self._acknowledged(topic, raw_key, value, ack))
+
+    @staticmethod
+    async def _acknowledged(topic: faust.TopicT, key: bytes, value: bytes,
+                            ack: Awaitable[Any] | None) -> Any:
+        backoff = 0.1
+        while True:
+            try:
+                if ack is None:
+                    ack = await topic.send(key=key, value=value)
+                return await ack
+            except Exception as exc:  # any producer error: send the record again
+                log.warning("send to %s failed, retrying in %.1fs: %s", topic.get_topic_name(),
+                            backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                ack = None
 
     async def send_events(self, events: list[Event]) -> None:
         """Produce events to the events topic and wait until the broker has them."""
