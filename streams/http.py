@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from stepstream.errors import SerializationError
 from streams import http_static
@@ -34,9 +35,14 @@ def _problem(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own 4xx answers (no such route, wrong method, body too large) as JSON."""
+    """aiohttp's own 4xx answers (no such route, wrong method, body too large) as JSON,
+    and a 503 while Redis, which holds the read model, does not answer."""
     try:
         return await handler(request)
+    except RedisError as exc:
+        response = _problem(503, f"the run store (Redis) is unavailable: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from schemas.codec import DecodeError, default_codec
 from schemas.messages import HistoryRecord
 from stepstream.settings import Settings
+from streams import redis_client
 from streams.readmodel import RunStore
 
 log = logging.getLogger("stepstream.rebuild")
@@ -94,7 +93,7 @@ async def rebuild(settings: Settings, *,
         ConnectionError: the history topic is missing or the broker does not answer.
     """
     began = time.monotonic()
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client.connect(settings.redis_url)
     store = RunStore(client, settings.namespace, rebuilding=True)
     codec = default_codec()
     consumer = _consumer(settings)

@@ -21,12 +21,12 @@ from streams.backoff import until_done
 from streams.flow.trigger import Decision, FlowTrigger
 from streams.machine import CancelRule, RunPolicy
 from streams.metrics import Metrics
+from streams.redis_client import STORE_ERRORS
 from streams.waiters import event_context
 
 log = logging.getLogger("stepstream.starts")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
-_STORE_ERRORS = (aioredis.RedisError, OSError)
 
 
 def policy_of(function: FunctionDef, chain_lease_ms: int = 60_000) -> RunPolicy:
@@ -86,7 +86,7 @@ class Starter:
             if function.flow.at_trigger:
                 decision.extend(await until_done(
                     functools.partial(self.flow.admit, function, event, run_id),
-                    what=f"flow control of {function.id}", errors=_STORE_ERRORS))
+                    what=f"flow control of {function.id}", errors=STORE_ERRORS))
                 continue
             starts.append(RunStarted(run_id=run_id, function_id=function.id, event=event,
                                      ts=now_ms()))
@@ -96,7 +96,7 @@ class Starter:
         """A debounce or batch timer came back: the run it starts, if any."""
         return await until_done(
             functools.partial(self.flow.settle, timer, self.functions.get(timer.function_id)),
-            what=f"flow control of {timer.function_id}", errors=_STORE_ERRORS)
+            what=f"flow control of {timer.function_id}", errors=STORE_ERRORS)
 
     async def _claim(self, function: FunctionDef, key: object, run_id: str) -> bool:
         """Whether this run owns the idempotency key (24 h); a redelivery still owns it."""

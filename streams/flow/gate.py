@@ -23,8 +23,6 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from schemas.messages import StepDeferred, StepRequest
 from stepstream.function import FunctionDef
 from stepstream.options import Concurrency, to_ms
@@ -34,10 +32,10 @@ from streams.flow.concurrency import ConcurrencySlots, Limit
 from streams.flow.keys import FlowKeys, key_value, queue_score
 from streams.flow.throttle import REMEMBER_MS, ThrottleKeys, Throttler
 from streams.metrics import Metrics
+from streams.redis_client import STORE_ERRORS
 
 log = logging.getLogger("stepstream.flow")
 
-_STORE_ERRORS = (aioredis.RedisError, OSError)
 
 
 def starts_run(request: StepRequest) -> bool:
@@ -68,7 +66,7 @@ class Held:
             answer = await self.gate.slots.acquire(self.limits, holder=self.holder,
                                                    waiter=self.waiter, score=self.score,
                                                    keep=True)
-        except _STORE_ERRORS:
+        except STORE_ERRORS:
             return False  # hand back to the orchestrator; the next dispatch asks again
         return answer.granted
 
@@ -86,7 +84,7 @@ class Held:
         self.gate.metrics.concurrency_in_use.labels(self.function.id).dec()
         try:  # shielded: a cancelled dispatch still gives its slots back
             await asyncio.shield(self.gate.slots.release(self.limits, self.holder))
-        except _STORE_ERRORS as error:
+        except STORE_ERRORS as error:
             log.warning("could not release concurrency slots of %s (they lapse): %s",
                         self.holder, error)
 
@@ -96,7 +94,7 @@ class Held:
         warned = False
         while True:
             await asyncio.sleep(every)
-            with contextlib.suppress(*_STORE_ERRORS):
+            with contextlib.suppress(*STORE_ERRORS):
                 lost = await self.gate.slots.renew(self.limits, self.holder)
                 if lost and not warned:
                     warned = True
@@ -126,7 +124,7 @@ class FlowGate:
             return NOT_HELD
         try:
             return await self._enter(function, request, throttled)
-        except _STORE_ERRORS as error:
+        except STORE_ERRORS as error:
             log.warning("flow control of %s waits for Redis: %s", function.id, error)
             return self._defer(function, request, now_ms() + self.poll_ms,
                                "flow-control store unavailable", "unavailable")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,10 +89,12 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
     completed: dict[tuple[str, str], set[int]] = collections.defaultdict(set)
     outputs: dict[tuple[str, str], set[str]] = collections.defaultdict(set)
     finished: dict[str, dict[int, tuple[str, Any]]] = collections.defaultdict(dict)
+    timeline: dict[str, list[str]] = collections.defaultdict(list)
     for message in read_all(settings.brokers, settings.topic("history"), timeout=60):
         record = codec.decode_as(message.value(), HistoryRecord)
         if record.run_id not in expected:
             continue
+        timeline[record.run_id].append(f"{record.seq}:{record.kind}:{record.step_id or ''}")
         if record.kind == "step.completed":
             completed[(record.run_id, record.step_id or "")].add(record.seq)
             outputs[(record.run_id, record.step_id or "")].add(record.output_json or "")
@@ -111,7 +114,8 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
             problems.append(f"{run_id}: unexpected steps completed: {sorted(extra)}")
         ends = list(finished.get(run_id, {}).values())
         if ends != [("run.completed", json.dumps({"total": steps}, separators=(",", ":")))]:
-            problems.append(f"{run_id}: run endings in history {ends}")
+            problems.append(f"{run_id}: run endings in history {ends}; "
+                            f"history: {timeline[run_id]}")
 
     # 4. The runs table, from its changelog (the last record of a key wins).
     last: dict[str, bytes] = {}
@@ -164,9 +168,12 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
             lines.append(f"{run_id_for('ledger', event.id)} event {event.id} at "
                          f"p{message.partition()}@{message.offset()} "
                          f"t={message.timestamp()[1] % 1_000_000}")
+    tails: dict[str, dict[int, int]] = {}
     for suffix in ("runs", "steps", "history"):
         seen: dict[str, list[str]] = collections.defaultdict(list)
         for message in read_all(settings.brokers, settings.topic(suffix), timeout=60):
+            part = tails.setdefault(suffix, {})
+            part[message.partition()] = max(part.get(message.partition(), -1), message.offset())
             key = (message.key() or b"").decode(errors="replace")
             if key in run_ids:
                 try:
@@ -194,7 +201,34 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
             p, o, state = last[run_id]
             lines.append(f"{run_id} table p{p}@{o}: {state.status} memo={sorted(state.memo)} "
                          f"dispatched={state.dispatched} pending={state.pending}")
+    lines.extend(_tail_probe(settings, "history", tails.get("history", {})))
     for run_id in sorted(run_ids)[:5]:
         lines.append(f"{run_id} executions: "
                      f"{sorted((s, n) for (r, s), n in rows.items() if r == run_id)}")
     return "\n".join(lines)
+
+
+def _tail_probe(settings: Settings, suffix: str, last: dict[int, int]) -> list[str]:
+    """Whether a fetch that starts at a partition's last message gets it, and the broker's
+    high watermark: the dev broker has been seen to report one short."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic, found = settings.topic(suffix), []
+    consumer = Consumer({"bootstrap.servers": settings.brokers, "group.id": "probe",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    try:
+        for partition, offset in sorted(last.items()):
+            tp = TopicPartition(topic, partition, offset)
+            high = consumer.get_watermark_offsets(tp, timeout=5)[1]
+            consumer.assign([tp])
+            got = None
+            deadline = time.monotonic() + 3
+            while got is None and time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    got = message.offset()
+            found.append(f"{suffix}[{partition}] last {offset}, high watermark {high}, "
+                         f"fetch from {offset} got {got}")
+    finally:
+        consumer.close()
+    return found
