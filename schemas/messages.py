@@ -194,6 +194,20 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainAlive:
+    """An executor still runs dispatch ``seq``'s eager chain, at position ``chain``.
+
+    Sent every third of the chain lease while a chained step runs, so that a slow step
+    does not look like a dead worker and the lease can be short.
+    """
+
+    run_id: str
+    seq: int
+    chain: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Someone asked for the run to stop."""
 
@@ -358,8 +372,11 @@ class Dispatched:
     attempt: int
     chain: int = 0
     """Eager chain position expected next from this dispatch."""
-    lease_chain: int | None = None
-    """Chain position when the running lease was set; None: no lease yet."""
+    lease_due: int | None = None
+    """When the running chain lease's timer fires (epoch ms); None: no lease yet."""
+    alive_at: int | None = None
+    """When the chain last showed life (a step applied, a ``ChainAlive``): its lease runs
+    out one lease after this."""
     deferred: bool = False
     """This request re-sends one that flow control held back (``StepDeferred``)."""
 
@@ -407,9 +424,9 @@ class RunState:
 
 RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,
                 TimerFired, CancelRequested, EventMatched, ChildFinished,
-                ReplayRequested, StepDeferred)
+                ReplayRequested, StepDeferred, ChainAlive)
 """Everything the ``runs`` topic carries."""
 
 RunMessage = (RunStarted | StepCompleted | StepFailed | StepPlanned | FunctionFinished
               | TimerFired | CancelRequested | EventMatched | ChildFinished
-              | ReplayRequested | StepDeferred)
+              | ReplayRequested | StepDeferred | ChainAlive)

@@ -56,10 +56,11 @@ class Settings:
     """Eager execution: most steps one dispatch runs before handing back."""
     chain_max_ms: int = 2000
     """Eager execution: no new step starts in a chain after this long."""
-    chain_lease_ms: int = 20_000
-    """Eager execution: a chain silent this long is presumed dead and re-dispatched (a
-    killed worker's chain resumes after one to two leases; a chained step slower than
-    this may run twice)."""
+    chain_lease_ms: int = 10_000
+    """Eager execution: a chain silent this long is presumed dead and re-dispatched from
+    its last applied step (a killed worker's chain resumes one lease after its last
+    sign of life). A running chain sends a heartbeat every third of it, so a chained
+    step may take longer than this."""
     security_protocol: str = "PLAINTEXT"
     """Kafka ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str = "PLAIN"

@@ -48,6 +48,7 @@ from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import redis_client, waiters
 from streams.backoff import until_done
+from streams.chain_heartbeat import ChainHeartbeat
 from streams.delays import DelayTiers, Timers
 from streams.flow.gate import FlowGate
 from streams.flow.trigger import Decision
@@ -448,8 +449,13 @@ class Engine:
                 error=_unknown_function(request.function_id, self.ss.app_id)))
             return
 
+        heartbeat = ChainHeartbeat(functools.partial(self._send, "runs", request.run_id),
+                                   request.run_id, request.seq,
+                                   self.settings.chain_lease_ms / 3000)
+
         async def progress(link: StepCompleted) -> None:
             self._count_attempt(request.function_id, link)
+            heartbeat.advanced(link.chain + 1)
             ack = await self._send("runs", request.run_id, link)
             if not detached.is_set():
                 await ack
@@ -459,7 +465,7 @@ class Engine:
         if isinstance(held, StepDeferred):
             await self._send("runs", request.run_id, held)
             return
-        async with held:
+        async with held, heartbeat:
             outcome = await execute(function, request,
                                     max_output_bytes=self.settings.max_payload_bytes,
                                     send_events=self.send_events, chain=held.budget(self.chain),

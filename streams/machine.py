@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from schemas.messages import (
     CancelRequested,
+    ChainAlive,
     ChildFinished,
     DeadLetter,
     Dispatched,
@@ -73,10 +74,10 @@ class RunPolicy:
     cancel_on: tuple[CancelRule, ...] = ()
     start_timeout_ms: int | None = None
     finish_timeout_ms: int | None = None
-    chain_lease_ms: int = 60_000
-    """How long an eager chain may go without reporting progress before it is presumed
-    dead (its worker crashed) and the handler is dispatched again from the last step
-    applied. A step in a chain that runs longer than this may run twice."""
+    chain_lease_ms: int = 10_000
+    """How long an eager chain may go without a sign of life (a step applied, a
+    ``ChainAlive`` heartbeat) before it is presumed dead (its worker crashed) and the
+    handler is dispatched again from the last step applied."""
 
 
 # --- commands -------------------------------------------------------------------------
@@ -178,6 +179,8 @@ def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
             state = _answer(state, message, dispatched, policy, out)
         case StepDeferred():
             state = _deferred(state, message, out)
+        case ChainAlive():
+            state = _chain_alive(state, message)
         case TimerFired() if message.timer_id.startswith("lease:"):
             state = _lease_expired(state, message, policy, out)
         case TimerFired():
@@ -252,30 +255,42 @@ def _chain_progress(state: RunState, message: StepCompleted, dispatched: Dispatc
                     started_at=message.started_at, ended_at=message.ended_at,
                     logs=message.logs)
     state = _memoize(state, message.step_id, MemoEntry(output_json=message.output_json))
-    progressed = replace(dispatched, chain=message.chain + 1)
-    if dispatched.lease_chain is None:  # the first link: from now on a lease guards it
-        progressed = replace(progressed, lease_chain=message.chain)
-        out.append(_lease(state, message.seq, message.chain, message.ended_at, policy))
+    progressed = replace(dispatched, chain=message.chain + 1, alive_at=message.ended_at)
+    if dispatched.lease_due is None:  # the first link: from now on a lease guards it
+        due = message.ended_at + policy.chain_lease_ms
+        progressed = replace(progressed, lease_due=due)
+        out.append(_lease(state, message.seq, message.ended_at, due))
     return replace(state, answered=True,
                    dispatched={**state.dispatched, str(message.seq): progressed})
 
 
-def _lease(state: RunState, seq: int, chain: int, ts: int, policy: RunPolicy) -> Schedule:
-    return Schedule(policy.chain_lease_ms, TimerFired(
-        state.run_id, f"lease:{seq}:{chain}", ts + policy.chain_lease_ms))
+def _chain_alive(state: RunState, message: ChainAlive) -> RunState:
+    """The executor still runs the chain's next step: its lease runs from now."""
+    dispatched = state.dispatched.get(str(message.seq))
+    if (dispatched is None or dispatched.chain != message.chain
+            or message.ts <= (dispatched.alive_at or 0)):
+        return state  # the chain moved on or ended, or an older heartbeat
+    return replace(state, dispatched={
+        **state.dispatched, str(message.seq): replace(dispatched, alive_at=message.ts)})
+
+
+def _lease(state: RunState, seq: int, now: int, due: int) -> Schedule:
+    return Schedule(due - now, TimerFired(state.run_id, f"lease:{seq}:{due}", due))
 
 
 def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
                    out: list[Command]) -> RunState:
-    """A chain's lease ran out: re-dispatch if it made no progress, else renew it."""
-    _, seq, chain = message.timer_id.split(":")
+    """A chain's lease timer fired: re-dispatch if the chain showed no life for a whole
+    lease (its worker is gone), else set the timer for one lease after the last sign."""
+    _, seq, due = message.timer_id.split(":")
     dispatched = state.dispatched.get(seq)
-    if dispatched is None or dispatched.lease_chain != int(chain):
-        return state
-    if dispatched.chain > int(chain) + 1:  # progress since: renew from where it is now
-        out.append(_lease(state, int(seq), dispatched.chain - 1, message.ts, policy))
+    if dispatched is None or dispatched.lease_due != int(due):
+        return state  # the chain ended, or an earlier timer of it
+    expires = (dispatched.alive_at or 0) + policy.chain_lease_ms
+    if expires > message.ts:
+        out.append(_lease(state, int(seq), message.ts, expires))
         return replace(state, dispatched={**state.dispatched, seq: replace(
-            dispatched, lease_chain=dispatched.chain - 1)})
+            dispatched, lease_due=expires)})
     state = replace(state, dispatched={k: v for k, v in state.dispatched.items() if k != seq})
     state = _record(state, out, "chain.expired", message.ts)
     return _next(state, out)

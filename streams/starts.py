@@ -29,7 +29,7 @@ log = logging.getLogger("stepstream.starts")
 IDEMPOTENCY_TTL_S = 24 * 3600
 
 
-def policy_of(function: FunctionDef, chain_lease_ms: int = 60_000) -> RunPolicy:
+def policy_of(function: FunctionDef, chain_lease_ms: int = 10_000) -> RunPolicy:
     """The options of ``function`` that the state machine applies."""
     timeouts = function.timeouts
     return RunPolicy(

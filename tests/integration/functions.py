@@ -83,11 +83,12 @@ async def hopeless(ctx: Context) -> None:
 
 @ss.function(id="chain", trigger="test/chain", retries=2)
 async def chain(ctx: Context) -> dict[str, Any]:
-    """``steps`` steps in a row, each sleeping ``pause`` seconds; for crash tests."""
-    total = 0
-    for i in range(int(ctx.event.data.get("steps", 5))):
-        total = await ctx.step.run(f"s{i}", _slow_add, ctx.run_id, f"s{i}", total,
-                                   float(ctx.event.data.get("pause", 0.0)))
+    """``steps`` steps in a row, each sleeping ``pause`` seconds (``pauses``: per step id);
+    for crash and lease tests."""
+    total, data = 0, ctx.event.data
+    for i in range(int(data.get("steps", 5))):
+        pause = float(data.get("pauses", {}).get(f"s{i}", data.get("pause", 0.0)))
+        total = await ctx.step.run(f"s{i}", _slow_add, ctx.run_id, f"s{i}", total, pause)
     return {"total": total}
 
 

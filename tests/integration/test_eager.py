@@ -70,3 +70,22 @@ def test_a_worker_killed_mid_chain_leads_to_a_completed_run_with_each_step_appli
     assert min(counts) == 1
     print(f"\nchain of 30 killed at step ~5: {sum(counts) - 30} steps re-executed, "
           f"done {time.monotonic() - killed_at:.1f}s after the kill")
+
+
+def test_a_chained_step_slower_than_the_lease_runs_once(
+        settings: Settings, start_worker: WorkerFactory) -> None:
+    lease_s = 3.0  # STEPSTREAM_CHAIN_LEASE_MS of the test workers (tests/conftest.py)
+    worker = start_worker()
+    run_id = run_id_for("chain", Stepstream("t", settings=settings).send(
+        "test/chain", {"steps": 3, "pauses": {"s1": 2.5 * lease_s}}))
+    run = wait_for_run(worker.url, run_id, timeout=60)
+    assert run["output"] == {"total": 3}
+
+    # The executor's heartbeats kept the lease: the slow step ran once, in one chain.
+    store = redis.Redis.from_url(settings.redis_url)
+    assert [int(store.get(executions_key(settings.namespace, run_id, f"s{i}")) or 0)
+            for i in range(3)] == [1, 1, 1]
+    kinds = [r.kind for r in history_of(settings, run_id)]
+    assert "chain.expired" not in kinds
+    # s0 and s1 in the first dispatch; the chain's time budget (2 s) ended it after s1.
+    assert [d.seq for d in dispatches_of(settings, run_id)] == [1, 2]

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from schemas.messages import (
+    ChainAlive,
     Event,
     FunctionFinished,
     StepCompleted,
@@ -123,7 +124,7 @@ def test_links_are_applied_in_order_and_keep_the_dispatch_outstanding() -> None:
     assert state.dispatched["1"].chain == 1
     assert not any(isinstance(c, Dispatch) for c in out)
     [lease] = [c for c in out if isinstance(c, Schedule)]
-    assert lease.timer.timer_id == "lease:1:0" and lease.delay_ms == 5000
+    assert lease.timer.timer_id == "lease:1:5101" and lease.delay_ms == 5000
     state, out = advance(state, link("s1", 1), POLICY)
     assert set(state.memo) == {"s0", "s1"}
     assert not any(isinstance(c, Schedule) for c in out)  # one lease per chain
@@ -144,7 +145,8 @@ def test_the_last_link_closes_the_dispatch_and_replays_the_handler() -> None:
 
 def test_a_lease_without_progress_re_dispatches_from_the_last_applied_step() -> None:
     state, _ = advance(started(), link("s0", 0), POLICY)
-    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:0", ts=6000), POLICY)
+    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:5101", ts=5101),
+                         POLICY)
     assert "1" not in state.dispatched
     [dispatch] = [c for c in out if isinstance(c, Dispatch)]
     assert dispatch.request.seq == 2 and set(dispatch.request.memo) == {"s0"}
@@ -153,11 +155,43 @@ def test_a_lease_without_progress_re_dispatches_from_the_last_applied_step() -> 
     assert advance(state, link("s1", 1), POLICY) == (state, [])
 
 
-def test_a_lease_with_progress_is_renewed() -> None:
-    state, _ = advance(started(), link("s0", 0), POLICY)
-    state, _ = advance(state, link("s1", 1), POLICY)
-    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:0", ts=6000), POLICY)
-    assert state.dispatched["1"].lease_chain == 1
+def test_a_lease_runs_one_lease_from_the_last_link() -> None:
+    state, _ = advance(started(), link("s0", 0), POLICY)  # ended at 101: due 5101
+    state, _ = advance(state, link("s1", 1), POLICY)  # ended at 102
+    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:5101", ts=5101),
+                         POLICY)
+    assert state.dispatched["1"].lease_due == 5102
     [renewed] = [c for c in out if isinstance(c, Schedule)]
-    assert renewed.timer.timer_id == "lease:1:1"
+    assert renewed.timer.timer_id == "lease:1:5102" and renewed.delay_ms == 1
     assert not any(isinstance(c, Dispatch) for c in out)
+    # the old timer, delivered again, is stale; the new one expires the silent chain
+    assert advance(state, TimerFired(run_id="r", timer_id="lease:1:5101", ts=5101),
+                   POLICY) == (state, [])
+    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:5102", ts=5102),
+                         POLICY)
+    assert [c.request.seq for c in out if isinstance(c, Dispatch)] == [2]
+
+
+def alive(chain: int, ts: int, seq: int = 1) -> ChainAlive:
+    return ChainAlive(run_id="r", seq=seq, chain=chain, ts=ts)
+
+
+def test_a_heartbeat_keeps_a_slow_step_of_a_chain_from_being_run_again() -> None:
+    state, _ = advance(started(), link("s0", 0), POLICY)  # due 5101
+    state, out = advance(state, alive(1, 4000), POLICY)
+    assert out == [] and state.dispatched["1"].alive_at == 4000
+    state, out = advance(state, TimerFired(run_id="r", timer_id="lease:1:5101", ts=5101),
+                         POLICY)
+    assert not any(isinstance(c, Dispatch) for c in out)
+    [renewed] = [c for c in out if isinstance(c, Schedule)]
+    assert renewed.timer.ts == 9000 and renewed.delay_ms == 9000 - 5101
+
+
+def test_stale_heartbeats_change_nothing() -> None:
+    state, _ = advance(started(), link("s0", 0), POLICY)
+    state, _ = advance(state, alive(1, 4000), POLICY)
+    assert advance(state, alive(1, 3000), POLICY) == (state, [])  # older, arrived late
+    assert advance(state, alive(0, 4500), POLICY) == (state, [])  # a position gone by
+    assert advance(state, alive(1, 4500, seq=9), POLICY) == (state, [])  # no such dispatch
+    ended, _ = advance(state, link("s1", 1, more=False), POLICY)
+    assert advance(ended, alive(1, 4600), POLICY) == (ended, [])  # the chain is over
