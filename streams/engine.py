@@ -29,7 +29,6 @@ from schemas.messages import (
     Event,
     FlowTimer,
     FunctionFinished,
-    HistoryRecord,
     Quarantined,
     RunStarted,
     RunState,
@@ -47,7 +46,6 @@ from stepstream.execution import execute
 from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import redis_client, waiters
-from streams.backoff import until_done
 from streams.chain_heartbeat import ChainHeartbeat
 from streams.delays import DelayTiers, Timers
 from streams.flow.gate import FlowGate
@@ -67,8 +65,8 @@ from streams.machine import (
     advance,
 )
 from streams.metrics import Metrics, step_label
+from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
-from streams.redis_client import STORE_ERRORS
 from streams.starts import Starter, policy_of
 from streams.transport import FaustApp
 from topics.catalog import catalog
@@ -119,6 +117,7 @@ class Engine:
         self._timers = Timers()
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
+        self.projector = HistoryProjector(settings, self.store, self.codec, self._quarantine_raw)
         self.starter = Starter(ss, self.redis, self.metrics)
         self.flow = FlowGate(self.redis, settings, self.metrics)
         self._register_agents()
@@ -212,13 +211,21 @@ class Engine:
 
     async def _quarantine(self, event: faust.EventT, reason: str) -> None:
         message = event.message
-        log.warning("quarantined %s[%d]@%d: %s", message.topic, message.partition,
-                    message.offset, reason)
-        self.metrics.quarantined.labels(message.topic).inc()
-        record = Quarantined(topic=message.topic, partition=message.partition,
-                             offset=message.offset, reason=reason, ts=now_ms(),
-                             key=message.key, value=message.value)
-        await (await self._send("quarantine", f"{message.topic}:{message.partition}", record))
+        await self._set_aside(Quarantined(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            reason=reason, ts=now_ms(), key=message.key, value=message.value))
+
+    async def _quarantine_raw(self, message: Any, reason: str) -> None:
+        """``_quarantine`` for a confluent-kafka message (the history projector's)."""
+        await self._set_aside(Quarantined(
+            topic=message.topic(), partition=message.partition(), offset=message.offset(),
+            reason=reason, ts=now_ms(), key=message.key(), value=message.value()))
+
+    async def _set_aside(self, record: Quarantined) -> None:
+        log.warning("quarantined %s[%d]@%d: %s", record.topic, record.partition,
+                    record.offset, record.reason)
+        self.metrics.quarantined.labels(record.topic).inc()
+        await (await self._send("quarantine", f"{record.topic}:{record.partition}", record))
 
     async def _perform(self, state: RunState, command: Command) -> Awaitable[Any]:
         run_id = state.run_id
@@ -264,7 +271,7 @@ class Engine:
         matcher_topic = app.topic(self.settings.topic("waiters"),
                                   self.settings.topic("events.by-name"), **_RAW)
         app.agent(matcher_topic, name="stepstream.waiters")(self._match)
-        app.agent(self.topic("history"), name="stepstream.history")(self._project)
+        app.task(self.projector.run)
         if any(f.cron for f in self.ss.functions.values()):
             app.task(self._cron)
 
@@ -551,18 +558,6 @@ class Engine:
                 updated = found.remaining
             if updated != current and self._owns(event):
                 self.waiters[key] = self.codec.encode(updated)
-
-    async def _project(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                record = self.codec.decode_as(event.message.value, HistoryRecord)
-            except DecodeError as exc:
-                await self._quarantine(event, str(exc))
-                continue
-            # Redis down: wait and retry this record (never skip it, never crash the agent).
-            await until_done(functools.partial(self.store.apply, record),
-                             what="history projection to Redis",
-                             errors=STORE_ERRORS)
 
     async def _cron(self) -> None:
         """Start cron runs on time; every worker does, and the run ids make it one run."""

@@ -138,6 +138,12 @@ async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
         metrics.consumer_partition_lag.labels(tp.topic, str(tp.partition)).set(behind)
         if behind and taken is not None:
             age[tp.topic] = max(age[tp.topic], now - taken[1])
+    history = engine.settings.topic("history")  # the projector's own consumer
+    lag[history] = sum(engine.projector.lag.values())
+    age.setdefault(history, 0.0)
+    for partition, behind in engine.projector.lag.items():
+        series.add((history, str(partition)))
+        metrics.consumer_partition_lag.labels(history, str(partition)).set(behind)
     for gone in tracker.lag_series - series:  # revoked: another worker reports it now
         metrics.consumer_partition_lag.remove(*gone)
     tracker.lag_series = frozenset(series)

@@ -94,7 +94,8 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
         record = codec.decode_as(message.value(), HistoryRecord)
         if record.run_id not in expected:
             continue
-        timeline[record.run_id].append(f"{record.seq}:{record.kind}:{record.step_id or ''}")
+        timeline[record.run_id].append(f"{record.seq}:{record.kind}:{record.step_id or ''}"
+                                       f"@{message.offset()}")
         if record.kind == "step.completed":
             completed[(record.run_id, record.step_id or "")].add(record.seq)
             outputs[(record.run_id, record.step_id or "")].add(record.output_json or "")
@@ -136,8 +137,8 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
     # 5. The read model agrees.
     if base_url is not None:
         for run_id, steps in expected.items():
-            problems.extend(_check_document(get_json(f"{base_url}/v1/runs/{run_id}"),
-                                            run_id, steps))
+            found = _check_document(get_json(f"{base_url}/v1/runs/{run_id}"), run_id, steps)
+            problems.extend(f"{line}; history: {timeline[run_id]}" for line in found)
     return verdict
 
 

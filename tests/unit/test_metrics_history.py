@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from stepstream.settings import Settings
 from streams.metrics import Metrics, step_label
 from streams.monitor import RunTracker, update_lag
 
@@ -38,19 +39,22 @@ async def test_per_partition_lag_follows_the_assignment() -> None:
     metrics = Metrics()
     agents = {"executor": SimpleNamespace(channel=SimpleNamespace(topics=("ns.steps",)))}
     consumer = FakeConsumer({TP("ns.steps", 0): 5, TP("ns.steps", 1): 7})
+    projector = SimpleNamespace(lag={3: 2})  # the history projector's own consumer
     engine: Any = SimpleNamespace(app=SimpleNamespace(consumer=consumer, agents=agents),
-                                  topics={"ns.steps": None}, metrics=metrics)
+                                  topics={"ns.steps": None}, metrics=metrics,
+                                  settings=Settings(namespace="ns"), projector=projector)
     tracker = RunTracker.__new__(RunTracker)
     tracker.taken = {}
 
-    def lag(partition: str) -> float | None:
+    def lag(partition: str, topic: str = "ns.steps") -> float | None:
         return metrics.registry.get_sample_value(
             "stepstream_consumer_partition_lag_messages",
-            {"topic": "ns.steps", "partition": partition})
+            {"topic": topic, "partition": partition})
 
     await update_lag(engine, tracker, now=0.0)
-    assert (lag("0"), lag("1")) == (5, 7)
+    assert (lag("0"), lag("1"), lag("3", "ns.history")) == (5, 7, 2)
 
     consumer.highwaters = {TP("ns.steps", 1): 9}  # partition 0 was revoked
+    projector.lag = {}
     await update_lag(engine, tracker, now=0.0)
-    assert (lag("0"), lag("1")) == (None, 9)
+    assert (lag("0"), lag("1"), lag("3", "ns.history")) == (None, 9, None)

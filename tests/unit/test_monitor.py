@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
+from stepstream.settings import Settings
 from streams.metrics import Metrics
 from streams.monitor import RunTracker, update_lag
 
@@ -33,8 +34,8 @@ def fake_engine(consumer: FakeConsumer) -> Any:
     agents = {"executor": SimpleNamespace(channel=SimpleNamespace(topics=("ns.steps",))),
               "orchestrator": SimpleNamespace(channel=SimpleNamespace(topics=("ns.runs",)))}
     return SimpleNamespace(app=SimpleNamespace(consumer=consumer, agents=agents),
-                           topics=topics, metrics=Metrics(),
-                           settings=SimpleNamespace(namespace="ns"))
+                           topics=topics, metrics=Metrics(), settings=Settings(namespace="ns"),
+                           projector=SimpleNamespace(lag={0: 4, 1: 0}))
 
 
 def value(metrics: Metrics, name: str, topic: str) -> float | None:
@@ -57,6 +58,8 @@ async def test_lag_sums_partitions_and_ages_the_ones_behind() -> None:
     assert value(metrics, "stepstream_consumer_lag_messages", "ns.runs") == 0  # not fetched yet
     assert value(metrics, "stepstream_consumer_lag_messages", "ns.steps.dlq") is None  # no agent
     assert value(metrics, "stepstream_consumer_lag_messages", "ns-runs-changelog") is None
+    # the history projector's consumer, a group of its own
+    assert value(metrics, "stepstream_consumer_lag_messages", "ns.history") == 4
 
 
 async def test_caught_up_partitions_have_no_age() -> None:

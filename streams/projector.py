@@ -1,0 +1,120 @@
+"""The history projector: the history topic into the Redis read model, in batches.
+
+It is a plain confluent-kafka consumer in a group of its own, not a Faust agent, for
+two reasons. The read model applies a run's records by their sequence number and must
+see them in topic order; Faust 0.15's consumer has dropped and re-delivered messages
+around rebalances (see ``streams.transport``), and a record seen after a later one of
+its run would be left out of the read model. And a batch of hundreds of records costs
+one Redis read and one transaction, where a message at a time cost one of each per
+record.
+
+At-least-once: offsets are committed after their batch is in Redis, and applying a
+record twice changes nothing (``RunStore.apply_many``). Redis down: the batch waits and
+is retried; the partitions stay where they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from schemas.codec import AvroCodec, DecodeError
+from schemas.messages import HistoryRecord
+from stepstream.kafka_security import kafka_client_config
+from stepstream.settings import Settings
+from streams.backoff import until_done
+from streams.readmodel import RunStore
+from streams.redis_client import STORE_ERRORS
+
+log = logging.getLogger("stepstream.projector")
+
+Quarantine = Callable[[Any, str], Awaitable[None]]
+"""Sets aside a confluent-kafka message that is not a history record, with the reason."""
+
+BATCH = 500
+"""Most records taken and applied at once."""
+
+
+class HistoryProjector:
+    """Consumes ``{namespace}.history`` and applies it to ``store``."""
+
+    def __init__(self, settings: Settings, store: RunStore, codec: AvroCodec,
+                 quarantine: Quarantine) -> None:
+        self.settings, self.store, self.codec, self.quarantine = settings, store, codec, quarantine
+        self.group_id = f"{settings.namespace}-history-projector"
+        # One thread owns the consumer: librdkafka calls must not overlap, and a
+        # ``consume`` that is still waiting when the worker stops must end before close.
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "stepstream-projector")
+        self.lag: dict[int, int] = {}
+        """Records not yet projected, by partition of the history topic this worker has."""
+
+    async def run(self) -> None:
+        """Project until cancelled; then leave the group."""
+        from confluent_kafka import Consumer
+
+        loop = asyncio.get_running_loop()
+        consumer = Consumer(kafka_client_config(self.settings, **{
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": self.settings.fetch_max_wait_ms,
+            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": 1000,
+        }))
+        try:
+            await loop.run_in_executor(self._thread, consumer.subscribe,
+                                       [self.settings.topic("history")])
+            while True:
+                messages = await loop.run_in_executor(self._thread, self._take, consumer)
+                if messages:
+                    await self._apply(messages)
+                    await loop.run_in_executor(self._thread, _commit, consumer, messages)
+        finally:
+            await asyncio.shield(loop.run_in_executor(self._thread, consumer.close))
+
+    def _take(self, consumer: Any) -> list[Any]:
+        """The next batch; notes the lag behind each partition's end as it goes."""
+        messages: list[Any] = consumer.consume(BATCH, 0.1)
+        lag = {}
+        for tp in consumer.position(consumer.assignment()):
+            high = consumer.get_watermark_offsets(tp, cached=True)[1]
+            if tp.offset >= 0 and high >= 0:
+                lag[tp.partition] = max(0, high - tp.offset)
+        self.lag = lag
+        return messages
+
+    async def _apply(self, messages: list[Any]) -> None:
+        records: list[HistoryRecord] = []
+        for message in messages:
+            if message.error() is not None:
+                log.warning("history consumer: %s", message.error())
+                continue
+            try:
+                records.append(self.codec.decode_as(message.value(), HistoryRecord))
+            except DecodeError as exc:
+                await self.quarantine(message, str(exc))
+        if records:
+            # Redis down: wait and retry the batch (never skip it, never crash).
+            await until_done(lambda: self.store.apply_many(records),
+                             what="history projection to Redis", errors=STORE_ERRORS)
+
+
+def _commit(consumer: Any, messages: list[Any]) -> None:
+    """Commit past the batch; a failed commit (a rebalance) means records applied twice,
+    which the read model ignores."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    ends: dict[tuple[str, int], int] = {}
+    for message in messages:
+        if message.error() is None:
+            ends[(message.topic(), message.partition())] = message.offset() + 1
+    if not ends:
+        return
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                        asynchronous=False)
+    except KafkaException as exc:
+        log.info("history offsets not committed (applied again later): %s", exc)
