@@ -381,6 +381,11 @@ class Engine:
                             self.runs[write.key] = self.codec.encode(write.new)
                     if self._latest.get(write.key) is write.new:
                         del self._latest[write.key]
+            # Faust sends table writes to the changelog in the background, and would
+            # commit the messages' offsets before they are on the broker: a kill -9 in
+            # between lost the state while its input was committed (the chaos test saw
+            # a chain's last step run again). Acked only once the changelog has them.
+            await self._changelog_written()
             for write in batch:
                 # A message whose state was not saved (its partition was being reassigned,
                 # perhaps back to us) stays unacknowledged, so that its partition's owner
@@ -388,6 +393,10 @@ class Engine:
                 # the chaos test found runs stuck at their first state that way.
                 if saved[write.key]:
                     await manual.ack(write.event)
+
+    async def _changelog_written(self) -> None:
+        """Wait until the broker has every table write made so far."""
+        await self.app.producer.flush()
 
     def _owns(self, event: faust.EventT) -> bool:
         """Whether this worker still owns the partition ``event`` came from.
@@ -558,6 +567,7 @@ class Engine:
                 updated = found.remaining
             if updated != current and self._owns(event):
                 self.waiters[key] = self.codec.encode(updated)
+                await self._changelog_written()  # before Faust may commit the message
 
     async def _cron(self) -> None:
         """Start cron runs on time; every worker does, and the run ids make it one run."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import statistics
 import threading
 import time
@@ -90,6 +91,8 @@ def test_random_sigkills_lose_no_run_and_apply_every_step_once(
             time.sleep(1.0)
         settled = time.monotonic() - started - chaos_seconds
         live = _any_ready(workers)
+        if waiting:
+            _dump_tasks(workers)
         assert not waiting, (f"{len(waiting)} runs stuck, e.g. {_describe(live, waiting)}\n"
                              + explain(settings, waiting, database))
 
@@ -116,6 +119,15 @@ def _any_ready(workers: list[WorkerProcess]) -> WorkerProcess:
                 return worker.wait_ready(0.5)
         if time.monotonic() > deadline:
             raise TimeoutError("no worker is ready")
+
+
+def _dump_tasks(workers: list[WorkerProcess]) -> None:
+    """Have each live worker log its threads' and tasks' stacks (SIGUSR1), for the
+    post-mortem of stuck runs."""
+    for worker in workers:
+        if _alive(worker) and worker.process is not None:
+            worker.process.send_signal(signal.SIGUSR1)
+    time.sleep(2.0)
 
 
 def _alive(worker: WorkerProcess) -> bool:
