@@ -65,10 +65,12 @@ class _Consumer(faust_aiokafka.Consumer):
     _next_offset: dict[Any, int]
     _rewound_at: dict[Any, tuple[int, int]]
     _delivered_at: dict[Any, float]
+    _first_offset: dict[Any, int]
 
     def _expected(self) -> dict[Any, int]:
         if not hasattr(self, "_next_offset"):
             self._next_offset, self._rewound_at, self._delivered_at = {}, {}, {}
+            self._first_offset = {}
         return self._next_offset
 
     def _expect(self, tp: Any, offset: int) -> None:
@@ -79,10 +81,24 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        self._expected()
+        never = []
         for tp in self.assignment():
-            committed = self._read_offset.get(tp)  # None: no commit yet, nothing known
+            committed = self._read_offset.get(tp)  # None: no commit yet
             if committed is not None:
                 self._expect(tp, committed)
+            elif not _compacted(tp):
+                never.append(tp)
+        if never:  # they are read from their start: that is where the agents must begin
+            try:
+                starts = await self.earliest_offsets(*never)
+            except Exception as exc:  # the broker is away: no commits there until next time
+                log.warning("could not read where %d partitions start: %s", len(never), exc)
+                starts = {}
+            for tp in never:
+                if starts.get(tp) is not None:
+                    self._first_offset[tp] = starts[tp]
+                    self._expect(tp, starts[tp])
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
@@ -106,6 +122,7 @@ class _Consumer(faust_aiokafka.Consumer):
         for tp in revoked:
             expected.pop(tp, None)
             self._delivered_at.pop(tp, None)
+            self._first_offset.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
     async def highwaters(self, *partitions: Any) -> Any:
@@ -127,9 +144,11 @@ class _Consumer(faust_aiokafka.Consumer):
         # its check is ``min(acked) - committed > 1`` (and skipped when committed is 0),
         # one short, so the message at the committed offset itself was lost (a StepRequest
         # in the chaos test, never executed). Wait until the head is acked.
-        acked, committed = self._acked[tp], self._committed_offset[tp]
-        if acked and committed is not None and min(acked) > committed and not any(
-                gap.begin <= committed < gap.end for gap in self._gap[tp]):
+        # Never committed, it committed past whatever was lost before the first ack:
+        # the partition's start is the head then.
+        acked, floor = self._acked[tp], self._floor(tp)
+        if acked and not _compacted(tp) and (floor is None or min(acked) > floor) and not any(
+                gap.begin <= (floor or 0) < gap.end for gap in self._gap[tp]):
             return None
         result: int | None = super()._new_offset(tp)
         return result
@@ -227,6 +246,13 @@ class _Consumer(faust_aiokafka.Consumer):
         ends = await asyncio.to_thread(_ends_by_fetch, config, due)
         return [tp for tp, end in ends.items() if end > due[tp]]
 
+    def _floor(self, tp: Any) -> int | None:
+        """The offset every message from which on must be acked before a commit: the
+        committed offset, or for a partition never committed its start."""
+        committed = self._committed_offset.get(tp)
+        self._expected()
+        return committed if committed is not None else self._first_offset.get(tp)
+
     def _lost_from(self, tp: Any) -> int | None:
         """The first offset delivered to the agents but neither acked nor in progress.
 
@@ -234,7 +260,7 @@ class _Consumer(faust_aiokafka.Consumer):
         back to the committed offset afterwards; when that seek came first, the
         messages were gone for good (seen in the chaos test: events never triggered).
         """
-        committed, delivered = self._committed_offset.get(tp), self._next_offset.get(tp)
+        committed, delivered = self._floor(tp), self._next_offset.get(tp)
         if committed is None or delivered is None or committed >= delivered:
             return None
         if any(message.tp == tp for message in list(self._unacked_messages)):

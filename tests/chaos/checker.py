@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from schemas.codec import default_codec
-from schemas.messages import Event, HistoryRecord, RunState
+from schemas.messages import Delayed, Event, HistoryRecord, RunState
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.integration.helpers import get_json, read_all
@@ -170,7 +170,7 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
                          f"p{message.partition()}@{message.offset()} "
                          f"t={message.timestamp()[1] % 1_000_000}")
     tails: dict[str, dict[int, int]] = {}
-    for suffix in ("runs", "steps", "history"):
+    for suffix in ("runs", "steps", "history", "delay.1s"):
         seen: dict[str, list[str]] = collections.defaultdict(list)
         for message in read_all(settings.brokers, settings.topic(suffix), timeout=60):
             part = tails.setdefault(suffix, {})
@@ -182,9 +182,12 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
                 except Exception as exc:
                     seen[key].append(f"undecodable {exc}")
                     continue
+                if isinstance(decoded, Delayed):  # show what it carries, and when for
+                    decoded = codec.decode(decoded.value)
                 what = type(decoded).__name__
                 detail = getattr(decoded, "kind", None) or getattr(decoded, "step_id", None)
-                fields = [f"{name}={getattr(decoded, name)}" for name in ("seq", "chain", "more")
+                fields = [f"{name}={getattr(decoded, name)}"
+                          for name in ("seq", "chain", "more", "timer_id")
                           if getattr(decoded, name, None) is not None]
                 seen[key].append(f"p{message.partition()}@{message.offset()} "
                                  f"t={message.timestamp()[1] % 1_000_000} {what}"
