@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -48,6 +48,8 @@ from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import redis_client, waiters
 from streams.backoff import until_done
+from streams.batcher import Batcher
+from streams.decoded import DecodedStates
 from streams.delays import DelayTiers, Timers
 from streams.flow.gate import FlowGate
 from streams.flow.trigger import Decision
@@ -69,7 +71,7 @@ from streams.metrics import Metrics, step_label
 from streams.readmodel import RunStore
 from streams.redis_client import STORE_ERRORS
 from streams.starts import Starter, policy_of
-from streams.transport import FaustApp
+from streams.transport import FaustApp, owns
 from topics.catalog import catalog
 
 log = logging.getLogger("stepstream.engine")
@@ -113,6 +115,7 @@ class Engine:
                                       key_type=bytes, value_type=bytes, use_partitioner=True)
         # Run states computed but not yet in the table (their commands are in flight).
         self._latest: dict[bytes, RunState] = {}
+        self._decoded = DecodedStates(self.codec.decode)  # and those in the table
         self._failed_sends = 0  # since the last successful send
         self.tiers = DelayTiers(settings)
         self._timers = Timers()
@@ -172,7 +175,28 @@ class Engine:
         except Exception as exc:
             self._send_failed(topic, exc)
             ack = None
+        if isinstance(ack, asyncio.Future):
+            return self._guarded(topic, raw_key, value, ack)
         return asyncio.ensure_future(self._acknowledged(topic, raw_key, value, ack))
+
+    def _guarded(self, topic: faust.TopicT, key: bytes, value: bytes,
+                 ack: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """``ack``'s result, or if it fails, that of sending the record again until the
+        broker has it. A callback, not a task per record: nearly every send succeeds."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(sent: asyncio.Future[Any]) -> None:
+            if done.cancelled():
+                return
+            if sent.cancelled() or sent.exception() is not None:
+                retry = asyncio.ensure_future(self._acknowledged(topic, key, value, sent))
+                retry.add_done_callback(functools.partial(_pass_on, done))
+                return
+            self._sends_resumed()
+            done.set_result(sent.result())
+
+        ack.add_done_callback(settle)
+        return done
 
     async def _acknowledged(self, topic: faust.TopicT, key: bytes, value: bytes,
                             ack: Awaitable[Any] | None) -> Any:
@@ -192,10 +216,13 @@ class Engine:
                 backoff = min(backoff * 2, 5.0)
                 ack = None
                 continue
-            if self._failed_sends:
-                log.warning("sends go on after %d failed attempts", self._failed_sends)
-                self._failed_sends = 0
+            self._sends_resumed()
             return result
+
+    def _sends_resumed(self) -> None:
+        if self._failed_sends:
+            log.warning("sends go on after %d failed attempts", self._failed_sends)
+            self._failed_sends = 0
 
     def _send_failed(self, topic: faust.TopicT, exc: Exception) -> None:
         """Log the first failed send of an outage, not each retry of each record."""
@@ -268,29 +295,40 @@ class Engine:
             app.task(self._cron)
 
     async def _trigger(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            if self.codec.record_type(message.value) is FlowTimer:  # back from the delay tiers
-                timer = self.codec.decode_as(message.value, FlowTimer)
-                await asyncio.gather(*await self._decided(await self.starter.settle(timer)))
-                continue
-            try:
-                decoded = decode_event(
-                    message.value, self.codec,
-                    fallback_id=f"{message.topic}:{message.partition}:{message.offset}",
-                    fallback_ts=int(message.timestamp * 1000),
-                    limit=self.settings.max_payload_bytes)
-            except DecodeError as exc:
-                self.metrics.events_received.labels("quarantined").inc()
-                await self._quarantine(event, str(exc))
-                continue
-            decision = await self.starter.decide(decoded)
-            matched = decision.starts or decision.timers or decision.records
-            self.metrics.events_received.labels("matched" if matched else "unmatched").inc()
-            acks = await self._decided(decision)
-            # Every event also goes to the waiters agent, keyed by name.
-            acks.append(await self._send("events.by-name", decoded.name, decoded))
-            await asyncio.gather(*acks)
+        # Pipelined: an event is acked once the broker has what it decided (outbox), but
+        # the next event is decided meanwhile. Waiting for each event's acks in turn held
+        # the trigger to one event per produce round trip, which grows under load.
+        manual = stream.noack()
+        outbox: Batcher[list[Awaitable[Any]]] = Batcher(_all_acked, manual.ack)
+        try:
+            async for event in manual.events():
+                await outbox.add(event, await self._triggered(event))
+        finally:
+            outbox.close()
+
+    async def _triggered(self, event: faust.EventT) -> list[Awaitable[Any]] | None:
+        """Decide what ``event`` starts and send it; returns the acks to wait for."""
+        message = event.message
+        if self.codec.record_type(message.value) is FlowTimer:  # back from the delay tiers
+            timer = self.codec.decode_as(message.value, FlowTimer)
+            return await self._decided(await self.starter.settle(timer))
+        try:
+            decoded = decode_event(
+                message.value, self.codec,
+                fallback_id=f"{message.topic}:{message.partition}:{message.offset}",
+                fallback_ts=int(message.timestamp * 1000),
+                limit=self.settings.max_payload_bytes)
+        except DecodeError as exc:
+            self.metrics.events_received.labels("quarantined").inc()
+            await self._quarantine(event, str(exc))
+            return None
+        decision = await self.starter.decide(decoded)
+        matched = decision.starts or decision.timers or decision.records
+        self.metrics.events_received.labels("matched" if matched else "unmatched").inc()
+        acks = await self._decided(decision)
+        # Every event also goes to the waiters agent, keyed by name.
+        acks.append(await self._send("events.by-name", decoded.name, decoded))
+        return acks
 
     async def _decided(self, decision: Decision) -> list[Awaitable[Any]]:
         """Produce what the trigger decided; returns the acknowledgements to wait for."""
@@ -330,8 +368,7 @@ class Engine:
         key = message.run_id.encode()
         state = self._latest.get(key)
         if state is None:
-            raw = self.runs.get(key)
-            state = self.codec.decode(raw) if raw is not None else None
+            state = self._decoded.read(key, self.runs.get(key))
         function_id = state.function_id if state else getattr(message, "function_id", "")
         policy = self.policies.get(function_id)
         if policy is None and state is None and isinstance(message, RunStarted):
@@ -369,8 +406,10 @@ class Engine:
                 if newest[write.key] is write:
                     saved[write.key] = owned
                     if owned:
+                        raw = self.codec.encode(write.new)
                         with _processing(write.event):
-                            self.runs[write.key] = self.codec.encode(write.new)
+                            self.runs[write.key] = raw
+                        self._decoded.written(write.key, raw, write.new)
                     if self._latest.get(write.key) is write.new:
                         del self._latest[write.key]
             for write in batch:
@@ -389,7 +428,7 @@ class Engine:
         changelog already, and a late write would land after the new owner's and win
         the next recovery. The message is left to the new owner, which replays it.
         """
-        owned = event.message.tp in self.app.consumer.assignment()
+        owned = owns(self.app.consumer, event.message.tp)
         if not owned:
             log.warning("partition %s was revoked mid-message; leaving it to its new owner",
                         event.message.tp)
@@ -547,16 +586,25 @@ class Engine:
                 self.waiters[key] = self.codec.encode(updated)
 
     async def _project(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                record = self.codec.decode_as(event.message.value, HistoryRecord)
-            except DecodeError as exc:
-                await self._quarantine(event, str(exc))
-                continue
-            # Redis down: wait and retry this record (never skip it, never crash the agent).
-            await until_done(functools.partial(self.store.apply, record),
-                             what="history projection to Redis",
-                             errors=STORE_ERRORS)
+        # Records are written to Redis in batches (one read and one transaction for all
+        # that arrived meanwhile) and acked once written; see streams.batcher.
+        manual = stream.noack()
+        batcher: Batcher[HistoryRecord] = Batcher(self._project_batch, manual.ack)
+        try:
+            async for event in manual.events():
+                try:
+                    record = self.codec.decode_as(event.message.value, HistoryRecord)
+                except DecodeError as exc:
+                    await self._quarantine(event, str(exc))
+                    record = None
+                await batcher.add(event, record)
+        finally:
+            batcher.close()
+
+    async def _project_batch(self, records: Sequence[HistoryRecord]) -> None:
+        # Redis down: wait and retry these records (never skip them, never crash the agent).
+        await until_done(functools.partial(self.store.apply_many, records),
+                         what="history projection to Redis", errors=STORE_ERRORS)
 
     async def _cron(self) -> None:
         """Start cron runs on time; every worker does, and the run ids make it one run."""
@@ -597,6 +645,22 @@ def _processing(event: faust.EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Settle ``to`` as ``source`` was settled (unless ``to`` was cancelled meanwhile)."""
+    if to.done():
+        return
+    if source.cancelled():
+        to.cancel()
+    elif (exc := source.exception()) is not None:
+        to.set_exception(exc)
+    else:
+        to.set_result(source.result())
+
+
+async def _all_acked(acks: Sequence[list[Awaitable[Any]]]) -> None:
+    await asyncio.gather(*(ack for batch in acks for ack in batch))
 
 
 def _unknown_function(function_id: str, app_id: str) -> ErrorInfo:
