@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,7 +46,9 @@ from stepstream.execution import execute
 from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import redis_client, waiters
+from streams.batcher import Batcher
 from streams.chain_heartbeat import ChainHeartbeat
+from streams.decoded import DecodedStates
 from streams.delays import DelayTiers, Timers
 from streams.flow.gate import FlowGate
 from streams.flow.trigger import Decision
@@ -68,7 +70,7 @@ from streams.metrics import Metrics, step_label
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.starts import Starter, policy_of
-from streams.transport import FaustApp
+from streams.transport import FaustApp, owns
 from topics.catalog import catalog
 
 log = logging.getLogger("stepstream.engine")
@@ -102,6 +104,7 @@ class Engine:
         self.topics = {spec.name: self.app.topic(spec.name, partitions=spec.partitions,
                                                  internal=False, **_RAW)
                        for spec in self.specs if spec.name.startswith(prefix)}
+        self._topic_names = {topic: topic.get_topic_name() for topic in self.topics.values()}
         # Bytes types select Faust's raw serializer; values are our Avro records.
         # use_partitioner: a table write may happen after its message's turn (the
         # orchestrator pipelines), so its changelog partition comes from the key, hashed
@@ -112,6 +115,7 @@ class Engine:
                                       key_type=bytes, value_type=bytes, use_partitioner=True)
         # Run states computed but not yet in the table (their commands are in flight).
         self._latest: dict[bytes, RunState] = {}
+        self._decoded = DecodedStates(self.codec.decode)  # and those in the table
         self._failed_sends = 0  # since the last successful send
         self.tiers = DelayTiers(settings)
         self._timers = Timers()
@@ -168,11 +172,45 @@ class Engine:
         """
         topic, raw_key, value = self.topic(suffix), key.encode(), self.codec.encode(record)
         try:  # in the producer's buffer before the caller moves on (and Faust commits)
-            ack: Awaitable[Any] | None = await topic.send(key=raw_key, value=value)
+            ack: Awaitable[Any] | None = await self._produce(topic, raw_key, value)
         except Exception as exc:
-            self._send_failed(topic, exc)
+            self._send_failed(topic.get_topic_name(), exc)
             ack = None
+        if isinstance(ack, asyncio.Future):
+            return self._guarded(topic, raw_key, value, ack)
         return asyncio.ensure_future(self._acknowledged(topic, raw_key, value, ack))
+
+    async def _produce(self, topic: faust.TopicT, key: bytes, value: bytes) -> Awaitable[Any]:
+        """Hand the record to the producer; returns the future of its acknowledgement.
+
+        Straight to the producer once it runs: ``Topic.send`` wraps each record in
+        Faust's channel, message future and sensor calls, a few percent of a worker's
+        CPU, for nothing this engine uses (its values are bytes already).
+        """
+        producer = self.app.producer
+        if not producer.started:
+            return await topic.send(key=key, value=value)  # Faust starts the producer
+        return await producer.send(self._topic_names[topic], key, value, partition=None,
+                                   timestamp=None, headers=None)
+
+    def _guarded(self, topic: faust.TopicT, key: bytes, value: bytes,
+                 ack: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """``ack``'s result, or if it fails, that of sending the record again until the
+        broker has it. A callback, not a task per record: nearly every send succeeds."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(sent: asyncio.Future[Any]) -> None:
+            if done.cancelled():
+                return
+            if sent.cancelled() or sent.exception() is not None:
+                retry = asyncio.ensure_future(self._acknowledged(topic, key, value, sent))
+                retry.add_done_callback(functools.partial(_pass_on, done))
+                return
+            self._sends_resumed()
+            done.set_result(sent.result())
+
+        ack.add_done_callback(settle)
+        return done
 
     async def _acknowledged(self, topic: faust.TopicT, key: bytes, value: bytes,
                             ack: Awaitable[Any] | None) -> Any:
@@ -180,28 +218,31 @@ class Engine:
         while True:
             try:
                 if ack is None:
-                    ack = await topic.send(key=key, value=value)
+                    ack = await self._produce(topic, key, value)
                 result = await ack
             except Exception as exc:  # any producer error: send the record again
                 if self.app.should_stop:
                     # Shutting down: the message that asked for this send is not
                     # acknowledged, so whoever owns its partition next sends it again.
                     raise
-                self._send_failed(topic, exc)
+                self._send_failed(topic.get_topic_name(), exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 ack = None
                 continue
-            if self._failed_sends:
-                log.warning("sends go on after %d failed attempts", self._failed_sends)
-                self._failed_sends = 0
+            self._sends_resumed()
             return result
 
-    def _send_failed(self, topic: faust.TopicT, exc: Exception) -> None:
+    def _sends_resumed(self) -> None:
+        if self._failed_sends:
+            log.warning("sends go on after %d failed attempts", self._failed_sends)
+            self._failed_sends = 0
+
+    def _send_failed(self, topic: str, exc: Exception) -> None:
         """Log the first failed send of an outage, not each retry of each record."""
         if not self._failed_sends:
             log.warning("send to %s failed, retrying until the broker takes it: %s",
-                        topic.get_topic_name(), exc)
+                        topic, exc)
         self._failed_sends += 1
 
     async def send_events(self, events: list[Event]) -> None:
@@ -276,29 +317,40 @@ class Engine:
             app.task(self._cron)
 
     async def _trigger(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            if self.codec.record_type(message.value) is FlowTimer:  # back from the delay tiers
-                timer = self.codec.decode_as(message.value, FlowTimer)
-                await asyncio.gather(*await self._decided(await self.starter.settle(timer)))
-                continue
-            try:
-                decoded = decode_event(
-                    message.value, self.codec,
-                    fallback_id=f"{message.topic}:{message.partition}:{message.offset}",
-                    fallback_ts=int(message.timestamp * 1000),
-                    limit=self.settings.max_payload_bytes)
-            except DecodeError as exc:
-                self.metrics.events_received.labels("quarantined").inc()
-                await self._quarantine(event, str(exc))
-                continue
-            decision = await self.starter.decide(decoded)
-            matched = decision.starts or decision.timers or decision.records
-            self.metrics.events_received.labels("matched" if matched else "unmatched").inc()
-            acks = await self._decided(decision)
-            # Every event also goes to the waiters agent, keyed by name.
-            acks.append(await self._send("events.by-name", decoded.name, decoded))
-            await asyncio.gather(*acks)
+        # Pipelined: an event is acked once the broker has what it decided (outbox), but
+        # the next event is decided meanwhile. Waiting for each event's acks in turn held
+        # the trigger to one event per produce round trip, which grows under load.
+        manual = stream.noack()
+        outbox: Batcher[list[Awaitable[Any]]] = Batcher(_all_acked, manual.ack)
+        try:
+            async for event in manual.events():
+                await outbox.add(event, await self._triggered(event))
+        finally:
+            outbox.close()
+
+    async def _triggered(self, event: faust.EventT) -> list[Awaitable[Any]] | None:
+        """Decide what ``event`` starts and send it; returns the acks to wait for."""
+        message = event.message
+        if self.codec.record_type(message.value) is FlowTimer:  # back from the delay tiers
+            timer = self.codec.decode_as(message.value, FlowTimer)
+            return await self._decided(await self.starter.settle(timer))
+        try:
+            decoded = decode_event(
+                message.value, self.codec,
+                fallback_id=f"{message.topic}:{message.partition}:{message.offset}",
+                fallback_ts=int(message.timestamp * 1000),
+                limit=self.settings.max_payload_bytes)
+        except DecodeError as exc:
+            self.metrics.events_received.labels("quarantined").inc()
+            await self._quarantine(event, str(exc))
+            return None
+        decision = await self.starter.decide(decoded)
+        matched = decision.starts or decision.timers or decision.records
+        self.metrics.events_received.labels("matched" if matched else "unmatched").inc()
+        acks = await self._decided(decision)
+        # Every event also goes to the waiters agent, keyed by name.
+        acks.append(await self._send("events.by-name", decoded.name, decoded))
+        return acks
 
     async def _decided(self, decision: Decision) -> list[Awaitable[Any]]:
         """Produce what the trigger decided; returns the acknowledgements to wait for."""
@@ -338,8 +390,7 @@ class Engine:
         key = message.run_id.encode()
         state = self._latest.get(key)
         if state is None:
-            raw = self.runs.get(key)
-            state = self.codec.decode(raw) if raw is not None else None
+            state = self.state_of(key, self.runs.get(key))
         function_id = state.function_id if state else getattr(message, "function_id", "")
         policy = self.policies.get(function_id)
         if policy is None and state is None and isinstance(message, RunStarted):
@@ -377,8 +428,10 @@ class Engine:
                 if newest[write.key] is write:
                     saved[write.key] = owned
                     if owned:
+                        raw = self.codec.encode(write.new)
+                        self._decoded.written(write.key, raw, write.new)  # before the sensors
                         with _processing(write.event):
-                            self.runs[write.key] = self.codec.encode(write.new)
+                            self.runs[write.key] = raw
                     if self._latest.get(write.key) is write.new:
                         del self._latest[write.key]
             # Faust sends table writes to the changelog in the background, and would
@@ -398,6 +451,10 @@ class Engine:
         """Wait until the broker has every table write made so far."""
         await self.app.producer.flush()
 
+    def state_of(self, key: bytes, raw: bytes | None) -> RunState | None:
+        """The run state the runs table holds as ``raw`` (decoded once per write)."""
+        return self._decoded.read(key, raw)  # type: ignore[no-any-return]
+
     def _owns(self, event: faust.EventT) -> bool:
         """Whether this worker still owns the partition ``event`` came from.
 
@@ -406,7 +463,7 @@ class Engine:
         changelog already, and a late write would land after the new owner's and win
         the next recovery. The message is left to the new owner, which replays it.
         """
-        owned = event.message.tp in self.app.consumer.assignment()
+        owned = owns(self.app.consumer, event.message.tp)
         if not owned:
             log.warning("partition %s was revoked mid-message; leaving it to its new owner",
                         event.message.tp)
@@ -529,7 +586,9 @@ class Engine:
                 await self._forward_once(manual, event, delayed)
                 return
             except Exception as exc:  # the broker is away: keep the message, try again
-                log.warning("forwarding a delayed message failed, retrying: %s", exc)
+                if self.app.should_stop:
+                    return  # not acked: the partition's next owner forwards it
+                self._send_failed(delayed.topic, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -608,6 +667,22 @@ def _processing(event: faust.EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Settle ``to`` as ``source`` was settled (unless ``to`` was cancelled meanwhile)."""
+    if to.done():
+        return
+    if source.cancelled():
+        to.cancel()
+    elif (exc := source.exception()) is not None:
+        to.set_exception(exc)
+    else:
+        to.set_result(source.result())
+
+
+async def _all_acked(acks: Sequence[list[Awaitable[Any]]]) -> None:
+    await asyncio.gather(*(ack for batch in acks for ack in batch))
 
 
 def _unknown_function(function_id: str, app_id: str) -> ErrorInfo:

@@ -75,7 +75,7 @@ class RunTracker(faust.Sensor):
 
     def _track(self, key: bytes, value: bytes | None) -> None:
         try:
-            state = self.engine.codec.decode(value) if value is not None else None
+            state = self.engine.state_of(key, value)  # the orchestrator's, not decoded again
         except Exception:  # a metric must never break the orchestrator
             return
         if state is None or state.status in FINAL_STATUSES:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -50,6 +51,26 @@ _LOCK_WAIT_S = 0.2
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    """What a run's index entries depend on: equal before and after a write, the
+    entries written with the stored document stand (most writes are a step's progress)."""
+
+    function_id: str
+    status: str
+    started_at: int | None
+    event_id: str | None
+    dead_letters: tuple[str, ...]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any] | None) -> _Indexed | None:
+        if doc is None:
+            return None
+        event = doc["event"]
+        return cls(doc["function_id"], doc["status"], doc["started_at"],
+                   None if event is None else event["id"], tuple(doc.get("dead_letters", ())))
 
 
 def dlq_member(run_id: str, step_id: str) -> str:
@@ -106,11 +127,10 @@ class RunStore:
             if lock is None or self.rebuilding:
                 break
             await asyncio.sleep(_LOCK_WAIT_S)  # a rebuild is under way: write after it
-        # Parsed twice: ``after`` is folded in place, ``before`` stays as it was stored.
-        before = {r: json.loads(raw) if raw else None
-                  for r, raw in zip(run_ids, raws, strict=True)}
         after = {r: json.loads(raw) if raw else None
                  for r, raw in zip(run_ids, raws, strict=True)}
+        # What the stored documents are indexed by (``after`` is folded in place).
+        before = {r: _Indexed.of(doc) for r, doc in after.items()}
         changed: set[str] = set()
         letters: list[HistoryRecord] = []
         for record in records:
@@ -130,22 +150,25 @@ class RunStore:
                     self._index_letter(tx, record, doc)
             await tx.execute()
 
-    def _write(self, tx: Any, old: dict[str, Any] | None, doc: dict[str, Any] | None) -> None:
+    def _write(self, tx: Any, old: _Indexed | None, doc: dict[str, Any] | None) -> None:
         assert doc is not None
         run_id, function, status = doc["run_id"], doc["function_id"], doc["status"]
-        score = {run_id: doc["started_at"]}
         tx.set(self._run_key(run_id), json.dumps(doc, separators=(",", ":")))
+        new = _Indexed.of(doc)
+        if new == old:
+            return  # a step's progress: the indexes were written with the stored document
+        score = {run_id: doc["started_at"]}
         for key in (self.runs_key(), self.runs_key(function), self.runs_key(status=status),
                     self.runs_key(function, status)):
             tx.zadd(key, score)
-        if old is not None and old["status"] != status:
-            tx.zrem(self.runs_key(status=old["status"]), run_id)
-            tx.zrem(self.runs_key(function, old["status"]), run_id)
+        if old is not None and old.status != status:
+            tx.zrem(self.runs_key(status=old.status), run_id)
+            tx.zrem(self.runs_key(function, old.status), run_id)
         tx.sadd(self.key("functions"), function)
         if doc["event"] is not None:
             tx.sadd(self.key(f"event:{doc['event']['id']}:runs"), run_id)
         if old is not None:
-            for step_id in set(old.get("dead_letters", [])) - set(doc["dead_letters"]):
+            for step_id in set(old.dead_letters) - set(doc["dead_letters"]):
                 member = dlq_member(run_id, step_id)  # replayed: no longer a dead letter
                 tx.zrem(self.key("dlq"), member)
                 tx.zrem(self.key(f"dlq:fn:{function}"), member)

@@ -82,6 +82,19 @@ def _serve_http(engine: Engine) -> None:
             await runner.cleanup()
 
 
+def _use_uvloop() -> None:
+    """Run the worker's event loops (the agents' and the consumer thread's) on uvloop.
+
+    Every message costs a few loop turns, socket reads and writes and futures; uvloop
+    does them in C. Without it (not installed, another platform) asyncio's loop serves.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 class _QuietWorker(faust.Worker):
     """Faust's worker without its terminal spinner.
 
@@ -96,6 +109,7 @@ class _QuietWorker(faust.Worker):
 
 def run_worker(ss: Stepstream, *, loglevel: str = "warning") -> None:
     """Run the engine until SIGTERM/SIGINT."""
+    _use_uvloop()
     engine = build_engine(ss)
     worker = _QuietWorker(engine.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -77,7 +77,7 @@ def test_runs_in_flight_follow_table_writes() -> None:
               b"done": SimpleNamespace(status="completed", started_at=7)}
     runs = object()
     tracker = RunTracker.__new__(RunTracker)
-    tracker.engine = SimpleNamespace(runs=runs, codec=SimpleNamespace(decode=states.__getitem__))
+    tracker.engine = SimpleNamespace(runs=runs, state_of=lambda _key, raw: states[raw])
     tracker.in_flight = {}
     tracker.on_table_set(runs, b"r1", b"running")
     tracker.on_table_set(runs, b"r2", b"running")
