@@ -278,8 +278,8 @@ def overhead_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 def recovery_table(results: dict[str, dict[str, Any]]) -> str:
     lease = results.get("stepstream", {}).get("recovery", {}).get("chain_lease_s")
     how = {"stepstream": "survivor takes the partitions (session timeout 8 s)"
-                         + (f"; a step is re-dispatched when its chain lease ({lease:g} s) "
-                            "runs out" if lease else ""),
+                         + (f"; the chain is re-dispatched one lease ({lease:g} s) after its "
+                            "last sign of life" if lease else ""),
            "diy-kafka": "survivor takes the partitions (session timeout 8 s)",
            "celery": "unacked task redelivered (acks_late, visibility timeout 8 s)",
            "dbos": "killed executor restarted at once; recovers its own workflows"}
