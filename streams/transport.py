@@ -24,6 +24,12 @@ their agent has nothing queued or in progress: if messages were delivered but ne
 acknowledged, if the broker holds messages past what was delivered, or if aiokafka's
 position ran past it, the partition is put back in Faust's fetch set and rewound to the
 first message the agents did not process.
+
+Commits and recovery have their own guards, each commented where it is: no commit past
+an unacknowledged head (``_new_offset``, ``_floor``), no commit of messages acked under
+an earlier group generation (``ack``), and changelog recovery up to the partition's real
+end, which the dev broker can report short (``highwaters``). These patch Faust 0.15.3's
+internals: run tests/chaos after upgrading Faust.
 """
 
 from __future__ import annotations
