@@ -66,28 +66,25 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    # Per stream partition: the offset the next message must have, when it was last
-    # delivered, and the holes seen right after a rewind (a hole that comes back is real).
-    _next_offset: dict[Any, int]
-    _rewound_at: dict[Any, tuple[int, int]]
-    _delivered_at: dict[Any, float]
-    _first_offset: dict[Any, int]
-
-    def _expected(self) -> dict[Any, int]:
-        if not hasattr(self, "_next_offset"):
-            self._next_offset, self._rewound_at, self._delivered_at = {}, {}, {}
-            self._first_offset = {}
-        return self._next_offset
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Per stream partition: the offset the next message must have, when it was last
+        # delivered, the holes seen right after a rewind (a hole that comes back is
+        # real), the start of a partition never committed, and when its end was probed.
+        self._next_offset: dict[Any, int] = {}
+        self._delivered_at: dict[Any, float] = {}
+        self._rewound_at: dict[Any, tuple[int, int]] = {}
+        self._first_offset: dict[Any, int] = {}
+        self._probed_at: dict[Any, float] = {}
+        super().__init__(*args, **kwargs)
 
     def _expect(self, tp: Any, offset: int) -> None:
         if _compacted(tp):
             return  # changelogs belong to Faust's recovery, and may have holes
-        self._expected()[tp] = offset
+        self._next_offset[tp] = offset
         self._delivered_at[tp] = time.monotonic()
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        self._expected()
         never = []
         for tp in self.assignment():
             committed = self._read_offset.get(tp)  # None: no commit yet
@@ -117,14 +114,13 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         await super().on_partitions_assigned(assigned, generation_id)
-        self._expected()
         now = time.monotonic()
         for tp in assigned:  # quiet since now, until something is delivered
             if not _compacted(tp):
                 self._delivered_at.setdefault(tp, now)
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        expected = self._expected()
+        expected = self._next_offset
         for tp in revoked:
             expected.pop(tp, None)
             self._delivered_at.pop(tp, None)
@@ -171,7 +167,7 @@ class _Consumer(faust_aiokafka.Consumer):
         return bool(super().ack(message))
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        expected = self._expected()
+        expected = self._next_offset
         rewind: dict[Any, int] = {}
         async for tp, message in super().getmany(timeout):
             if tp in rewind:
@@ -198,7 +194,6 @@ class _Consumer(faust_aiokafka.Consumer):
     async def unstick(self, idle: float) -> None:
         """Deliver again from partitions quiet for ``idle`` s with messages undelivered."""
         now = time.monotonic()
-        self._expected()
         quiet = [tp for tp in list(self._delivered_at) if tp in self.assignment()
                  and now - self._delivered_at[tp] >= idle and self._agent_idle(tp)]
         if not quiet:
@@ -208,8 +203,8 @@ class _Consumer(faust_aiokafka.Consumer):
         stuck, unsure = {}, {}
         for tp in quiet:
             # What the agent must see next: after the last delivery, else the committed
-            # offset, else (never committed) the start of the partition.
-            want = self._next_offset.get(tp, self._committed_offset.get(tp))
+            # offset or (never committed) the start of the partition.
+            want = self._next_offset.get(tp, self._floor(tp))
             if want is None:
                 starts = starts if starts is not None else await self.earliest_offsets(*quiet)
                 want = starts.get(tp)
@@ -243,7 +238,7 @@ class _Consumer(faust_aiokafka.Consumer):
         """
         config = getattr(self.app, "client_config", None)
         now = time.monotonic()
-        probed = self.__dict__.setdefault("_probed_at", {})
+        probed = self._probed_at
         due = {tp: want for tp, (want, _, _) in quiet.items()
                if now - probed.get(tp, 0.0) >= _PROBE_EVERY_S}
         if not config or not due:
@@ -256,7 +251,6 @@ class _Consumer(faust_aiokafka.Consumer):
         """The offset every message from which on must be acked before a commit: the
         committed offset, or for a partition never committed its start."""
         committed = self._committed_offset.get(tp)
-        self._expected()
         return committed if committed is not None else self._first_offset.get(tp)
 
     def _lost_from(self, tp: Any) -> int | None:
