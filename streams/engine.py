@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,6 +36,7 @@ from schemas.messages import (
     StepDeferred,
     StepFailed,
     StepRequest,
+    TimerFired,
     WaiterChanged,
     WaiterSet,
 )
@@ -52,6 +53,7 @@ from streams.decoded import DecodedStates
 from streams.delays import DelayTiers, Timers
 from streams.flow.gate import FlowGate
 from streams.flow.trigger import Decision
+from streams.leases import LeaseClock
 from streams.machine import (
     FINAL_STATUSES,
     Command,
@@ -65,6 +67,8 @@ from streams.machine import (
     StartChild,
     Watch,
     advance,
+    holds_lease,
+    is_lease,
 )
 from streams.metrics import Metrics, step_label
 from streams.projector import HistoryProjector
@@ -78,6 +82,8 @@ log = logging.getLogger("stepstream.engine")
 # Agents decode bytes themselves: a bad message is quarantined, not a crashed agent.
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                         "value_serializer": "raw"}
+
+_SCAN_BATCH = 500  # table entries decoded between yields to the event loop
 
 
 class Engine:
@@ -119,6 +125,8 @@ class Engine:
         self._failed_sends = 0  # since the last successful send
         self.tiers = DelayTiers(settings)
         self._timers = Timers()
+        self.leases = LeaseClock(self._holds_lease, self._fire_lease)
+        self._leases_scanned: frozenset[Any] | None = None  # the assignment last scanned
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
         self.projector = HistoryProjector(settings, self.store, self.codec, self._quarantine_raw)
@@ -278,6 +286,9 @@ class Engine:
             case SendToDlq(letter):
                 self.metrics.dead_letters.labels(state.function_id).inc()
                 return await self._send("steps.dlq", run_id, letter)
+            case Schedule(_, timer) if is_lease(timer):
+                self.leases.arm(timer)  # timed here, not through a delay tier (leases.py)
+                return _done()
             case Schedule(delay_ms, timer):
                 return await self._delay(self.settings.topic("runs"), run_id, timer, delay_ms)
             case Watch(change):
@@ -313,6 +324,7 @@ class Engine:
                                   self.settings.topic("events.by-name"), **_RAW)
         app.agent(matcher_topic, name="stepstream.waiters")(self._match)
         app.task(self.projector.run)
+        app.timer(1.0)(self._arm_recovered_leases)
         if any(f.cron for f in self.ss.functions.values()):
             app.task(self._cron)
 
@@ -388,9 +400,7 @@ class Engine:
             await manual.ack(event)
             return
         key = message.run_id.encode()
-        state = self._latest.get(key)
-        if state is None:
-            state = self.state_of(key, self.runs.get(key))
+        state = self.current_state(key)
         function_id = state.function_id if state else getattr(message, "function_id", "")
         policy = self.policies.get(function_id)
         if policy is None and state is None and isinstance(message, RunStarted):
@@ -450,6 +460,47 @@ class Engine:
     async def _changelog_written(self) -> None:
         """Wait until the broker has every table write made so far."""
         await self.app.producer.flush()
+
+    def current_state(self, key: bytes) -> RunState | None:
+        """The run's newest state: computed (its commands in flight) or in the table."""
+        state = self._latest.get(key)
+        return state if state is not None else self.state_of(key, self.runs.get(key))
+
+    def recovered_assignment(self) -> frozenset[Any] | None:
+        """The partitions assigned now, once their tables are recovered (None before)."""
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            return None
+        return frozenset(app.consumer.assignment())
+
+    async def states_in_table(self) -> AsyncIterator[tuple[bytes, RunState]]:
+        """The run states in this worker's runs table partitions (undecodable ones
+        skipped: the orchestrator quarantines what it cannot read)."""
+        for i, (key, raw) in enumerate(list(self.runs.items())):
+            if i % _SCAN_BATCH == _SCAN_BATCH - 1:
+                await asyncio.sleep(0)  # a big table must not stall the partitions
+            try:
+                state = self.state_of(key, raw)
+            except DecodeError:
+                continue
+            if state is not None:
+                yield key, state
+
+    def _holds_lease(self, timer: TimerFired) -> bool:
+        state = self.current_state(timer.run_id.encode())
+        return state is not None and holds_lease(state, timer)
+
+    async def _fire_lease(self, timer: TimerFired) -> None:
+        await self._send("runs", timer.run_id, timer)
+
+    async def _arm_recovered_leases(self) -> None:
+        """After a rebalance, time the leases of the runs in the partitions assigned."""
+        assignment = self.recovered_assignment()
+        if assignment is None or assignment == self._leases_scanned:
+            return
+        async for _, state in self.states_in_table():
+            self.leases.arm_held(state)
+        self._leases_scanned = assignment
 
     def state_of(self, key: bytes, raw: bytes | None) -> RunState | None:
         """The run state the runs table holds as ``raw`` (decoded once per write)."""
@@ -667,6 +718,13 @@ def _processing(event: faust.EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def _done() -> asyncio.Future[None]:
+    """An acknowledgement that is there already (a command with nothing to send)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:

@@ -55,6 +55,7 @@ RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cance
 FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 
 _START_TIMER, _FINISH_TIMER = "timeout:start", "timeout:finish"
+_LEASE = "lease:"  # then the dispatch's seq and the due time: lease:{seq}:{due}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,7 @@ def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
             state = _deferred(state, message, out)
         case ChainAlive():
             state = _chain_alive(state, message)
-        case TimerFired() if message.timer_id.startswith("lease:"):
+        case TimerFired() if is_lease(message):
             state = _lease_expired(state, message, policy, out)
         case TimerFired():
             state = _timer(state, message, out)
@@ -274,18 +275,35 @@ def _chain_alive(state: RunState, message: ChainAlive) -> RunState:
         **state.dispatched, str(message.seq): replace(dispatched, alive_at=message.ts)})
 
 
+def lease_timer(run_id: str, seq: int | str, due: int) -> TimerFired:
+    """The timer of a chain's lease: it fires at ``due`` (epoch ms)."""
+    return TimerFired(run_id, f"{_LEASE}{seq}:{due}", due)
+
+
+def is_lease(timer: TimerFired) -> bool:
+    """Whether ``timer`` is a chain's lease (not a retry, sleep or timeout)."""
+    return timer.timer_id.startswith(_LEASE)
+
+
+def holds_lease(state: RunState, timer: TimerFired) -> bool:
+    """Whether ``state`` still waits on the lease ``timer`` (its chain runs, not renewed)."""
+    _, seq, due = timer.timer_id.split(":")
+    dispatched = state.dispatched.get(seq)
+    return dispatched is not None and dispatched.lease_due == int(due)
+
+
 def _lease(state: RunState, seq: int, now: int, due: int) -> Schedule:
-    return Schedule(due - now, TimerFired(state.run_id, f"lease:{seq}:{due}", due))
+    return Schedule(due - now, lease_timer(state.run_id, seq, due))
 
 
 def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
                    out: list[Command]) -> RunState:
     """A chain's lease timer fired: re-dispatch if the chain showed no life for a whole
     lease (its worker is gone), else set the timer for one lease after the last sign."""
-    _, seq, due = message.timer_id.split(":")
-    dispatched = state.dispatched.get(seq)
-    if dispatched is None or dispatched.lease_due != int(due):
+    if not holds_lease(state, message):
         return state  # the chain ended, or an earlier timer of it
+    seq = message.timer_id.split(":")[1]
+    dispatched = state.dispatched[seq]
     expires = (dispatched.alive_at or 0) + policy.chain_lease_ms
     if expires > message.ts:
         out.append(_lease(state, int(seq), message.ts, expires))

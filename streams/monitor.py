@@ -23,7 +23,6 @@ that into gauges every ``Settings.monitor_interval_s`` seconds:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
     from streams.engine import Engine
 
 log = logging.getLogger("stepstream.monitor")
-
-_SCAN_BATCH = 500  # table entries decoded between yields to the event loop
-
 
 class RunTracker(faust.Sensor):
     """Sensor: the last message taken in per partition, and the runs not yet final."""
@@ -85,17 +81,9 @@ class RunTracker(faust.Sensor):
 
     async def rescan(self) -> None:
         """Rebuild ``in_flight`` from the table partitions this worker holds now."""
-        found: dict[bytes, int] = {}
-        for i, (key, value) in enumerate(list(self.engine.runs.items())):
-            if i % _SCAN_BATCH == _SCAN_BATCH - 1:
-                await asyncio.sleep(0)
-            try:
-                state = self.engine.codec.decode(value)
-            except Exception:  # skip what the orchestrator quarantines
-                continue
-            if state.status not in FINAL_STATUSES:
-                found[key] = state.started_at
-        self.in_flight = found
+        self.in_flight = {key: state.started_at
+                          async for key, state in self.engine.states_in_table()
+                          if state.status not in FINAL_STATUSES}
 
 
 def _package_version() -> str:
@@ -167,9 +155,8 @@ async def tick(engine: Engine, tracker: RunTracker) -> None:
     metrics.heartbeat.set(now)
     if app.rebalancing:
         return
-    assignment = frozenset(app.consumer.assignment())
-    recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-    if tracker.scanned_assignment != assignment and recovered:
+    assignment = engine.recovered_assignment()
+    if assignment is not None and tracker.scanned_assignment != assignment:
         await tracker.rescan()
         tracker.scanned_assignment = assignment
     await update_lag(engine, tracker, now)
