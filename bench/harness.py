@@ -58,7 +58,7 @@ class Cluster:
             name = f"{s.namespace}-worker{len(self.workers)}.log"
             worker = WorkerProcess(self.module, cwd=str(ROOT), env={
                 "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
-                "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(PARTITIONS),
+                "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(s.partitions),
                 **self.env}, log_path=Path(log_dir, name) if log_dir else None)
             self.stack.callback(worker.stop)  # registered before start: stopped by pid
             self.workers.append(worker.start())
@@ -72,7 +72,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
-                   **env: str) -> Iterator[Cluster]:
+                   partitions: int = PARTITIONS, **env: str) -> Iterator[Cluster]:
     """``workers`` worker processes running ``module`` in a fresh namespace.
 
     On ``brokers`` when given, else on a dev broker of its own (stopped afterwards).
@@ -86,7 +86,7 @@ def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
         redis = DevRedis().start(ROOT / ".stepstream" / "bench")
         stack.callback(redis.stop)
         settings = Settings(brokers=brokers, redis_url=redis.url,
-                            namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=PARTITIONS)
+                            namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=partitions)
         yield Cluster(settings, module, env, stack, broker=broker).add_workers(workers)
 
 
