@@ -57,11 +57,6 @@ class LeaseClock:
             if dispatched.lease_due is not None:
                 self.arm(lease_timer(state.run_id, seq, dispatched.lease_due))
 
-    def close(self) -> None:
-        for handle in self._armed.values():
-            handle.cancel()
-        self._armed.clear()
-
     def _due(self, timer: TimerFired) -> None:
         del self._armed[(timer.run_id, timer.timer_id)]
         if not self._held(timer):
@@ -73,4 +68,6 @@ class LeaseClock:
     def _fired(self, task: asyncio.Task[Any]) -> None:
         self._firing.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("a chain lease could not be sent", exc_info=task.exception())
+            # Only at shutdown (sends retry until the broker has them): the lease stays in
+            # the run's state, and the partition's next owner arms it from there.
+            log.warning("a chain lease was not sent: %s", task.exception())

@@ -287,9 +287,15 @@ def is_lease(timer: TimerFired) -> bool:
 
 def holds_lease(state: RunState, timer: TimerFired) -> bool:
     """Whether ``state`` still waits on the lease ``timer`` (its chain runs, not renewed)."""
-    _, seq, due = timer.timer_id.split(":")
+    seq, due = _lease_of(timer)
     dispatched = state.dispatched.get(seq)
-    return dispatched is not None and dispatched.lease_due == int(due)
+    return dispatched is not None and dispatched.lease_due == due
+
+
+def _lease_of(timer: TimerFired) -> tuple[str, int]:
+    """The dispatch seq and the due time a lease timer names."""
+    _, seq, due = timer.timer_id.split(":")
+    return seq, int(due)
 
 
 def _lease(state: RunState, seq: int, now: int, due: int) -> Schedule:
@@ -302,7 +308,7 @@ def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
     lease (its worker is gone), else set the timer for one lease after the last sign."""
     if not holds_lease(state, message):
         return state  # the chain ended, or an earlier timer of it
-    seq = message.timer_id.split(":")[1]
+    seq, _ = _lease_of(message)
     dispatched = state.dispatched[seq]
     expires = (dispatched.alive_at or 0) + policy.chain_lease_ms
     if expires > message.ts:

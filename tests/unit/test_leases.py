@@ -75,12 +75,3 @@ async def test_the_leases_of_a_recovered_run_are_armed_from_its_state() -> None:
     runs.clock.arm_held(runs.chain("r", overdue))
     await asyncio.wait_for(runs.arrived.wait(), 5)
     assert runs.sent == [lease_timer("r", 1, overdue)]
-
-
-async def test_close_drops_the_armed_leases() -> None:
-    runs = Runs()
-    runs.clock.arm_held(runs.chain("r", now_ms() + 20))
-    runs.clock.close()
-    await asyncio.sleep(0.1)
-    assert runs.sent == [] and len(runs.clock) == 0
-
