@@ -4,7 +4,7 @@ Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. The dev broker
 (Tansu) answers a fetch only when that wait expires, so each hop would cost up
 to 1.5 s (DESIGN §8: a 2-hop p50 of 754 ms, against 5.6 ms with 5 ms). Real
 Kafka answers as soon as data arrives, so a low value there only costs requests.
-The same value bounds aiokafka's prefetch backoff (see ``on_start``).
+aiokafka's prefetch backoff is bounded on its own (see ``on_start``).
 
 The consumer also refuses to skip messages (``_Consumer.getmany``). Faust 0.15.3 can
 lose messages around a rebalance: records aiokafka has handed over (so its position
@@ -45,6 +45,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger("stepstream.transport")
 
+_PREFETCH_BACKOFF_S = 0.005
+
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -59,7 +61,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # records the application has not taken yet, for up to prefetch_backoff (100 ms).
         # Faust leaves the changelog partitions it writes to in that state, so every
         # table write stalled the next hop by 100 ms. Measured: 103 ms -> 4 ms per hop.
-        self._consumer._fetcher._prefetch_backoff = self.app.fetch_max_wait_ms / 1000
+        # Not tied to the fetch max-wait: on Kafka that is best long (it answers as soon
+        # as data arrives), and a long backoff would bring the stall back.
+        self._consumer._fetcher._prefetch_backoff = _PREFETCH_BACKOFF_S
 
 
 class _Consumer(faust_aiokafka.Consumer):
