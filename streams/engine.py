@@ -73,6 +73,7 @@ from streams.machine import (
 from streams.metrics import Metrics, step_label
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
+from streams.sender import Sender
 from streams.starts import Starter, policy_of
 from streams.transport import FaustApp, owns
 from topics.catalog import catalog
@@ -110,7 +111,7 @@ class Engine:
         self.topics = {spec.name: self.app.topic(spec.name, partitions=spec.partitions,
                                                  internal=False, **_RAW)
                        for spec in self.specs if spec.name.startswith(prefix)}
-        self._topic_names = {topic: topic.get_topic_name() for topic in self.topics.values()}
+        self.sender = Sender(self.app, self.topics)
         # Bytes types select Faust's raw serializer; values are our Avro records.
         # use_partitioner: a table write may happen after its message's turn (the
         # orchestrator pipelines), so its changelog partition comes from the key, hashed
@@ -122,7 +123,6 @@ class Engine:
         # Run states computed but not yet in the table (their commands are in flight).
         self._latest: dict[bytes, RunState] = {}
         self._decoded = DecodedStates(self.codec.decode)  # and those in the table
-        self._failed_sends = 0  # since the last successful send
         self.tiers = DelayTiers(settings)
         self._timers = Timers()
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
@@ -172,86 +172,10 @@ class Engine:
     # --- producing ----------------------------------------------------------------
 
     async def _send(self, suffix: str, key: str, record: Any) -> Awaitable[Any]:
-        """Queue ``record`` for the topic; returns the future of its acknowledgement.
-
-        The future resolves only once the broker has the record: a send that fails (the
-        broker is away) is sent again until it succeeds, so the orchestrator's outbox
-        never stores a state whose commands were lost, and no agent dies of an outage.
-        """
-        topic, raw_key, value = self.topic(suffix), key.encode(), self.codec.encode(record)
-        try:  # in the producer's buffer before the caller moves on (and Faust commits)
-            ack: Awaitable[Any] | None = await self._produce(topic, raw_key, value)
-        except Exception as exc:
-            self._send_failed(topic.get_topic_name(), exc)
-            ack = None
-        if isinstance(ack, asyncio.Future):
-            return self._guarded(topic, raw_key, value, ack)
-        return asyncio.ensure_future(self._acknowledged(topic, raw_key, value, ack))
-
-    async def _produce(self, topic: faust.TopicT, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Hand the record to the producer; returns the future of its acknowledgement.
-
-        Straight to the producer once it runs: ``Topic.send`` wraps each record in
-        Faust's channel, message future and sensor calls, a few percent of a worker's
-        CPU, for nothing this engine uses (its values are bytes already).
-        """
-        producer = self.app.producer
-        if not producer.started:
-            return await topic.send(key=key, value=value)  # Faust starts the producer
-        return await producer.send(self._topic_names[topic], key, value, partition=None,
-                                   timestamp=None, headers=None)
-
-    def _guarded(self, topic: faust.TopicT, key: bytes, value: bytes,
-                 ack: asyncio.Future[Any]) -> asyncio.Future[Any]:
-        """``ack``'s result, or if it fails, that of sending the record again until the
-        broker has it. A callback, not a task per record: nearly every send succeeds."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def settle(sent: asyncio.Future[Any]) -> None:
-            if done.cancelled():
-                return
-            if sent.cancelled() or sent.exception() is not None:
-                retry = asyncio.ensure_future(self._acknowledged(topic, key, value, sent))
-                retry.add_done_callback(functools.partial(_pass_on, done))
-                return
-            self._sends_resumed()
-            done.set_result(sent.result())
-
-        ack.add_done_callback(settle)
-        return done
-
-    async def _acknowledged(self, topic: faust.TopicT, key: bytes, value: bytes,
-                            ack: Awaitable[Any] | None) -> Any:
-        backoff = 0.1
-        while True:
-            try:
-                if ack is None:
-                    ack = await self._produce(topic, key, value)
-                result = await ack
-            except Exception as exc:  # any producer error: send the record again
-                if self.app.should_stop:
-                    # Shutting down: the message that asked for this send is not
-                    # acknowledged, so whoever owns its partition next sends it again.
-                    raise
-                self._send_failed(topic.get_topic_name(), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                ack = None
-                continue
-            self._sends_resumed()
-            return result
-
-    def _sends_resumed(self) -> None:
-        if self._failed_sends:
-            log.warning("sends go on after %d failed attempts", self._failed_sends)
-            self._failed_sends = 0
-
-    def _send_failed(self, topic: str, exc: Exception) -> None:
-        """Log the first failed send of an outage, not each retry of each record."""
-        if not self._failed_sends:
-            log.warning("send to %s failed, retrying until the broker takes it: %s",
-                        topic, exc)
-        self._failed_sends += 1
+        """Queue ``record`` for one of the namespace's topics; returns the future of its
+        acknowledgement, which resolves once the broker has it (``streams.sender``)."""
+        return await self.sender.send(self.settings.topic(suffix), key.encode(),
+                                      self.codec.encode(record))
 
     async def send_events(self, events: list[Event]) -> None:
         """Produce events to the events topic and wait until the broker has them."""
@@ -631,29 +555,21 @@ class Engine:
 
     async def _forward(self, manual: faust.StreamT, event: faust.EventT,
                        delayed: Delayed) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self._forward_once(manual, event, delayed)
-                return
-            except Exception as exc:  # the broker is away: keep the message, try again
-                if self.app.should_stop:
-                    return  # not acked: the partition's next owner forwards it
-                self._send_failed(delayed.topic, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def _forward_once(self, manual: faust.StreamT, event: faust.EventT,
-                            delayed: Delayed) -> None:
-        target = self.topics.get(delayed.topic)
-        if target is None:
-            await self._quarantine(event, f"delay target {delayed.topic!r} is unknown")
-        elif delayed.due_ms <= now_ms():
-            await (await target.send(key=delayed.key, value=delayed.value))
-        else:  # hop on through the tier that fits what is left
-            tier, again = self.tiers.wrap(delayed.topic, delayed.key, delayed.value,
-                                          due_ms=delayed.due_ms)
-            await (await self._send(f"delay.{tier}", delayed.key.decode(), again))
+        """Send a delayed record on (to its topic, or the tier that fits what is left of
+        its delay), then ack it; a crash in between forwards it again."""
+        try:
+            if delayed.topic not in self.topics:
+                await self._quarantine(event, f"delay target {delayed.topic!r} is unknown")
+            elif delayed.due_ms <= now_ms():
+                await (await self.sender.send(delayed.topic, delayed.key, delayed.value))
+            else:
+                tier, again = self.tiers.wrap(delayed.topic, delayed.key, delayed.value,
+                                              due_ms=delayed.due_ms)
+                await (await self._send(f"delay.{tier}", delayed.key.decode(), again))
+        except Exception:
+            if self.app.should_stop:
+                return  # not acked: the partition's next owner forwards it
+            raise
         await manual.ack(event)
 
     async def _match(self, stream: faust.StreamT) -> None:
@@ -725,18 +641,6 @@ def _done() -> asyncio.Future[None]:
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     done.set_result(None)
     return done
-
-
-def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
-    """Settle ``to`` as ``source`` was settled (unless ``to`` was cancelled meanwhile)."""
-    if to.done():
-        return
-    if source.cancelled():
-        to.cancel()
-    elif (exc := source.exception()) is not None:
-        to.set_exception(exc)
-    else:
-        to.set_result(source.result())
 
 
 async def _all_acked(acks: Sequence[list[Awaitable[Any]]]) -> None:
