@@ -464,24 +464,33 @@ class Engine:
             self.metrics.run_duration.labels(new.function_id, new.status).observe(seconds)
 
     async def _execute(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        manual = stream.noack()
+        async for event in manual.events():
             try:
                 request = self.codec.decode_as(event.message.value, StepRequest)
             except DecodeError as exc:
                 await self._quarantine(event, str(exc))
+                await manual.ack(event)
                 continue
             await self._slots.acquire()
             detached = asyncio.Event()
             task = asyncio.ensure_future(self._dispatch(request, detached))
             self._chains.add(task)
             task.add_done_callback(self._chain_done)
-            # Return (and let Faust ack the request) when the dispatch is over, or once the
-            # first link of an eager chain is on the broker: from then on the run's state
-            # has the chain's progress and a lease, so a crash re-dispatches from the last
+            # Ack the request when the dispatch is over (its outcome on the broker), or
+            # once the first link of an eager chain is: from then on the run's state has
+            # the chain's progress and a lease, so a crash re-dispatches from the last
             # step applied instead of replaying the request and re-running the chain.
             waiter = asyncio.ensure_future(detached.wait())
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+            # Not done unless detached: ``wait`` returned for the task.
+            failed = not detached.is_set() and (task.cancelled() or task.exception())
+            if not (failed and self.app.should_stop):
+                await manual.ack(event)  # a crashed dispatch is logged, not looped
+            # Else the worker stopped before the outcome reached the broker: not acked, the
+            # partition's next owner runs the request again (the rebalance test lost runs
+            # when requests were acked with their outcome still in the producer's buffer).
 
     def _chain_done(self, task: asyncio.Task[None]) -> None:
         self._chains.discard(task)
@@ -492,9 +501,9 @@ class Engine:
     async def _dispatch(self, request: StepRequest, detached: asyncio.Event) -> None:
         function = self.ss.functions.get(request.function_id)
         if function is None:
-            await self._send("runs", request.run_id, FunctionFinished(
+            await (await self._send("runs", request.run_id, FunctionFinished(
                 run_id=request.run_id, seq=request.seq, ts=now_ms(),
-                error=_unknown_function(request.function_id, self.ss.app_id)))
+                error=_unknown_function(request.function_id, self.ss.app_id))))
             return
 
         heartbeat = ChainHeartbeat(functools.partial(self._send, "runs", request.run_id),
@@ -511,7 +520,7 @@ class Engine:
 
         held = await self.flow.enter(function, request)  # concurrency slots, throttle
         if isinstance(held, StepDeferred):
-            await self._send("runs", request.run_id, held)
+            await (await self._send("runs", request.run_id, held))
             return
         async with held, heartbeat:
             outcome = await execute(function, request,
@@ -519,7 +528,7 @@ class Engine:
                                     send_events=self.send_events, chain=held.budget(self.chain),
                                     on_progress=progress)
         self._count_attempt(request.function_id, outcome)
-        await self._send("runs", request.run_id, outcome)
+        await (await self._send("runs", request.run_id, outcome))
 
     def _count_attempt(self, function_id: str, outcome: Any) -> None:
         if not isinstance(outcome, StepCompleted | StepFailed):
