@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-log = logging.getLogger("stepstream.engine")
+log = logging.getLogger("stepstream.sender")
 
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.1, 5.0
 
