@@ -495,8 +495,13 @@ class Engine:
     def _chain_done(self, task: asyncio.Task[None]) -> None:
         self._chains.discard(task)
         self._slots.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("executor dispatch crashed", exc_info=task.exception())
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self.app.should_stop:  # its outcome could not be sent: see _execute
+            log.info("a dispatch ended with the worker (%s); its partition's next owner "
+                     "runs it again", exc)
+        else:
+            log.error("executor dispatch crashed", exc_info=exc)
 
     async def _dispatch(self, request: StepRequest, detached: asyncio.Event) -> None:
         function = self.ss.functions.get(request.function_id)

@@ -42,7 +42,7 @@ class Sender:
             ack = await self._produce(topic, key, value)
         except Exception as exc:
             self._send_failed(topic, exc)
-            return asyncio.ensure_future(self._acknowledged(topic, key, value, None))
+            return _quiet(asyncio.ensure_future(self._acknowledged(topic, key, value, None)))
         return self._guarded(topic, key, value, ack)
 
     async def _produce(self, topic: str, key: bytes, value: bytes) -> Awaitable[Any]:
@@ -63,7 +63,7 @@ class Sender:
         """``ack``'s result, or if it fails, that of sending the record again until the
         broker has it. A callback, not a task per record: nearly every send succeeds."""
         if not isinstance(ack, asyncio.Future):
-            return asyncio.ensure_future(self._acknowledged(topic, key, value, ack))
+            return _quiet(asyncio.ensure_future(self._acknowledged(topic, key, value, ack)))
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def settle(sent: asyncio.Future[Any]) -> None:
@@ -111,6 +111,22 @@ class Sender:
         self._failed += 1
 
 
+def _quiet(future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Mark a failure of ``future`` as seen. A send fails only when the worker stops, and
+    many are not awaited (heartbeats, later links of a chain): asyncio would log each as
+    an ERROR with a traceback on every shutdown. Whoever awaits it still gets the error."""
+    if future.done():
+        _seen(future)
+    else:
+        future.add_done_callback(_seen)
+    return future
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
     """Settle ``to`` as ``source`` was settled (unless ``to`` was cancelled meanwhile)."""
     if to.done():
@@ -119,5 +135,6 @@ def _pass_on(to: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
         to.cancel()
     elif (exc := source.exception()) is not None:
         to.set_exception(exc)
+        _quiet(to)
     else:
         to.set_result(source.result())
