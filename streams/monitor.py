@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stepstream.monitor")
 
+
 class RunTracker(faust.Sensor):
     """Sensor: the last message taken in per partition, and the runs not yet final."""
 
