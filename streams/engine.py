@@ -71,6 +71,7 @@ from streams.machine import (
     is_lease,
 )
 from streams.metrics import Metrics, step_label
+from streams.partitioner import key_partitioner
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.sender import Sender
@@ -158,6 +159,7 @@ class Engine:
             stream_wait_empty=False,
             producer_acks=-1,
             producer_linger=0.0,
+            producer_partitioner=key_partitioner,
             table_standby_replicas=s.standby_replicas,
             **faust_options(s),  # SASL / TLS, the same as the confluent-kafka clients'
         )
