@@ -51,7 +51,7 @@ def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"runs": 10, "in_flight": [50], "seconds": 4.0, "workers": [1, 2],
                 "recovery_timeout": 150.0, "sections": ["per_step", "throughput", "recovery"]}
-    return {"runs": 50, "in_flight": [1, 10, 50, 100], "seconds": 10.0, "workers": [1, 2],
+    return {"runs": 50, "in_flight": [1, 10, 50, 100, 200], "seconds": 10.0, "workers": [1, 2],
             "recovery_timeout": 300.0,
             "sections": ["per_step", "throughput", "recovery", "per_step_fsync"]}
 
