@@ -14,9 +14,8 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import faust
@@ -24,7 +23,6 @@ import faust
 from schemas.codec import DecodeError, default_codec
 from schemas.messages import (
     RUN_MESSAGES,
-    Delayed,
     ErrorInfo,
     Event,
     FlowTimer,
@@ -50,7 +48,8 @@ from streams import redis_client, waiters
 from streams.batcher import Batcher
 from streams.chain_heartbeat import ChainHeartbeat
 from streams.decoded import DecodedStates
-from streams.delays import DelayTiers, Timers
+from streams.delay_forwarder import DelayForwarder
+from streams.delays import DelayTiers
 from streams.flow.gate import FlowGate
 from streams.flow.trigger import Decision
 from streams.leases import LeaseClock
@@ -86,6 +85,9 @@ _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer"
                         "value_serializer": "raw"}
 
 _SCAN_BATCH = 500  # table entries decoded between yields to the event loop
+
+TableObserver = Callable[[Sequence[tuple[bytes, RunState]]], None]
+"""Told the run states of the runs table partitions assigned, after each rebalance."""
 
 
 class Engine:
@@ -125,12 +127,16 @@ class Engine:
         self._latest: dict[bytes, RunState] = {}
         self._decoded = DecodedStates(self.codec.decode)  # and those in the table
         self.tiers = DelayTiers(settings)
-        self._timers = Timers()
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
-        self._leases_scanned: frozenset[Any] | None = None  # the assignment last scanned
+        self._table_scanned: frozenset[Any] | None = None  # the assignment last scanned
+        self._revocations = 0  # a scan overtaken by a rebalance is not the last one
+        self._table_observers: list[TableObserver] = [self._arm_leases]
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
         self.projector = HistoryProjector(settings, self.store, self.codec, self._quarantine_raw)
+        self.delays = DelayForwarder(settings, self.tiers, self.sender, self.codec,
+                                     targets=self.topics, quarantine=self._quarantine_raw,
+                                     stopping=lambda: bool(self.app.should_stop))
         self.starter = Starter(ss, self.redis, self.metrics)
         self.flow = FlowGate(self.redis, settings, self.metrics)
         self._register_agents()
@@ -191,7 +197,7 @@ class Engine:
             reason=reason, ts=now_ms(), key=message.key, value=message.value))
 
     async def _quarantine_raw(self, message: Any, reason: str) -> None:
-        """``_quarantine`` for a confluent-kafka message (the history projector's)."""
+        """``_quarantine`` for a confluent-kafka message (the projector's, the delays')."""
         await self._set_aside(Quarantined(
             topic=message.topic(), partition=message.partition(), offset=message.offset(),
             reason=reason, ts=now_ms(), key=message.key(), value=message.value()))
@@ -241,16 +247,15 @@ class Engine:
         app.agent(self.topic("runs"), name="stepstream.orchestrator")(self._orchestrate)
         app.agent(self.topic("steps"), name="stepstream.executor",
                   concurrency=self.settings.executor_concurrency)(self._execute)
-        for tier, hold in self.tiers.tiers:
-            app.agent(self.topic(f"delay.{tier}"), name=f"stepstream.delay.{tier}")(
-                self._delay_agent(hold))
         # Waiters and re-keyed events share one agent: both are keyed by event name, so
         # a name's waiters and its events land on the same partition and table shard.
         matcher_topic = app.topic(self.settings.topic("waiters"),
                                   self.settings.topic("events.by-name"), **_RAW)
         app.agent(matcher_topic, name="stepstream.waiters")(self._match)
         app.task(self.projector.run)
-        app.timer(1.0)(self._arm_recovered_leases)
+        app.task(self.delays.run)  # the delay tiers: a consumer of their own
+        app.timer(1.0)(self._scan_recovered_table)
+        app.on_partitions_revoked.connect(self._forget_table_scan)
         if any(f.cron for f in self.ss.functions.values()):
             app.task(self._cron)
 
@@ -392,14 +397,7 @@ class Engine:
         state = self._latest.get(key)
         return state if state is not None else self.state_of(key, self.runs.get(key))
 
-    def recovered_assignment(self) -> frozenset[Any] | None:
-        """The partitions assigned now, once their tables are recovered (None before)."""
-        app = self.app
-        if app.rebalancing or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
-            return None
-        return frozenset(app.consumer.assignment())
-
-    async def states_in_table(self) -> AsyncIterator[tuple[bytes, RunState]]:
+    async def _states_in_table(self) -> AsyncIterator[tuple[bytes, RunState]]:
         """The run states in this worker's runs table partitions (undecodable ones
         skipped: the orchestrator quarantines what it cannot read)."""
         for i, (key, raw) in enumerate(list(self.runs.items())):
@@ -419,14 +417,39 @@ class Engine:
     async def _fire_lease(self, timer: TimerFired) -> None:
         await self._send("runs", timer.run_id, timer)
 
-    async def _arm_recovered_leases(self) -> None:
-        """After a rebalance, time the leases of the runs in the partitions assigned."""
-        assignment = self.recovered_assignment()
-        if assignment is None or assignment == self._leases_scanned:
+    def on_recovered_table(self, observer: TableObserver) -> None:
+        """Call ``observer`` with the run states of the runs table partitions assigned,
+        after every rebalance, once they are recovered (recovered runs are not written,
+        so nothing else shows them). One scan feeds every observer."""
+        self._table_observers.append(observer)
+
+    async def _scan_recovered_table(self) -> None:
+        assignment = self._recovered_assignment()
+        if assignment is None or assignment == self._table_scanned:
             return
-        async for _, state in self.states_in_table():
+        revocations = self._revocations
+        states = [item async for item in self._states_in_table()]
+        for observer in self._table_observers:
+            observer(states)
+        if revocations == self._revocations:
+            self._table_scanned = assignment
+
+    async def _forget_table_scan(self, *_: Any, **__: Any) -> None:
+        # Every rebalance revokes all partitions first: partitions that come back may
+        # have been processed by another worker meanwhile (new leases among them).
+        self._table_scanned = None
+        self._revocations += 1
+
+    def _recovered_assignment(self) -> frozenset[Any] | None:
+        """The partitions assigned now, once their tables are recovered (None before)."""
+        app = self.app
+        if app.rebalancing or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            return None
+        return frozenset(app.consumer.assignment())
+
+    def _arm_leases(self, states: Sequence[tuple[bytes, RunState]]) -> None:
+        for _, state in states:
             self.leases.arm_held(state)
-        self._leases_scanned = assignment
 
     def state_of(self, key: bytes, raw: bytes | None) -> RunState | None:
         """The run state the runs table holds as ``raw`` (decoded once per write)."""
@@ -546,47 +569,6 @@ class Engine:
                                           "completed" if ok else "failed").inc()
         self.metrics.step_duration.labels(function_id, step).observe(
             (outcome.ended_at - outcome.started_at) / 1000)
-
-    def _delay_agent(self, hold: timedelta) -> Any:
-        hold_ms = int(hold.total_seconds() * 1000)
-
-        async def delay(stream: faust.StreamT) -> None:
-            # Each message waits on its own timer (not in line): a short retry behind a
-            # long lease timer in the same tier leaves on time. A message is acked once
-            # forwarded, so a crash re-forwards it (timers and their receivers dedupe).
-            manual = stream.noack()
-            async for event in manual.events():
-                try:
-                    delayed = self.codec.decode_as(event.message.value, Delayed)
-                except DecodeError as exc:
-                    await self._quarantine(event, str(exc))
-                    await manual.ack(event)
-                    continue
-                enqueued_ms = int(event.message.timestamp * 1000)
-                wake_ms = min(delayed.due_ms, enqueued_ms + hold_ms)
-                self._timers.start(max(0.0, (wake_ms - now_ms()) / 1000),
-                                   self._forward(manual, event, delayed))
-
-        return delay
-
-    async def _forward(self, manual: faust.StreamT, event: faust.EventT,
-                       delayed: Delayed) -> None:
-        """Send a delayed record on (to its topic, or the tier that fits what is left of
-        its delay), then ack it; a crash in between forwards it again."""
-        try:
-            if delayed.topic not in self.topics:
-                await self._quarantine(event, f"delay target {delayed.topic!r} is unknown")
-            elif delayed.due_ms <= now_ms():
-                await (await self.sender.send(delayed.topic, delayed.key, delayed.value))
-            else:
-                tier, again = self.tiers.wrap(delayed.topic, delayed.key, delayed.value,
-                                              due_ms=delayed.due_ms)
-                await (await self._send(f"delay.{tier}", delayed.key.decode(), again))
-        except Exception:
-            if self.app.should_stop:
-                return  # not acked: the partition's next owner forwards it
-            raise
-        await manual.ack(event)
 
     async def _match(self, stream: faust.StreamT) -> None:
         async for event in stream.events():

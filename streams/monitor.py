@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 import faust
 
+from schemas.messages import RunState
 from streams.machine import FINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -51,7 +53,7 @@ class RunTracker(faust.Sensor):
         """Partition -> (offset, produce time in s) of the last message taken in."""
         self.in_flight: dict[bytes, int] = {}
         """Run key -> started_at (ms) of every run in our partitions that is not final."""
-        self.scanned_assignment: frozenset[Any] | None = None
+        engine.on_recovered_table(self.rebuild)
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         self.taken[tp] = (offset, float(message.timestamp))
@@ -59,7 +61,6 @@ class RunTracker(faust.Sensor):
     def on_rebalance_start(self, app: Any) -> dict[str, Any]:
         # Partitions may come back later, processed further by another worker meanwhile.
         self.taken.clear()
-        self.scanned_assignment = None
         return super().on_rebalance_start(app)
 
     def on_table_set(self, table: Any, key: Any, value: Any) -> None:
@@ -80,10 +81,9 @@ class RunTracker(faust.Sensor):
         else:
             self.in_flight[key] = state.started_at
 
-    async def rescan(self) -> None:
+    def rebuild(self, states: Sequence[tuple[bytes, RunState]]) -> None:
         """Rebuild ``in_flight`` from the table partitions this worker holds now."""
-        self.in_flight = {key: state.started_at
-                          async for key, state in self.engine.states_in_table()
+        self.in_flight = {key: state.started_at for key, state in states
                           if state.status not in FINAL_STATUSES}
 
 
@@ -95,10 +95,11 @@ def _package_version() -> str:
 
 
 def watched_topics(engine: Engine) -> list[str]:
-    """The topics the agents consume (not changelogs: reading those is recovery)."""
+    """The topics the worker consumes (not changelogs: reading those is recovery)."""
     names = {name for agent in engine.app.agents.values()
              for name in getattr(agent.channel, "topics", ())}
-    return sorted(names & set(engine.topics))
+    return sorted((names & set(engine.topics)) | {*engine.projector.topics,
+                                                  *engine.delays.topics})
 
 
 async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
@@ -127,12 +128,11 @@ async def update_lag(engine: Engine, tracker: RunTracker, now: float) -> None:
         metrics.consumer_partition_lag.labels(tp.topic, str(tp.partition)).set(behind)
         if behind and taken is not None:
             age[tp.topic] = max(age[tp.topic], now - taken[1])
-    history = engine.settings.topic("history")  # the projector's own consumer
-    lag[history] = sum(engine.projector.lag.values())
-    age.setdefault(history, 0.0)
-    for partition, behind in engine.projector.lag.items():
-        series.add((history, str(partition)))
-        metrics.consumer_partition_lag.labels(history, str(partition)).set(behind)
+    for own in (engine.projector, engine.delays):  # consumers in groups of their own
+        for (topic, partition), behind in own.lag.items():
+            lag[topic] += behind
+            series.add((topic, str(partition)))
+            metrics.consumer_partition_lag.labels(topic, str(partition)).set(behind)
     for gone in tracker.lag_series - series:  # revoked: another worker reports it now
         metrics.consumer_partition_lag.remove(*gone)
     tracker.lag_series = frozenset(series)
@@ -156,10 +156,6 @@ async def tick(engine: Engine, tracker: RunTracker) -> None:
     metrics.heartbeat.set(now)
     if app.rebalancing:
         return
-    assignment = engine.recovered_assignment()
-    if assignment is not None and tracker.scanned_assignment != assignment:
-        await tracker.rescan()
-        tracker.scanned_assignment = assignment
     await update_lag(engine, tracker, now)
     await update_sizes(engine)
     started = list(tracker.in_flight.values())

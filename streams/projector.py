@@ -23,9 +23,9 @@ from typing import Any
 
 from schemas.codec import AvroCodec, DecodeError
 from schemas.messages import HistoryRecord
-from stepstream.kafka_security import kafka_client_config
 from stepstream.settings import Settings
 from streams.backoff import until_done
+from streams.group_consumer import Lag, commit, group_consumer, lag_of
 from streams.readmodel import RunStore
 from streams.redis_client import STORE_ERRORS
 
@@ -45,28 +45,20 @@ class HistoryProjector:
                  quarantine: Quarantine) -> None:
         self.settings, self.store, self.codec, self.quarantine = settings, store, codec, quarantine
         self.group_id = f"{settings.namespace}-history-projector"
+        self.topics = [settings.topic("history")]
         # One thread owns the consumer: librdkafka calls must not overlap, and a
         # ``consume`` that is still waiting when the worker stops must end before close.
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "stepstream-projector")
-        self.lag: dict[int, int] = {}
+        self.lag: Lag = {}
         """Records not yet projected, by partition of the history topic this worker has."""
 
     async def run(self) -> None:
         """Project until cancelled; then leave the group."""
-        from confluent_kafka import Consumer
-
         loop = asyncio.get_running_loop()
-        consumer = Consumer(kafka_client_config(self.settings, **{
-            "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": self.settings.fetch_max_wait_ms,
-            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
-            "heartbeat.interval.ms": 1000,
-        }))
+        consumer = group_consumer(self.settings, self.group_id,
+                                  fetch_wait_ms=self.settings.fetch_max_wait_ms)
         try:
-            await loop.run_in_executor(self._thread, consumer.subscribe,
-                                       [self.settings.topic("history")])
+            await loop.run_in_executor(self._thread, consumer.subscribe, self.topics)
             while True:
                 messages = await loop.run_in_executor(self._thread, self._take, consumer)
                 if messages:
@@ -78,12 +70,7 @@ class HistoryProjector:
     def _take(self, consumer: Any) -> list[Any]:
         """The next batch; notes the lag behind each partition's end as it goes."""
         messages: list[Any] = consumer.consume(BATCH, 0.1)
-        lag = {}
-        for tp in consumer.position(consumer.assignment()):
-            high = consumer.get_watermark_offsets(tp, cached=True)[1]
-            if tp.offset >= 0 and high >= 0:
-                lag[tp.partition] = max(0, high - tp.offset)
-        self.lag = lag
+        self.lag = lag_of(consumer)
         return messages
 
     async def _apply(self, messages: list[Any]) -> None:
@@ -105,16 +92,6 @@ class HistoryProjector:
 def _commit(consumer: Any, messages: list[Any]) -> None:
     """Commit past the batch; a failed commit (a rebalance) means records applied twice,
     which the read model ignores."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    ends: dict[tuple[str, int], int] = {}
-    for message in messages:
-        if message.error() is None:
-            ends[(message.topic(), message.partition())] = message.offset() + 1
-    if not ends:
-        return
-    try:
-        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
-                        asynchronous=False)
-    except KafkaException as exc:
-        log.info("history offsets not committed (applied again later): %s", exc)
+    commit(consumer, {(m.topic(), m.partition()): m.offset() + 1
+                      for m in messages if m.error() is None},
+           lambda exc: log.info("history offsets not committed (applied again later): %s", exc))

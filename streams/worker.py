@@ -54,7 +54,8 @@ def _serve_http(engine: Engine) -> None:
 
     def ready() -> bool:
         # Faust keeps its assignment through a broker outage: ask the broker too.
-        return bool(app.consumer.assignment()) and not app.rebalancing and probe.reachable
+        return (bool(app.consumer.assignment()) and not app.rebalancing and probe.reachable
+                and engine.delays.joined)
 
     async def send_control(message: Any) -> None:
         # Cancel and replay requests join the run's other messages on the runs topic.

@@ -39,10 +39,12 @@ async def test_per_partition_lag_follows_the_assignment() -> None:
     metrics = Metrics()
     agents = {"executor": SimpleNamespace(channel=SimpleNamespace(topics=("ns.steps",)))}
     consumer = FakeConsumer({TP("ns.steps", 0): 5, TP("ns.steps", 1): 7})
-    projector = SimpleNamespace(lag={3: 2})  # the history projector's own consumer
+    # the history projector's own consumer, and the delay tiers' (nothing assigned)
+    projector = SimpleNamespace(topics=["ns.history"], lag={("ns.history", 3): 2})
     engine: Any = SimpleNamespace(app=SimpleNamespace(consumer=consumer, agents=agents),
                                   topics={"ns.steps": None}, metrics=metrics,
-                                  settings=Settings(namespace="ns"), projector=projector)
+                                  settings=Settings(namespace="ns"), projector=projector,
+                                  delays=SimpleNamespace(topics=["ns.delay.1s"], lag={}))
     tracker = RunTracker.__new__(RunTracker)
     tracker.taken = {}
 

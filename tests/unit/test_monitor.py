@@ -35,7 +35,11 @@ def fake_engine(consumer: FakeConsumer) -> Any:
               "orchestrator": SimpleNamespace(channel=SimpleNamespace(topics=("ns.runs",)))}
     return SimpleNamespace(app=SimpleNamespace(consumer=consumer, agents=agents),
                            topics=topics, metrics=Metrics(), settings=Settings(namespace="ns"),
-                           projector=SimpleNamespace(lag={0: 4, 1: 0}))
+                           projector=SimpleNamespace(topics=["ns.history"],
+                                                     lag={("ns.history", 0): 4,
+                                                          ("ns.history", 1): 0}),
+                           delays=SimpleNamespace(topics=["ns.delay.1s", "ns.delay.1m"],
+                                                  lag={("ns.delay.1s", 2): 3}))
 
 
 def value(metrics: Metrics, name: str, topic: str) -> float | None:
@@ -58,8 +62,10 @@ async def test_lag_sums_partitions_and_ages_the_ones_behind() -> None:
     assert value(metrics, "stepstream_consumer_lag_messages", "ns.runs") == 0  # not fetched yet
     assert value(metrics, "stepstream_consumer_lag_messages", "ns.steps.dlq") is None  # no agent
     assert value(metrics, "stepstream_consumer_lag_messages", "ns-runs-changelog") is None
-    # the history projector's consumer, a group of its own
+    # the history projector's and the delay tiers' consumers, groups of their own
     assert value(metrics, "stepstream_consumer_lag_messages", "ns.history") == 4
+    assert value(metrics, "stepstream_consumer_lag_messages", "ns.delay.1s") == 3
+    assert value(metrics, "stepstream_consumer_lag_messages", "ns.delay.1m") == 0
 
 
 async def test_caught_up_partitions_have_no_age() -> None:
@@ -88,3 +94,12 @@ def test_runs_in_flight_follow_table_writes() -> None:
     assert tracker.in_flight == {b"r2": 5}
     tracker.on_table_del(runs, b"r2")
     assert tracker.in_flight == {}
+
+
+def test_runs_in_flight_are_rebuilt_from_the_recovered_table() -> None:
+    tracker = RunTracker.__new__(RunTracker)
+    tracker.in_flight = {b"gone": 1}  # a run of a partition revoked since
+    tracker.rebuild([(b"r1", SimpleNamespace(status="running", started_at=5)),
+                     (b"r2", SimpleNamespace(status="failed", started_at=6)),
+                     (b"r3", SimpleNamespace(status="sleeping", started_at=7))])
+    assert tracker.in_flight == {b"r1": 5, b"r3": 7}
