@@ -198,10 +198,12 @@ class DelayForwarder:
 
     async def _commit(self, consumer: Any) -> None:
         offsets = self._due_commits()
-        if offsets:
-            await asyncio.get_running_loop().run_in_executor(
-                self._thread, commit, consumer, offsets, self._commit_failed)
-            self._committed.update(offsets)
+        if not offsets:
+            return
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._thread, commit, consumer, offsets,
+                                      self._commit_failed):
+            self._committed.update(offsets)  # a failed commit is tried again next round
 
     async def _close(self, consumer: Any) -> None:
         self._closing = True  # what close() revokes is committed here, once

@@ -38,15 +38,17 @@ def lag_of(consumer: Any) -> Lag:
 
 
 def commit(consumer: Any, offsets: dict[tuple[str, int], int],
-           failed: Callable[[Exception], None]) -> None:
+           failed: Callable[[Exception], None]) -> bool:
     """Commit ``offsets`` (the next offset to read, by partition) and wait for it; a
     failure (a rebalance under way) goes to ``failed``: the records are read again."""
     from confluent_kafka import KafkaException, TopicPartition
 
     if not offsets:
-        return
+        return True
     try:
         consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                         asynchronous=False)
     except KafkaException as exc:
         failed(exc)
+        return False
+    return True
