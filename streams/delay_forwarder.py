@@ -37,8 +37,9 @@ Quarantine = Callable[[Any, str], Awaitable[None]]
 """Sets aside a confluent-kafka message that cannot be sent on, with the reason."""
 
 FETCH_WAIT_MS = 20
-"""A held record is sent on at its due time wherever this lands; only a record due
-sooner than this after it was produced can leave late, by at most this much."""
+"""Longest wait of a fetch, and of a ``consume`` call for a batch (librdkafka's waits the
+whole timeout unless the batch fills): a record is sent on at its due time if it arrives
+before, so only a delay shorter than twice this can leave late, by at most this much."""
 
 BATCH = 500
 COMMIT_INTERVAL_S = 0.5
@@ -128,7 +129,7 @@ class DelayForwarder:
             await asyncio.shield(self._close(consumer))
 
     def _take(self, consumer: Any) -> list[Any]:
-        messages: list[Any] = consumer.consume(BATCH, 0.1)
+        messages: list[Any] = consumer.consume(BATCH, FETCH_WAIT_MS / 1000)
         self.lag = lag_of(consumer)
         return messages
 

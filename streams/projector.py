@@ -37,6 +37,15 @@ Quarantine = Callable[[Any, str], Awaitable[None]]
 BATCH = 500
 """Most records taken and applied at once."""
 
+BATCH_WAIT_S = 0.1
+"""How long a batch is gathered: librdkafka's ``consume`` waits this long unless the
+batch fills, so the read model trails the history by about this much."""
+
+FETCH_WAIT_MS = 50
+"""The least fetch wait: the batches are 100 ms apart anyway, and on the dev broker every
+fetch costs its CPU whether it brings records or not (Kafka answers as soon as records
+arrive, where the engine's own, longer setting applies)."""
+
 
 class HistoryProjector:
     """Consumes ``{namespace}.history`` and applies it to ``store``."""
@@ -55,8 +64,8 @@ class HistoryProjector:
     async def run(self) -> None:
         """Project until cancelled; then leave the group."""
         loop = asyncio.get_running_loop()
-        consumer = group_consumer(self.settings, self.group_id,
-                                  fetch_wait_ms=self.settings.fetch_max_wait_ms)
+        consumer = group_consumer(self.settings, self.group_id, fetch_wait_ms=max(
+            self.settings.fetch_max_wait_ms, FETCH_WAIT_MS))
         try:
             await loop.run_in_executor(self._thread, consumer.subscribe, self.topics)
             while True:
@@ -69,7 +78,7 @@ class HistoryProjector:
 
     def _take(self, consumer: Any) -> list[Any]:
         """The next batch; notes the lag behind each partition's end as it goes."""
-        messages: list[Any] = consumer.consume(BATCH, 0.1)
+        messages: list[Any] = consumer.consume(BATCH, BATCH_WAIT_S)
         self.lag = lag_of(consumer)
         return messages
 
