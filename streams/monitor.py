@@ -9,8 +9,9 @@ that into gauges every ``Settings.monitor_interval_s`` seconds:
 - ``stepstream_consumer_lag_messages{topic}``: high watermark minus the next offset
   to take in, summed over this worker's partitions (sum over workers: the group's lag).
 - ``stepstream_consumer_lag_seconds{topic}``: for partitions that are behind, the
-  age of the last message taken in (max over partitions). Delay topics hold
-  messages on purpose: their lag in seconds is up to the tier's hold.
+  age of the last message taken in (max over partitions); 0 for the topics read by
+  consumers of their own (history, delay tiers), which report messages only. The delay
+  forwarder takes records in at once and holds them in memory until due.
 - ``stepstream_consumer_partition_lag_messages{topic,partition}``: the same, per
   partition this worker owns (a partition's series goes when it is revoked).
 - ``stepstream_table_keys{table}``: keys of the runs and waiters tables in this worker's
