@@ -284,6 +284,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 _PROBE_EVERY_S = 10.0
+_UNSTICK_FAILURES_LOGGED = 5  # every 5th consecutive failure of the stall check is a warning
 
 
 def _ends_by_fetch(config: dict[str, Any], ends: dict[Any, int]) -> dict[Any, int]:
@@ -342,6 +343,7 @@ class FaustApp(faust.App):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._unstick_failures = 0
         self.timer(2.0, name="stepstream.unstick")(self._unstick)
 
     def _new_transport(self) -> Any:
@@ -355,4 +357,11 @@ class FaustApp(faust.App):
             try:
                 await consumer.unstick(self.unstick_idle_s)
             except Exception:  # a rebalance under our feet: the next tick looks again
-                log.debug("unstick check failed", exc_info=True)
+                self._unstick_failures += 1
+                # Once is a rebalance; a check that keeps failing leaves stalls unseen.
+                quiet = self._unstick_failures % _UNSTICK_FAILURES_LOGGED
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "the stall check failed %d times in a row", self._unstick_failures,
+                        exc_info=True)
+            else:
+                self._unstick_failures = 0
