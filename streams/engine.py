@@ -128,8 +128,8 @@ class Engine:
         self._decoded = DecodedStates(self.codec.decode)  # and those in the table
         self.tiers = DelayTiers(settings)
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
-        self._table_scanned: frozenset[Any] | None = None  # the assignment last scanned
-        self._revocations = 0  # a scan overtaken by a rebalance is not the last one
+        self._revocations = 0  # every rebalance starts with one
+        self._table_scanned: tuple[int, frozenset[Any]] | None = None  # (revocations, assignment)
         self._table_observers: list[TableObserver] = [self._arm_leases]
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
@@ -255,7 +255,7 @@ class Engine:
         app.task(self.projector.run)
         app.task(self.delays.run)  # the delay tiers: a consumer of their own
         app.timer(1.0)(self._scan_recovered_table)
-        app.on_partitions_revoked.connect(self._forget_table_scan)
+        app.on_partitions_revoked.connect(self._count_revocation)
         if any(f.cron for f in self.ss.functions.values()):
             app.task(self._cron)
 
@@ -425,19 +425,20 @@ class Engine:
 
     async def _scan_recovered_table(self) -> None:
         assignment = self._recovered_assignment()
-        if assignment is None or assignment == self._table_scanned:
+        if assignment is None:
             return
-        revocations = self._revocations
+        scan = (self._revocations, assignment)
+        if scan == self._table_scanned:
+            return
         states = [item async for item in self._states_in_table()]
         for observer in self._table_observers:
             observer(states)
-        if revocations == self._revocations:
-            self._table_scanned = assignment
+        self._table_scanned = scan  # a rebalance during the scan changes the count: again
 
-    async def _forget_table_scan(self, *_: Any, **__: Any) -> None:
+    async def _count_revocation(self, *_: Any, **__: Any) -> None:
         # Every rebalance revokes all partitions first: partitions that come back may
-        # have been processed by another worker meanwhile (new leases among them).
-        self._table_scanned = None
+        # have been processed by another worker meanwhile (new leases among them), so
+        # the same assignment after a revocation is scanned again.
         self._revocations += 1
 
     def _recovered_assignment(self) -> frozenset[Any] | None:
