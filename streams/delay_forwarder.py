@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
@@ -57,6 +58,12 @@ class _Held:
 
     def committable(self) -> int:
         return min(self.tasks, default=self.next_offset)
+
+
+def _sent_on(held: _Held, offset: int, task: asyncio.Task[None]) -> None:
+    """A record sent on is no longer held; one that failed or was stopped still is."""
+    if held.tasks.get(offset) is task and not task.cancelled() and task.exception() is None:
+        del held.tasks[offset]
 
 
 class DelayForwarder:
@@ -150,7 +157,7 @@ class DelayForwarder:
             task = asyncio.ensure_future(
                 self._forward(message, delayed, max(0.0, (wake_ms - now_ms()) / 1000)))
         held.tasks[message.offset()] = task
-        task.add_done_callback(lambda _: self._sent_on(partition, held, message.offset()))
+        task.add_done_callback(functools.partial(_sent_on, held, message.offset()))
 
     async def _forward(self, message: Any, delayed: Delayed, wait_s: float) -> None:
         """Send ``delayed`` on (to its topic, or the tier that fits what is left of its
@@ -173,12 +180,6 @@ class DelayForwarder:
                 log.exception("sending a delayed record on failed; it is sent again by "
                               "the partition's next owner")
             raise  # held: its offset is not committed past
-
-    def _sent_on(self, partition: Partition, held: _Held, offset: int) -> None:
-        task = held.tasks.get(offset)
-        if task is None or not task.done() or task.cancelled() or task.exception():
-            return
-        del held.tasks[offset]
 
     async def _release(self, partitions: set[Partition]) -> dict[Partition, int]:
         """Partitions revoked: stop their timers; what was sent on may be committed."""
