@@ -210,7 +210,9 @@ class Stepstream:
             from stepstream.kafka_security import kafka_client_config
 
             self._producer = Producer(kafka_client_config(
-                self.settings, **{"enable.idempotence": True, "linger.ms": 1}))
+                self.settings, **{"enable.idempotence": True, "linger.ms": 1,
+                                  # where Java's producers (and the engine) put a key
+                                  "partitioner": "murmur2_random"}))
         return self._producer
 
     def close(self) -> None:

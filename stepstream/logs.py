@@ -50,8 +50,10 @@ CAPTURE_LEVEL = logging.INFO
 """Lowest level of ``ctx.logger`` lines kept in the run's history."""
 
 # Loggers of the engine and its libraries: their records during a dispatch are not the run's.
-_NOT_THE_RUNS = ("stepstream.engine", "stepstream.worker", "stepstream.monitor", "faust",
-                 "aiokafka", "mode", "kafka", "asyncio", "urllib3", "redis")
+_NOT_THE_RUNS = ("stepstream.engine", "stepstream.worker", "stepstream.monitor",
+                 "stepstream.runtime", "stepstream.task", "stepstream.store",
+                 "stepstream.executor", "stepstream.sender", "confluent_kafka", "kafka",
+                 "asyncio", "urllib3", "redis")
 
 _collector: ContextVar[Collector | None] = ContextVar("stepstream_log_collector", default=None)
 _step: ContextVar[str | None] = ContextVar("stepstream_log_step", default=None)

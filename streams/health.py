@@ -1,12 +1,11 @@
 """Whether the worker can reach its Kafka cluster right now, for ``/readyz``.
 
-Faust keeps a worker's partition assignment while the broker is unreachable (it
-retries fetches, produces and commits in the background), so the assignment alone
-says "ready" through an outage. This probe asks a broker for the metadata of one
-topic every ``interval`` seconds over the producer's own connections, the path the
-engine's writes take: the worker is reachable while the last probe answered and the
-last answer is recent. A request that hangs (a silent network partition) counts as a
-failure once it times out.
+The consumer keeps its partition assignment while the broker is unreachable (it
+retries fetches and commits in the background), so the assignment alone says "ready"
+through an outage. This probe asks the cluster for the metadata of one topic every
+``interval`` seconds through a producer of the worker's: the worker is reachable while
+the last probe answered and the last answer is recent. A request that hangs (a silent
+network partition) counts as a failure once it times out.
 """
 
 from __future__ import annotations
@@ -23,16 +22,17 @@ class BrokerProbe:
     """Periodic metadata request to the cluster; ``reachable`` says how the last went.
 
     Args:
-        app: the Faust app whose producer's client is used.
+        producer: a confluent-kafka producer whose connections are used.
         topic: a topic that exists (one of the namespace's), named in the request so
             that the answer stays small on a cluster with many topics.
         interval: seconds between probes.
         timeout: seconds a probe may take before it counts as failed.
     """
 
-    def __init__(self, app: Any, topic: str, *, interval: float = 1.0,
+    def __init__(self, producer: Any, topic: str, *, interval: float = 1.0,
                  timeout: float = 3.0) -> None:
-        self.app, self.topic, self.interval, self.timeout = app, topic, interval, timeout
+        self.producer, self.topic = producer, topic
+        self.interval, self.timeout = interval, timeout
         self.last_ok: float | None = None
         self.last_failed = False
 
@@ -44,26 +44,16 @@ class BrokerProbe:
         return time.monotonic() - self.last_ok < 3 * self.interval + self.timeout
 
     async def probe(self) -> bool:
-        """One metadata round trip to any known broker; True if one answered."""
-        from aiokafka.protocol.metadata import MetadataRequest
-
-        producer = getattr(self.app.producer, "_producer", None)
-        client = getattr(producer, "client", None)
-        if client is None:
-            return False  # the producer has not started yet
-        nodes = [broker.nodeId for broker in client.cluster.brokers()]
-        for node_id in nodes:
-            try:
-                await asyncio.wait_for(client.send(node_id, MetadataRequest([self.topic])),
-                                       self.timeout)
-            except Exception as exc:  # any failure means: not through this broker
-                log.debug("broker %s did not answer the probe: %r", node_id, exc)
-                continue
-            return True
-        return False
+        """One metadata round trip to the cluster; True if it answered."""
+        try:
+            await asyncio.to_thread(self.producer.list_topics, self.topic, self.timeout)
+        except Exception as exc:  # any failure means: not reachable now
+            log.debug("the cluster did not answer the probe: %r", exc)
+            return False
+        return True
 
     async def run(self) -> None:
-        """Probe forever (a Faust task: cancelled when the worker stops)."""
+        """Probe until cancelled."""
         while True:
             ok = await self.probe()
             if ok:

@@ -25,7 +25,7 @@ from schemas.codec import AvroCodec, DecodeError
 from schemas.messages import HistoryRecord
 from stepstream.settings import Settings
 from streams.backoff import until_done
-from streams.group_consumer import Lag, commit, group_consumer, lag_of
+from streams.kafka.clients import Lag, commit, group_consumer, lag_of
 from streams.readmodel import RunStore
 from streams.redis_client import STORE_ERRORS
 

@@ -44,7 +44,9 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         return TopicSpec(name, n, rf, configs, co_partitioned=joined)
 
     return (
-        spec(topic("events"), _deleting(7), joined=False),
+        # Read by the engine's tasks beside runs and steps (partition p of every topic
+        # the engine reads is one task): the same partition count.
+        spec(topic("events"), _deleting(7)),
         spec(topic("runs"), _deleting(7)),
         spec(topic("steps"), _deleting(7)),
         *(spec(topic(f"delay.{tier}"), _deleting(2)) for tier, _ in DELAY_TIERS),
@@ -55,11 +57,8 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         spec(topic("history"), _deleting(30)),
         spec(topic("steps.dlq"), _deleting(30)),
         spec(topic("quarantine"), _deleting(30), joined=False),
-        # Faust names a table's changelog "{app id}-{table}-changelog"; the app id is the
-        # namespace. Declared here so that it exists, compacted, before Faust looks.
+        # The state stores' changelogs ("{namespace}-{store}-changelog", the names the
+        # first, Faust-based runtime gave them: a running deployment keeps its state).
         spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
-        # Faust's assignor elects a leader through this one-partition topic.
-        TopicSpec(f"{settings.namespace}-__assignor-__leader", 1, rf,
-                  {"cleanup.policy": "delete"}),
     )

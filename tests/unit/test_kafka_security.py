@@ -1,19 +1,13 @@
-"""Kafka security settings map onto confluent-kafka and Faust/aiokafka configs."""
+"""Kafka security settings map onto confluent-kafka configs."""
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 
 import pytest
 
 from stepstream.errors import ConfigError
-from stepstream.kafka_security import (
-    confluent_config,
-    faust_options,
-    kafka_client_config,
-    ssl_context,
-)
+from stepstream.kafka_security import confluent_config, kafka_client_config
 from stepstream.settings import Settings
 
 SECRET = "pa55-w0rd-never-printed"
@@ -29,8 +23,6 @@ def test_plaintext_adds_nothing() -> None:
     assert confluent_config(settings) == {}
     assert kafka_client_config(settings, **{"linger.ms": 1}) == {
         "bootstrap.servers": "k1:9092,k2:9092", "linger.ms": 1}
-    assert ssl_context(settings) is None
-    assert faust_options(settings) == {}
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -39,13 +31,6 @@ def test_sasl_plaintext(mechanism: str) -> None:
     assert confluent_config(settings) == {
         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
         "sasl.username": "stepstream", "sasl.password": SECRET}
-    credentials = faust_options(settings)["broker_credentials"]
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    auth = credentials_to_aiokafka_auth(credentials)
-    assert auth == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
-                    "sasl_plain_username": "stepstream", "sasl_plain_password": SECRET,
-                    "ssl_context": None}
 
 
 def test_sasl_ssl_with_ca_and_client_certificate(tmp_path: Path) -> None:
@@ -59,23 +44,11 @@ def test_sasl_ssl_with_ca_and_client_certificate(tmp_path: Path) -> None:
         "sasl.username": "stepstream", "sasl.password": SECRET,
         "ssl.ca.location": str(certs.ca), "ssl.certificate.location": str(certs.cert),
         "ssl.key.location": str(certs.key)}
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    auth = credentials_to_aiokafka_auth(faust_options(settings)["broker_credentials"])
-    assert auth["security_protocol"] == "SASL_SSL"
-    context = auth["ssl_context"]
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
 def test_ssl_only() -> None:
     settings = Settings(security_protocol="SSL")
     assert confluent_config(settings) == {"security.protocol": "SSL"}
-    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-    auth = credentials_to_aiokafka_auth(faust_options(settings)["broker_credentials"])
-    assert auth["security_protocol"] == "SSL"
-    assert isinstance(auth["ssl_context"], ssl.SSLContext)
 
 
 def test_from_env() -> None:
@@ -103,6 +76,6 @@ def test_rejects_incomplete_security(changes: dict[str, str], message: str) -> N
 def test_secrets_stay_out_of_reprs() -> None:
     settings = sasl(http_token="http-" + SECRET,
                     redis_url=f"rediss://stepstream:{SECRET}@redis.internal:6380/0")
-    text = repr(settings) + str(settings) + repr(faust_options(settings))
+    text = repr(settings) + str(settings)
     assert SECRET not in text
     assert "redis.internal:6380" in text and "sasl_username='stepstream'" in text

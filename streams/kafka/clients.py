@@ -1,0 +1,102 @@
+"""The confluent-kafka clients the engine builds, configured in one place.
+
+Every consumer reads with ``isolation.level=read_committed`` (records of transactions
+that are open or aborted are not delivered, and commit markers are skipped) and commits
+only what its owner commits. librdkafka calls on one client must not overlap: each
+client is owned by one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stepstream.kafka_security import kafka_client_config
+from stepstream.settings import Settings
+
+Lag = dict[tuple[str, int], int]
+"""Records not yet taken in, by (topic, partition) this worker has."""
+
+
+def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
+                   **extra: Any) -> Any:
+    """A consumer in ``group_id`` that commits only what its owner commits."""
+    from confluent_kafka import Consumer
+
+    return Consumer(kafka_client_config(settings, **{
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": fetch_wait_ms,
+        "session.timeout.ms": int(settings.session_timeout_s * 1000),
+        "heartbeat.interval.ms": 1000,
+        **extra,
+    }))
+
+
+def reader(settings: Settings, *, fetch_wait_ms: int) -> Any:
+    """A consumer that only reads partitions it is assigned (changelog restoration)."""
+    from confluent_kafka import Consumer
+
+    return Consumer(kafka_client_config(settings, **{
+        "group.id": f"{settings.namespace}-reader",  # never joins, never commits
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": fetch_wait_ms,
+    }))
+
+
+def transactional_producer(settings: Settings, transactional_id: str) -> Any:
+    """A producer whose records go out in transactions, as ``transactional_id``."""
+    from confluent_kafka import Producer
+
+    return Producer(kafka_client_config(settings, **{
+        "transactional.id": transactional_id,
+        "linger.ms": 0,
+        # A worker frozen this long with a transaction open has it aborted by Kafka
+        # (the dev broker does not time transactions out: the next owner's
+        # init_transactions ends it, see streams.kafka.task).
+        "transaction.timeout.ms": 60_000,
+    }))
+
+
+def plain_producer(settings: Settings) -> Any:
+    """An idempotent producer for records that belong to no task (the HTTP API's events
+    and controls, cron starts, quarantined history records): it retries until the broker
+    has each record, in order, once."""
+    from confluent_kafka import Producer
+
+    return Producer(kafka_client_config(settings, **{
+        "enable.idempotence": True,
+        "linger.ms": 0,
+        "message.timeout.ms": 0,  # never give a record up: the broker may be away a while
+    }))
+
+
+def lag_of(consumer: Any) -> Lag:
+    """How far each assigned partition's position is behind its (cached) end."""
+    lag = {}
+    for tp in consumer.position(consumer.assignment()):
+        high = consumer.get_watermark_offsets(tp, cached=True)[1]
+        if tp.offset >= 0 and high >= 0:
+            lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+    return lag
+
+
+def commit(consumer: Any, offsets: dict[tuple[str, int], int],
+           failed: Callable[[Exception], None]) -> bool:
+    """Commit ``offsets`` (the next offset to read, by partition) and wait for it; a
+    failure (a rebalance under way) goes to ``failed``: the records are read again."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    if not offsets:
+        return True
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        asynchronous=False)
+    except KafkaException as exc:
+        failed(exc)
+        return False
+    return True

@@ -1,0 +1,376 @@
+"""The runtime: one consumer-group member per worker, its partitions grouped into tasks,
+each committed in Kafka transactions (DESIGN §4).
+
+The loop is: take a batch of records (``read_committed``), hand each to the processor
+of its topic inside its task, then commit every task that did something, each in one
+transaction (outputs, changelog records, input offsets). An aborted transaction rewinds
+its task's inputs to its last commit; a fenced task makes the worker rejoin the group.
+
+Assignment: every input topic has the same number of partitions, and partition ``p``
+of all of them forms task ``p`` (a run's runs and steps records and its state are one
+task). librdkafka's ``range`` assignor gives one member the same partition number of
+every topic it subscribes to, which is what co-partitioning needs; its cooperative
+assignor balances each topic on its own and would split a task between workers, and
+librdkafka takes no assignor written in Python. So rebalances are eager: every task is
+committed and closed when a rebalance starts. A task assigned again keeps its in-memory
+store and only reads the changelog's tail.
+
+A new task starts paused: its producer is initialised first (fencing the previous
+owner's, whose open transaction ends there), then its stores are restored from their
+changelogs, then its partitions are read from their committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stepstream.settings import Settings
+from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
+from streams.kafka.store import Backend, MemoryBackend, StateStore, open_backend
+from streams.kafka.task import Outcome, Task
+
+log = logging.getLogger("stepstream.runtime")
+
+_REVOKE_TIMEOUT_S = 60.0
+_RESTORE_APPLY_EVERY = 10_000
+
+
+class Processor(Protocol):
+    async def process(self, task: Task, message: Any) -> None:
+        """Handle one record of the processor's topic inside ``task``'s transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """A table: a store per task, restored from ``changelog``."""
+
+    name: str
+    changelog: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+TaskHook = Callable[[Task], Awaitable[None] | None]
+Quarantine = Callable[[Task, Any, str], None]
+
+
+class Runtime:
+    """Consumes ``processors``' topics in ``group_id`` and runs them as tasks."""
+
+    def __init__(self, settings: Settings, *, group_id: str, transactional_prefix: str,
+                 processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
+                 fetch_wait_ms: int, batch: int = 500,
+                 quarantine: Quarantine) -> None:
+        self.settings, self.group_id = settings, group_id
+        self.transactional_prefix = transactional_prefix
+        self.processors, self.store_specs = processors, tuple(stores)
+        self.fetch_wait_ms, self.batch, self.quarantine = fetch_wait_ms, batch, quarantine
+        self.tasks: dict[int, Task] = {}
+        self.started: list[TaskHook] = []
+        """Called with each task once it is restored, before it processes anything."""
+        self.ended: list[TaskHook] = []
+        """Called with each task when it is revoked, lost or fenced."""
+        self.taken: dict[tuple[str, int], tuple[int, float]] = {}
+        """(topic, partition) -> (offset, produce time in s) of the last record taken."""
+        self.lag: Lag = {}
+        self.joined = False
+        """Whether the consumer has had its first assignment."""
+        self._consumer: Any = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, f"{group_id}-consumer")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[Any] | None = None  # assigned, tasks not started yet
+        self._suspended: dict[tuple[str, int], Backend] = {}  # memory stores kept
+        self._stopping = False
+        self._rejoin = False
+        self._throttled: set[str] = set()
+        self._paused_topics: set[str] = set()  # as applied to the consumer
+
+    # --- what others ask --------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Assigned partitions, every task started, no rebalance under way."""
+        return (self.joined and self._pending is None and bool(self.tasks)
+                and all(task.live for task in self.tasks.values()))
+
+    def task_for(self, partition: int) -> Task | None:
+        """The live task of ``partition`` on this worker, if any."""
+        task = self.tasks.get(partition)
+        return task if task is not None and task.live else None
+
+    def stop(self) -> None:
+        """Finish the current batch, commit, leave the group (``run`` returns)."""
+        self._stopping = True
+
+    def throttle(self, topic: str, paused: bool) -> None:
+        """Stop (or go on) taking records of ``topic``: its processor has enough queued."""
+        if paused:
+            self._throttled.add(topic)
+        else:
+            self._throttled.discard(topic)
+
+    def _apply_throttle(self) -> None:
+        """Pause and resume partitions as ``throttle`` was told (on the consumer thread,
+        before each batch)."""
+        if self._throttled == self._paused_topics:
+            return
+        for topic in self._throttled ^ self._paused_topics:
+            partitions = [tp for tp in self._consumer.assignment()
+                          if tp.topic == topic and self.task_for(tp.partition) is not None]
+            if partitions:
+                paused = topic in self._throttled
+                (self._consumer.pause if paused else self._consumer.resume)(partitions)
+        self._paused_topics = set(self._throttled)
+
+    async def in_consumer_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, call, *args)
+
+    # --- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process until ``stop`` (or cancellation); then commit and leave the group."""
+        self._loop = asyncio.get_running_loop()
+        consumer = self._consumer = group_consumer(
+            self.settings, self.group_id, fetch_wait_ms=self.fetch_wait_ms,
+            **{"partition.assignment.strategy": "range"})
+        await self.in_consumer_thread(self._subscribe)
+        try:
+            while not self._stopping:
+                if self._rejoin:
+                    await self._rejoin_group()
+                if self._pending is not None:
+                    await self._start_tasks()
+                messages = await self.in_consumer_thread(self._take)
+                if messages:
+                    await self._process(messages)
+                await self._commit_all()
+        finally:
+            await asyncio.shield(self._leave(consumer))
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(list(self.processors), on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _take(self) -> list[Any]:
+        self._apply_throttle()
+        messages: list[Any] = self._consumer.consume(self.batch, self.fetch_wait_ms / 1000)
+        self.lag = lag_of(self._consumer)
+        return messages
+
+    async def _process(self, messages: list[Any]) -> None:
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if not error.name().endswith("PARTITION_EOF"):
+                    log.warning("%s: %s", self.group_id, error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            task = self.task_for(partition)
+            if task is None:
+                continue  # its task is not started or was fenced: it is read again then
+            self.taken[(topic, partition)] = (offset, message.timestamp()[1] / 1000)
+            if task.is_held(topic, offset):
+                continue  # read again after an abort; its work goes on
+            try:
+                await self.processors[topic].process(task, message)
+            except Exception as exc:  # a bug must not stop the partition: set it aside
+                log.exception("processing %s[%d]@%d failed", topic, partition, offset)
+                self.quarantine(task, message, f"processing failed: {exc!r}")
+            task.processed(topic, offset)
+
+    async def _commit_all(self, tasks: Iterable[Task] | None = None) -> None:
+        dirty = [task for task in (tasks or list(self.tasks.values()))
+                 if task.live and task.dirty]
+        if not dirty:
+            return
+        outcomes = await asyncio.gather(*(task.commit() for task in dirty))
+        for task, outcome in zip(dirty, outcomes, strict=True):
+            if outcome is Outcome.ABORTED:
+                await self.in_consumer_thread(self._seek, task.rewind_positions())
+            elif outcome is Outcome.FENCED:
+                await self._drop(task)
+                self._rejoin = True  # another worker owns it, or our producer broke
+
+    def _seek(self, positions: dict[tuple[str, int], int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        for (topic, partition), offset in positions.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    async def _rejoin_group(self) -> None:
+        """Leave and join the group again: the tasks this worker may still own start
+        afresh, with new producers (KafkaStreams does the same on a fenced task)."""
+        self._rejoin = False
+        log.warning("%s: rejoining the group after a fenced task", self.group_id)
+        await self.in_consumer_thread(self._consumer.unsubscribe)
+        await self.in_consumer_thread(self._subscribe)
+
+    # --- rebalances (called by librdkafka inside consume, on the consumer thread) ----
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.joined = True
+        committed = consumer.committed(partitions, timeout=30) if partitions else []
+        start = [TopicPartition(tp.topic, tp.partition,
+                                tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                 for tp in committed]
+        consumer.assign(start)
+        if start:
+            consumer.pause(start)  # until the tasks are started (producers, stores)
+            self._pending = start
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._hand_back({tp.partition for tp in partitions}, commit=True)
+        consumer.unassign()
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._hand_back({tp.partition for tp in partitions}, commit=False)
+        consumer.unassign()
+
+    def _hand_back(self, partitions: set[int], *, commit: bool) -> None:
+        self._pending = None
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        ending = asyncio.run_coroutine_threadsafe(self._end_tasks(partitions, commit), loop)
+        try:
+            ending.result(_REVOKE_TIMEOUT_S)
+        except Exception as exc:  # the loop is stopping: the next owner redoes the work
+            log.warning("%s: tasks not ended cleanly: %r", self.group_id, exc)
+
+    async def _end_tasks(self, partitions: set[int], commit: bool) -> None:
+        ending = [task for p, task in self.tasks.items() if p in partitions]
+        if commit:
+            await self._commit_all(ending)
+        for task in ending:
+            await self._drop(task, keep_stores=True)
+
+    async def _drop(self, task: Task, *, keep_stores: bool = False) -> None:
+        if self.tasks.get(task.partition) is task:
+            del self.tasks[task.partition]
+        for topic_partition in list(self.taken):
+            if topic_partition[1] == task.partition:
+                del self.taken[topic_partition]
+        await task.close()
+        for hook in self.ended:
+            await _called(hook, task)
+        for store in task.stores.values():
+            if keep_stores and isinstance(store.backend, MemoryBackend):
+                self._suspended[(store.changelog, task.partition)] = store.backend
+            else:
+                store.close()
+
+    # --- starting tasks -------------------------------------------------------------
+
+    async def _start_tasks(self) -> None:
+        assigned, self._pending = self._pending or [], None
+        numbers = sorted({tp.partition for tp in assigned} - set(self.tasks))
+        loop = asyncio.get_running_loop()
+        producers = await asyncio.gather(*(loop.run_in_executor(None, self._producer, p)
+                                           for p in numbers))
+        stores = {p: self._stores(p) for p in numbers}
+        await loop.run_in_executor(None, self._restore,
+                                   [s for by_name in stores.values() for s in by_name.values()])
+        for p, producer in zip(numbers, producers, strict=True):
+            task = Task(p, producer, stores[p], self._consumer.consumer_group_metadata,
+                        stopping=lambda: self._stopping,
+                        retry_for_s=self.settings.session_timeout_s * 2)
+            self.tasks[p] = task
+            for hook in self.started:
+                await _called(hook, task)
+        if self._pending is None:  # no rebalance meanwhile
+            await self.in_consumer_thread(self._consumer.resume, [
+                tp for tp in assigned if tp.topic not in self._throttled])
+            log.info("%s: tasks %s started", self.group_id, numbers)
+
+    def _producer(self, partition: int) -> Any:
+        producer = transactional_producer(
+            self.settings, f"{self.transactional_prefix}.{partition}")
+        # Fences the previous owner and ends its open transaction.
+        producer.init_transactions(max(30.0, self.settings.session_timeout_s * 3))
+        return producer
+
+    def _stores(self, partition: int) -> dict[str, StateStore[Any]]:
+        stores: dict[str, StateStore[Any]] = {}
+        for spec in self.store_specs:
+            backend = self._suspended.pop((spec.changelog, partition), None) or open_backend(
+                self.settings.store, self.settings.data_dir,
+                f"{self.settings.namespace}/{spec.name}-{partition}")
+            stores[spec.name] = StateStore(spec.changelog, partition, backend, spec.encode,
+                                           spec.decode)
+        return stores
+
+    def _restore(self, stores: list[StateStore[Any]]) -> None:
+        """Read each store's changelog from where the store is to its end."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        if not stores:
+            return
+        started = time.monotonic()
+        consumer = reader(self.settings, fetch_wait_ms=self.fetch_wait_ms)
+        by_tp = {(s.changelog, s.partition): s for s in stores}
+        consumer.assign([TopicPartition(t, p, s.backend.position() or OFFSET_BEGINNING)
+                         for (t, p), s in by_tp.items()])
+        changes: dict[tuple[str, int], dict[bytes, bytes | None]] = {tp: {} for tp in by_tp}
+        positions: dict[tuple[str, int], int] = {}
+        remaining, read = set(by_tp), 0
+        try:
+            while remaining:
+                for message in consumer.consume(1000, 0.1):
+                    tp = (message.topic(), message.partition())
+                    error = message.error()
+                    if error is not None:
+                        if error.name().endswith("PARTITION_EOF"):
+                            if self._at_end(consumer, tp, message.offset()):
+                                remaining.discard(tp)
+                            positions[tp] = message.offset()
+                        else:
+                            log.warning("restoring %s: %s", tp, error)
+                        continue
+                    changes[tp][message.key()] = message.value()
+                    positions[tp] = message.offset() + 1
+                    read += 1
+                    if len(changes[tp]) >= _RESTORE_APPLY_EVERY:
+                        by_tp[tp].restored(changes[tp], positions[tp])
+                        changes[tp] = {}
+            for tp, store in by_tp.items():
+                if tp in positions:
+                    store.restored(changes[tp], positions[tp])
+        finally:
+            consumer.close()
+        log.info("restored %d stores from %d changelog records in %.2fs", len(stores), read,
+                 time.monotonic() - started)
+
+    @staticmethod
+    def _at_end(consumer: Any, tp: tuple[str, int], offset: int) -> bool:
+        """Whether ``offset`` is really the partition's end: the dev broker can report a
+        fetch's end short of the records it holds (DESIGN §8)."""
+        from confluent_kafka import TopicPartition
+
+        high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
+        return offset >= high
+
+    # --- leaving ----------------------------------------------------------------------
+
+    async def _leave(self, consumer: Any) -> None:
+        await self._commit_all()
+        await self.in_consumer_thread(consumer.close)  # revokes: the tasks end there
+        for task in list(self.tasks.values()):
+            await self._drop(task)
+        for backend in self._suspended.values():
+            backend.close()
+        self._suspended.clear()
+
+
+async def _called(hook: TaskHook, task: Task) -> None:
+    result = hook(task)
+    if result is not None:
+        await result

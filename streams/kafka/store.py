@@ -1,0 +1,250 @@
+"""State stores: one partition of a table, backed by a compacted changelog topic.
+
+A store is what a task reads and writes while it processes a batch. Writes go to an
+overlay first; the task turns the overlay into changelog records inside its Kafka
+transaction (one record per key written, whatever the number of writes), and only
+once the transaction has committed does the overlay reach the backend. An aborted
+transaction drops the overlay: the store is back where the changelog is, and the
+batch is processed again. The backend therefore never holds a write that Kafka
+does not, which is what lets the RocksDB backend keep its data across restarts.
+
+Backends hold encoded values (bytes). The newest decoded values are kept beside them,
+so a run with many steps is not decoded again at each of its messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+V = TypeVar("V")
+
+log = logging.getLogger("stepstream.store")
+
+_DECODED_KEPT = 4096
+"""Decoded values remembered per store (about the runs in flight of a partition)."""
+
+_DELETED = object()
+
+
+class Backend(Protocol):
+    """Where a store partition's committed values live."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def apply(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
+        """Write ``changes`` (None deletes) and, if given, the changelog position they
+        bring the store to (the next offset to read), atomically."""
+
+    def position(self) -> int | None:
+        """The changelog offset to read from to catch up (None: from the start)."""
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """A dict; restored from the changelog whenever its partition is assigned anew."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._position: int | None = None
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def apply(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
+        data = self._data
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        if position is not None:
+            self._position = position
+
+    def position(self) -> int | None:
+        return self._position
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(list(self._data.items()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def close(self) -> None:
+        pass
+
+
+_POSITION_KEY = b"\x00stepstream:changelog-position"
+
+
+class RocksBackend:
+    """A RocksDB database per store partition (``rocksdict``), with the changelog
+    position it holds written in the same batch as the values: a restarted worker
+    reads only the changelog's tail."""
+
+    def __init__(self, path: Path) -> None:
+        from rocksdict import Rdict
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path))
+        self._count = sum(1 for key in self._db if key != _POSITION_KEY)
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._db.get(key)
+        return None if value is None else bytes(value)
+
+    def apply(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch()
+        for key, value in changes.items():
+            had = self._db.get(key) is not None
+            if value is None:
+                if had:
+                    batch.delete(key)
+                    self._count -= 1
+            else:
+                batch.put(key, value)
+                self._count += not had
+        if position is not None:
+            batch.put(_POSITION_KEY, position.to_bytes(8, "big"))
+        self._db.write(batch)
+
+    def position(self) -> int | None:
+        raw = self._db.get(_POSITION_KEY)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.items():
+            if key != _POSITION_KEY:
+                yield bytes(key), bytes(value)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_backend(url: str, data_dir: str, name: str) -> Backend:
+    """The backend ``url`` names (``memory://`` or ``rocksdb://``) for store ``name``.
+
+    A RocksDB database another process holds open (a frozen worker that lost the
+    partition) cannot be shared: that partition is kept in memory instead.
+    """
+    if not url.startswith("rocksdb://"):
+        return MemoryBackend()
+    path = Path(data_dir) / name
+    try:
+        return RocksBackend(path)
+    except Exception as exc:  # locked by another process, or damaged
+        log.warning("store %s: RocksDB at %s unusable (%s); keeping it in memory", name,
+                    path, exc)
+        return MemoryBackend()
+
+
+def wipe_backend(url: str, data_dir: str, name: str) -> None:
+    """Remove a RocksDB store's files (its data is no longer ours to trust)."""
+    if url.startswith("rocksdb://"):
+        shutil.rmtree(Path(data_dir) / name, ignore_errors=True)
+
+
+class StateStore(Generic[V]):
+    """One partition of a table: committed values in a backend, writes of the open
+    transaction in an overlay."""
+
+    def __init__(self, changelog: str, partition: int, backend: Backend,
+                 encode: Callable[[V], bytes], decode: Callable[[bytes], V]) -> None:
+        self.changelog, self.partition, self.backend = changelog, partition, backend
+        self._encode, self._decode = encode, decode
+        self._overlay: dict[bytes, Any] = {}
+        self._decoded: dict[bytes, tuple[bytes, V]] = {}
+        self.observers: list[Callable[[bytes, V | None], None]] = []
+        """Told every committed write (the monitor's runs in flight)."""
+
+    def get(self, key: bytes) -> V | None:
+        """The value of ``key``, with this transaction's writes."""
+        pending = self._overlay.get(key)
+        if pending is not None:
+            return None if pending is _DELETED else pending  # type: ignore[no-any-return]
+        return self._committed(key)
+
+    def put(self, key: bytes, value: V) -> None:
+        self._overlay[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._overlay[key] = _DELETED
+
+    def __len__(self) -> int:
+        return len(self.backend)
+
+    def _committed(self, key: bytes) -> V | None:
+        raw = self.backend.get(key)
+        if raw is None:
+            return None
+        known = self._decoded.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        value = self._decode(raw)
+        self._remember(key, raw, value)
+        return value
+
+    def _remember(self, key: bytes, raw: bytes, value: V) -> None:
+        decoded = self._decoded
+        decoded.pop(key, None)  # re-inserted last: the oldest go first
+        decoded[key] = (raw, value)
+        if len(decoded) > _DECODED_KEPT:
+            del decoded[next(iter(decoded))]
+
+    # --- the transaction --------------------------------------------------------
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """The overlay, encoded: the changelog records of this transaction."""
+        return {key: None if value is _DELETED else self._encode(value)
+                for key, value in self._overlay.items()}
+
+    def committed(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
+        """The transaction that carried ``changes`` committed: they are the store's now."""
+        overlay, self._overlay = self._overlay, {}
+        self.backend.apply(changes, position)
+        for key, raw in changes.items():
+            value = overlay.get(key)
+            if raw is None or value is None or value is _DELETED:
+                self._decoded.pop(key, None)
+                decoded: V | None = None
+            else:
+                self._remember(key, raw, value)
+                decoded = value
+            for observer in self.observers:
+                observer(key, decoded)
+
+    def rolled_back(self) -> None:
+        """The transaction aborted: its writes never happened."""
+        self._overlay.clear()
+
+    # --- restoration and scans --------------------------------------------------
+
+    def restored(self, changes: dict[bytes, bytes | None], position: int) -> None:
+        """Records read back from the changelog (another owner's writes, or ours)."""
+        for key in changes:
+            self._decoded.pop(key, None)
+        self.backend.apply(changes, position)
+
+    def values(self, skip: Callable[[Exception], None]) -> Iterator[tuple[bytes, V]]:
+        """Every committed value; one that cannot be decoded goes to ``skip``."""
+        for key, raw in self.backend.items():
+            try:
+                yield key, self._decode(raw)
+            except Exception as exc:
+                skip(exc)
+
+    def close(self) -> None:
+        self.backend.close()

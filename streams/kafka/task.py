@@ -1,0 +1,319 @@
+"""A task: one partition number of a runtime's input topics, its state stores, and the
+transactional producer that commits them (Kafka Streams' tasks, EOS).
+
+Everything a task does to Kafka goes into one transaction at a time: the records its
+processors send, the changelog records of its stores and the offsets of its inputs.
+The transaction commits, or it aborts and the task is processed again from its last
+commit against the state of its last commit.
+
+Work that outlives its batch (a step being executed, a timer waiting in a delay tier)
+*holds* its input record: the input partition's committed offset stays at the lowest
+record still held, and the record is released in the same transaction as its outcome.
+
+Each task has a producer of its own whose ``transactional.id`` names the task
+(``{prefix}.{partition}``). The next owner of the partition initialises a producer with
+the same id before it reads the task's state: that ends the previous owner's open
+transaction and fences it, so a worker that was frozen and comes back can no longer
+write (DESIGN §4, and docs/production.md for why not one producer per worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from streams.kafka.store import StateStore
+
+log = logging.getLogger("stepstream.task")
+
+TopicPartition = tuple[str, int]
+
+_FENCED_CODES = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH",
+                           "INVALID_PRODUCER_ID_MAPPING", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+                           "_NOT_IMPLEMENTED"})
+_CALL_TIMEOUT_S = 10.0
+
+
+class Outcome(Enum):
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    """Nothing of the transaction happened; the task goes on from its last commit."""
+    FENCED = "fenced"
+    """The task's producer is fenced (another worker owns the partition) or broken."""
+
+
+class Fenced(Exception):
+    """The task was fenced or revoked before this record could be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class _Later:
+    """Records sent by work that outlives its batch, and the input it releases."""
+
+    records: list[Record]
+    release: TopicPartition | None
+    offset: int
+    committed: asyncio.Future[None]
+
+
+@dataclass
+class _Input:
+    """Where one input partition of the task stands."""
+
+    committed: int | None = None
+    """The offset committed last (None: none by this task yet)."""
+    start: int | None = None
+    """Where this task began reading it, if it has not committed it yet."""
+    position: int | None = None
+    """The offset after the last record processed."""
+    held: list[int] = field(default_factory=list)
+    """Offsets of records held (a heap; released ones are dropped lazily)."""
+    held_set: set[int] = field(default_factory=set)
+
+    def committable(self) -> int | None:
+        while self.held and self.held[0] not in self.held_set:
+            heapq.heappop(self.held)
+        if self.held:
+            return self.held[0]
+        return self.position
+
+    def rewind_to(self) -> int | None:
+        return self.committed if self.committed is not None else self.start
+
+
+class Task:
+    """One partition number of a runtime: its inputs, stores and transactions."""
+
+    def __init__(self, partition: int, producer: Any, stores: dict[str, StateStore[Any]],
+                 group_metadata: Callable[[], Any], *, stopping: Callable[[], bool],
+                 retry_for_s: float) -> None:
+        self.partition, self.producer, self.stores = partition, producer, stores
+        self._group_metadata, self._stopping, self._retry_for_s = (
+            group_metadata, stopping, retry_for_s)
+        self._records: list[Record] = []
+        self._later: list[_Later] = []
+        self._inputs: dict[TopicPartition, _Input] = {}
+        self._lock = asyncio.Lock()
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            1, f"stepstream-task-{partition}")
+        self.live = True
+        """False once fenced or revoked: nothing more is processed or committed."""
+        self._changelog_ends: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Task({self.partition})"
+
+    # --- processing (the runtime's loop) ----------------------------------------
+
+    def send(self, record: Record) -> None:
+        """Add ``record`` to the open transaction."""
+        self._records.append(record)
+
+    def processed(self, topic: str, offset: int) -> None:
+        """The record at ``offset`` is processed: commit past it with this transaction."""
+        state = self._inputs.setdefault((topic, self.partition), _Input())
+        if state.start is None and state.committed is None:
+            state.start = offset
+        state.position = offset + 1
+
+    def hold(self, topic: str, offset: int) -> None:
+        """Keep the committed offset of ``topic`` at or below ``offset`` until released."""
+        state = self._inputs.setdefault((topic, self.partition), _Input())
+        if offset not in state.held_set:
+            state.held_set.add(offset)
+            heapq.heappush(state.held, offset)
+
+    def is_held(self, topic: str, offset: int) -> bool:
+        state = self._inputs.get((topic, self.partition))
+        return state is not None and offset in state.held_set
+
+    def send_later(self, records: list[Record], *, release: tuple[str, int] | None = None
+                   ) -> asyncio.Future[None]:
+        """Send ``records`` (and release the held input ``release``: topic, offset) in the
+        next transaction; the future resolves once it has committed, and fails with
+        ``Fenced`` if the task ends first."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.live:
+            done.set_exception(Fenced(f"task {self.partition} is gone"))
+            done.exception()  # seen: not everybody awaits it
+            return done
+        topic, offset = release if release is not None else (None, -1)
+        self._later.append(_Later(records, None if topic is None else (topic, self.partition),
+                                  offset, done))
+        return done
+
+    @property
+    def dirty(self) -> bool:
+        """Whether there is anything to commit."""
+        if self._records or self._later:
+            return True
+        if any(store._overlay for store in self.stores.values()):
+            return True
+        return any(state.committable() != state.committed for state in self._inputs.values())
+
+    def rewind_positions(self) -> dict[TopicPartition, int]:
+        """Where each input must be read again from after an abort."""
+        return {tp: offset for tp, state in self._inputs.items()
+                if (offset := state.rewind_to()) is not None}
+
+    # --- the transaction ----------------------------------------------------------
+
+    async def commit(self) -> Outcome:
+        """Commit what the task did since its last commit, in one transaction."""
+        async with self._lock:
+            if not self.live:
+                return Outcome.FENCED
+            if not self.dirty:
+                return Outcome.COMMITTED
+            records, self._records = self._records, []
+            later, self._later = self._later, []
+            changes = {name: store.changes() for name, store in self.stores.items()}
+            released = [(item.release, item.offset) for item in later if item.release]
+            for tp, offset in released:  # released if the transaction commits
+                self._inputs[tp].held_set.discard(offset)
+            offsets = {tp: offset for tp, state in self._inputs.items()
+                       if (offset := state.committable()) is not None
+                       and offset != state.committed}
+            for tp, offset in released:
+                self._inputs[tp].held_set.add(offset)
+            out = records + [r for item in later for r in item.records]
+            for name, store in self.stores.items():
+                out += [Record(store.changelog, store.partition, key, value)
+                        for key, value in changes[name].items()]
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._thread, self._transact, out, offsets)
+            if outcome is Outcome.COMMITTED:
+                for name, store in self.stores.items():
+                    store.committed(changes[name], self._changelog_ends.get(store.changelog))
+                for tp, offset in released:
+                    self._inputs[tp].held_set.discard(offset)
+                for tp, offset in offsets.items():
+                    state = self._inputs[tp]
+                    state.committed, state.start = offset, None
+                for item in later:
+                    if not item.committed.done():
+                        item.committed.set_result(None)
+                return outcome
+            for store in self.stores.values():
+                store.rolled_back()
+            if outcome is Outcome.ABORTED:
+                self._later = later + self._later  # their work is done: send it again
+                for state in self._inputs.values():
+                    state.position = state.rewind_to()
+            else:
+                self._end(later)
+            return outcome
+
+    def _transact(self, records: list[Record], offsets: dict[TopicPartition, int]) -> Outcome:
+        """One transaction, on the task's thread (librdkafka's calls block)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        producer = self.producer
+        self._changelog_ends = {}
+        try:
+            producer.begin_transaction()
+            for record in records:
+                self._produce(record)
+            if offsets:
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    self._group_metadata(), _CALL_TIMEOUT_S)
+            producer.flush(_CALL_TIMEOUT_S)  # serves the delivery reports (changelog ends)
+            self._retrying(producer.commit_transaction)
+            return Outcome.COMMITTED
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.fatal() or error.name() in _FENCED_CODES:
+                log.warning("task %d: producer fenced or failed (%s); its partition "
+                            "belongs to another worker now", self.partition, error)
+                return Outcome.FENCED
+            log.warning("task %d: transaction aborted (%s); processing again from the "
+                        "last commit", self.partition, error)
+            try:
+                self._retrying(producer.abort_transaction)
+            except KafkaException as again:
+                log.warning("task %d: abort failed (%s); giving the task up",
+                            self.partition, again)
+                return Outcome.FENCED
+            return Outcome.ABORTED
+
+    def _produce(self, record: Record) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is None and record.topic in self._changelog_names:
+                end = message.offset() + 1
+                if end > self._changelog_ends.get(record.topic, 0):
+                    self._changelog_ends[record.topic] = end
+
+        while True:
+            try:
+                self.producer.produce(record.topic, record.value, record.key,
+                                      partition=record.partition, on_delivery=delivered)
+                return
+            except BufferError:  # the local queue is full: let it drain
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                # Sending it again would fail the same way forever: the record is lost
+                # here, loudly (hardening: such outputs are refused where they are made).
+                log.error("task %d: a record for %s of %d bytes is over the producer's "
+                          "size limit and was dropped", self.partition, record.topic,
+                          len(record.value or b""))
+                return
+
+    @property
+    def _changelog_names(self) -> set[str]:
+        return {store.changelog for store in self.stores.values()}
+
+    def _retrying(self, call: Callable[[float], Any]) -> None:
+        """``call(timeout)`` again while it fails with a retriable error (a broker outage),
+        for up to ``retry_for_s``; then the error is raised."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self._retry_for_s
+        while True:
+            try:
+                call(_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if (not error.retriable() or time.monotonic() > deadline
+                        or self._stopping()):
+                    raise
+                log.info("task %d: %s; trying again", self.partition, error)
+                time.sleep(0.1)
+
+    # --- the end ------------------------------------------------------------------
+
+    def _end(self, later: list[_Later]) -> None:
+        self.live = False
+        for item in later + self._later:
+            if not item.committed.done():
+                item.committed.set_exception(Fenced(f"task {self.partition} ended"))
+                item.committed.exception()
+        self._later = []
+
+    async def close(self) -> None:
+        """The partition is revoked (after a last commit) or the task was fenced."""
+        async with self._lock:
+            self._end([])
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self.producer.flush, 5.0)
+        self._thread.shutdown(wait=False)

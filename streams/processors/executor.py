@@ -1,0 +1,150 @@
+"""The executor: runs the step a request asks for (or an eager chain of steps) and
+reports the outcome to the runs topic (DESIGN §4).
+
+A step never runs inside an open transaction: its request is *held* (the steps
+partition's committed offset stays at or below it) while the step runs, up to
+``executor_concurrency`` at a time, and its outcome is committed together with the
+request's offset in a later transaction of the task. A crash before that commit runs
+the step again on the partition's next owner; a crash after it does not. For an eager
+chain, the request is released with the chain's first link: from then on the run's
+state holds the chain's progress and a lease, so a crash re-dispatches from the last
+step applied instead of replaying the whole chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from schemas.codec import DecodeError
+from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
+from stepstream.client import Stepstream
+from stepstream.execution import execute
+from stepstream.step import ChainBudget
+from streams.chain_heartbeat import ChainHeartbeat
+from streams.flow.gate import FlowGate
+from streams.kafka.task import Fenced, Task
+from streams.metrics import step_label
+from streams.processors.orchestrator import unknown_function_finished
+from streams.processors.outputs import Outputs
+
+log = logging.getLogger("stepstream.executor")
+
+SendEvents = Callable[[list[Event]], Awaitable[None]]
+Backpressure = Callable[[bool], None]
+"""Told True when requests queue up (stop reading steps), False when they drain."""
+
+
+class Executor:
+    """Processes ``{namespace}.steps``: up to ``concurrency`` requests run at once."""
+
+    def __init__(self, outputs: Outputs, ss: Stepstream, flow: FlowGate, chain: ChainBudget,
+                 *, send_events: SendEvents, backpressure: Backpressure) -> None:
+        self.outputs, self.ss, self.flow, self.chain = outputs, ss, flow, chain
+        self.settings, self.codec, self.metrics = outputs.settings, outputs.codec, outputs.metrics
+        self.send_events, self.backpressure = send_events, backpressure
+        self.concurrency = self.settings.executor_concurrency
+        self._waiting: collections.deque[tuple[Task, str, int, StepRequest]] = (
+            collections.deque())
+        self._running: set[asyncio.Task[None]] = set()
+        self._paused = False
+
+    def __len__(self) -> int:
+        """Requests running or waiting for a slot."""
+        return len(self._running) + len(self._waiting)
+
+    async def process(self, task: Task, message: Any) -> None:
+        try:
+            request = self.codec.decode_as(message.value(), StepRequest)
+        except DecodeError as exc:
+            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
+                        message.offset(), exc)
+            task.send(self.outputs.quarantined(message, str(exc)))
+            return
+        task.hold(message.topic(), message.offset())
+        self._waiting.append((task, message.topic(), message.offset(), request))
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._running) < self.concurrency:
+            task, topic, offset, request = self._waiting.popleft()
+            if not task.live:
+                continue  # revoked while it waited: its next owner runs it
+            running = asyncio.ensure_future(self._dispatch(task, (topic, offset), request))
+            self._running.add(running)
+            running.add_done_callback(self._done)
+        paused = len(self._waiting) >= self.concurrency
+        if paused != self._paused:
+            self._paused = paused
+            self.backpressure(paused)
+
+    def _done(self, running: asyncio.Task[None]) -> None:
+        self._running.discard(running)
+        self._start_waiting()
+        if running.cancelled():
+            return
+        exc = running.exception()
+        if isinstance(exc, Fenced):
+            log.info("a step's outcome was not committed (%s); the partition's next owner "
+                     "runs it again", exc)
+        elif exc is not None:
+            log.error("executor dispatch crashed", exc_info=exc)
+
+    async def _dispatch(self, task: Task, release: tuple[str, int],
+                        request: StepRequest) -> None:
+        out, run_id = self.outputs, request.run_id
+        function = self.ss.functions.get(request.function_id)
+        if function is None:
+            await task.send_later([out.to("runs", run_id, unknown_function_finished(
+                request, self.ss.app_id))], release=release)
+            return
+        released = False
+
+        async def beat(alive: ChainAlive) -> Awaitable[None]:
+            return task.send_later([out.to("runs", run_id, alive)])
+
+        heartbeat = ChainHeartbeat(beat, run_id, request.seq,
+                                   self.settings.chain_lease_ms / 3000)
+
+        async def progress(link: StepCompleted) -> None:
+            nonlocal released
+            self._count_attempt(request.function_id, link)
+            heartbeat.advanced(link.chain + 1)
+            committed = task.send_later([out.to("runs", run_id, link)],
+                                        release=None if released else release)
+            if not released:
+                released = True
+                await committed  # the chain goes on once its first link is committed
+
+        held = await self.flow.enter(function, request)  # concurrency slots, throttle
+        if isinstance(held, StepDeferred):
+            await task.send_later([out.to("runs", run_id, held)], release=release)
+            return
+        async with held, heartbeat:
+            outcome = await execute(function, request,
+                                    max_output_bytes=self.settings.max_payload_bytes,
+                                    send_events=self.send_events,
+                                    chain=held.budget(self.chain), on_progress=progress)
+        self._count_attempt(request.function_id, outcome)
+        await task.send_later([out.to("runs", run_id, outcome)],
+                              release=None if released else release)
+
+    def _count_attempt(self, function_id: str, outcome: Any) -> None:
+        if not isinstance(outcome, StepCompleted | StepFailed):
+            return
+        ok = isinstance(outcome, StepCompleted)
+        step = step_label(outcome.step_id)
+        self.metrics.step_attempts.labels(function_id, step,
+                                          "completed" if ok else "failed").inc()
+        self.metrics.step_duration.labels(function_id, step).observe(
+            (outcome.ended_at - outcome.started_at) / 1000)
+
+    async def stop(self) -> None:
+        """Cancel what runs (the worker stops; the partitions' next owners run it)."""
+        self._waiting.clear()
+        for running in list(self._running):
+            running.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

@@ -1,0 +1,52 @@
+"""The waiter matcher: waiting runs (``step.wait_for_event``, ``cancel_on``) and events
+re-keyed by name meet here, in the waiters store of the name's task (DESIGN §4)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.codec import DecodeError
+from schemas.messages import Event, WaiterChanged, WaiterSet
+from stepstream.step import now_ms
+from streams import waiters
+from streams.kafka.store import StateStore
+from streams.kafka.task import Task
+from streams.processors.outputs import Outputs
+
+log = logging.getLogger("stepstream.matcher")
+
+WAITERS = "waiters"
+"""The name of the waiters store."""
+
+
+class Matcher:
+    """Processes ``{namespace}.waiters`` and ``{namespace}.events.by-name``."""
+
+    def __init__(self, outputs: Outputs) -> None:
+        self.outputs, self.codec = outputs, outputs.codec
+
+    async def process(self, task: Task, message: Any) -> None:
+        try:
+            record = self.codec.decode(message.value())
+            if not isinstance(record, WaiterChanged | Event):
+                raise DecodeError(f"{type(record).__name__} does not belong on waiters")
+            if not message.key():
+                raise DecodeError("no key: waiters and events by name are keyed by name")
+        except DecodeError as exc:
+            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
+                        message.offset(), exc)
+            task.send(self.outputs.quarantined(message, str(exc)))
+            return
+        store: StateStore[WaiterSet] = task.stores[WAITERS]
+        key = message.key()
+        current = store.get(key) or WaiterSet()
+        if isinstance(record, WaiterChanged):
+            updated = waiters.change(current, record.waiter, record.active, now_ms())
+        else:
+            found = waiters.match(current, record)
+            for matched in found.messages:
+                task.send(self.outputs.to("runs", matched.run_id, matched))
+            updated = found.remaining
+        if updated != current:
+            store.put(key, updated)

@@ -1,0 +1,141 @@
+"""The orchestrator: each runs message advances its run's state machine
+(``streams.machine.advance``, pure), and the commands it returns become records
+(DESIGN §4). The new state and the commands commit in the same transaction, so a
+crash can neither store a state whose commands were lost nor send commands twice
+from one state."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.codec import DecodeError
+from schemas.messages import (
+    RUN_MESSAGES,
+    ChildFinished,
+    ErrorInfo,
+    FunctionFinished,
+    RunStarted,
+    RunState,
+)
+from stepstream.step import now_ms
+from streams.kafka.store import StateStore
+from streams.kafka.task import Record, Task
+from streams.leases import LeaseClock
+from streams.machine import (
+    FINAL_STATUSES,
+    Command,
+    Dispatch,
+    Emit,
+    NotifyParent,
+    RunPolicy,
+    Schedule,
+    SendToDlq,
+    StartChild,
+    Watch,
+    advance,
+    is_lease,
+)
+from streams.machine import (
+    Record as HistoryCommand,
+)
+from streams.processors.outputs import Outputs
+
+log = logging.getLogger("stepstream.orchestrator")
+
+RUNS = "runs"
+"""The name of the run-state store."""
+
+
+class Orchestrator:
+    """Processes ``{namespace}.runs`` against the runs store of its task."""
+
+    def __init__(self, outputs: Outputs, policies: dict[str, RunPolicy], leases: LeaseClock,
+                 app_id: str) -> None:
+        self.outputs, self.policies, self.leases, self.app_id = (
+            outputs, policies, leases, app_id)
+        self.codec, self.metrics = outputs.codec, outputs.metrics
+
+    async def process(self, task: Task, message: Any) -> None:
+        try:
+            decoded = self.codec.decode(message.value())
+            if not isinstance(decoded, RUN_MESSAGES):
+                raise DecodeError(f"{type(decoded).__name__} does not belong on runs")
+        except DecodeError as exc:
+            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
+                        message.offset(), exc)
+            task.send(self.outputs.quarantined(message, str(exc)))
+            return
+        store: StateStore[RunState] = task.stores[RUNS]
+        key = decoded.run_id.encode()
+        state = store.get(key)
+        function_id = state.function_id if state else getattr(decoded, "function_id", "")
+        policy = self.policies.get(function_id)
+        if policy is None and state is None and isinstance(decoded, RunStarted):
+            for record in self._reject_unknown(decoded):
+                task.send(record)
+            return
+        new_state, commands = advance(state, decoded, policy or RunPolicy())
+        if new_state is state or new_state is None:
+            return  # a duplicate or stale message: nothing changes
+        for command in commands:
+            record = self._perform(new_state, command)
+            if record is not None:
+                task.send(record)
+        store.put(key, new_state)
+        self._count_transition(state, new_state)
+
+    def _perform(self, state: RunState, command: Command) -> Record | None:
+        run_id, out = state.run_id, self.outputs
+        match command:
+            case Dispatch(request):
+                return out.to("steps", run_id, request)
+            case HistoryCommand(record):
+                return out.to("history", run_id, record)
+            case SendToDlq(letter):
+                self.metrics.dead_letters.labels(state.function_id).inc()
+                return out.to("steps.dlq", run_id, letter)
+            case Schedule(_, timer) if is_lease(timer):
+                self.leases.arm(timer)  # timed here, not through a delay tier (leases.py)
+                return None
+            case Schedule(delay_ms, timer):
+                return out.delayed("runs", run_id, timer, delay_ms)
+            case Watch(change):
+                return out.to("waiters", change.waiter.event_name, change)
+            case StartChild(start):
+                return out.to("runs", start.run_id, start)
+            case NotifyParent(finished):
+                return out.to("runs", finished.run_id, finished)
+            case Emit(event):
+                return out.to("events", event.id, event)
+        raise TypeError(f"unknown command {command!r}")
+
+    def _reject_unknown(self, start: RunStarted) -> list[Record]:
+        """A run of a function no worker registers (``step.invoke`` of a typo)."""
+        error = unknown_function(start.function_id, self.app_id)
+        log.warning("%s", error.message)
+        if not (start.parent_run_id and start.parent_step_id):
+            return []
+        return [self.outputs.to("runs", start.parent_run_id, ChildFinished(
+            run_id=start.parent_run_id, step_id=start.parent_step_id,
+            child_run_id=start.run_id, ts=now_ms(), error=error))]
+
+    def _count_transition(self, old: RunState | None, new: RunState) -> None:
+        if old is None:
+            self.metrics.runs_started.labels(new.function_id).inc()
+        if new.status in FINAL_STATUSES and (old is None or old.status not in FINAL_STATUSES):
+            self.metrics.runs_finished.labels(new.function_id, new.status).inc()
+            seconds = ((new.ended_at or new.started_at) - new.started_at) / 1000
+            self.metrics.run_duration.labels(new.function_id, new.status).observe(seconds)
+
+
+def unknown_function(function_id: str, app_id: str) -> ErrorInfo:
+    return ErrorInfo(type="UnknownFunction",
+                     message=f"function {function_id!r} is not registered in app {app_id!r} "
+                             "on this worker")
+
+
+def unknown_function_finished(request: Any, app_id: str) -> FunctionFinished:
+    """The answer to a step request of a function this worker does not register."""
+    return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                            error=unknown_function(request.function_id, app_id))

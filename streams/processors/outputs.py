@@ -1,0 +1,57 @@
+"""Records the processors send: encoded, keyed, and routed to their partition here, so
+every processor routes a key the same way (a run's records and its state must meet in
+one task)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from schemas.codec import AvroCodec
+from schemas.messages import Quarantined
+from stepstream.settings import Settings
+from stepstream.step import now_ms
+from streams.delays import DelayTiers
+from streams.kafka.task import Record
+from streams.metrics import Metrics
+from streams.partitioner import partition_of
+
+QUARANTINED_VALUE_BYTES = 64 * 1024
+"""Most bytes of a quarantined record's key and value kept (the rest is cut)."""
+
+
+class Outputs:
+    """Builds the namespace's records; knows each topic's partition count."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec, metrics: Metrics,
+                 partitions: Mapping[str, int], tiers: DelayTiers) -> None:
+        self.settings, self.codec, self.metrics = settings, codec, metrics
+        self.partitions, self.tiers = partitions, tiers
+
+    def to(self, suffix: str, key: str, message: Any) -> Record:
+        """``message`` for ``{namespace}.{suffix}``, keyed by ``key``."""
+        return self.raw(self.settings.topic(suffix), key.encode(), self.codec.encode(message))
+
+    def raw(self, topic: str, key: bytes, value: bytes) -> Record:
+        return Record(topic, partition_of(key, self.partitions.get(topic, 1)), key, value)
+
+    def delayed(self, suffix: str, key: str, message: Any, delay_ms: int) -> Record:
+        """``message`` for ``suffix``, through the delay tier that fits ``delay_ms``."""
+        topic = self.settings.topic(suffix)
+        tier, wrapped = self.tiers.wrap(topic, key.encode(), self.codec.encode(message),
+                                        due_ms=now_ms() + delay_ms)
+        self.metrics.retries_scheduled.labels(tier).inc()
+        return self.to(f"delay.{tier}", key, wrapped)
+
+    def quarantined(self, message: Any, reason: str) -> Record:
+        """A confluent-kafka ``message`` set aside, with the reason (its bytes cut)."""
+        topic = message.topic()
+        self.metrics.quarantined.labels(topic).inc()
+        record = Quarantined(topic=topic, partition=message.partition(),
+                             offset=message.offset(), reason=reason, ts=now_ms(),
+                             key=_cut(message.key()), value=_cut(message.value()))
+        return self.to("quarantine", f"{topic}:{message.partition()}", record)
+
+
+def _cut(raw: bytes | None) -> bytes | None:
+    return raw if raw is None else raw[:QUARANTINED_VALUE_BYTES]
