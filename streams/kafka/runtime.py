@@ -176,13 +176,12 @@ class Runtime:
             if task is None:
                 continue  # its task is not started or was fenced: it is read again then
             self.taken[(topic, partition)] = (offset, message.timestamp()[1] / 1000)
-            if task.is_held(topic, offset):
-                continue  # read again after an abort; its work goes on
-            try:
-                await self.processors[topic].process(task, message)
-            except Exception as exc:  # a bug must not stop the partition: set it aside
-                log.exception("processing %s[%d]@%d failed", topic, partition, offset)
-                self.quarantine(task, message, f"processing failed: {exc!r}")
+            if not task.is_held(topic, offset):  # held: read again after an abort
+                try:
+                    await self.processors[topic].process(task, message)
+                except Exception as exc:  # a bug must not stop the partition: set it aside
+                    log.exception("processing %s[%d]@%d failed", topic, partition, offset)
+                    self.quarantine(task, message, f"processing failed: {exc!r}")
             task.processed(topic, offset)
 
     async def _commit_all(self, tasks: Iterable[Task] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The delay forwarder's holding, sending on and commit bookkeeping, without a broker."""
+"""The delay forwarder: records leave when due, in a transaction that releases them (the
+producer is a fake; tests/integration run the real broker)."""
 
 from __future__ import annotations
 
@@ -6,58 +7,23 @@ import asyncio
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.messages import Delayed
+from schemas.messages import Delayed, Quarantined
 from stepstream.settings import Settings
 from stepstream.step import now_ms
-from streams.delay_forwarder import DelayForwarder
 from streams.delays import DelayTiers
+from streams.metrics import Metrics
+from streams.processors.delays import DelayForwarder
+from streams.processors.outputs import Outputs
+from tests.fakes import FakeMessage, fake_task
 
-SETTINGS = Settings(namespace="ns")
-
-
-class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes,
-                 produced_ms: int) -> None:
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._value, self._produced_ms = value, produced_ms
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._produced_ms)
+SETTINGS = Settings(namespace="ns", partitions=1)
+PARTITIONS = {"ns.runs": 1, "ns.quarantine": 1, **{f"ns.delay.{t}": 1
+                                                   for t in ("1s", "10s", "1m", "10m", "1h")}}
 
 
-class FakeSender:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
-
-    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-        self.sent.append((topic, key, value))
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-
-def forwarder(sender: FakeSender, quarantined: list[str]) -> DelayForwarder:
-    async def quarantine(_message: Any, reason: str) -> None:
-        quarantined.append(reason)
-
-    return DelayForwarder(SETTINGS, DelayTiers(SETTINGS), sender,  # type: ignore[arg-type]
-                          default_codec(), targets={"ns.runs"}, quarantine=quarantine,
-                          stopping=lambda: False)
+def forwarder() -> DelayForwarder:
+    outputs = Outputs(SETTINGS, default_codec(), Metrics(), PARTITIONS, DelayTiers(SETTINGS))
+    return DelayForwarder(outputs, targets={"ns.runs"})
 
 
 def delayed(offset: int, due_in_ms: int, *, topic: str = "ns.runs",
@@ -74,54 +40,59 @@ async def settle(condition: Any, timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.005)
 
 
+async def processed(delays: DelayForwarder, task: Any, message: FakeMessage) -> None:
+    await delays.process(task, message)
+    task.processed(message.topic(), message.offset())
+
+
 async def test_records_leave_when_due_and_the_commit_stops_at_the_oldest_held() -> None:
-    sender, quarantined = FakeSender(), []
-    delays = forwarder(sender, quarantined)
+    delays, (task, producer) = forwarder(), fake_task()
     for offset, due_in_ms in ((10, 300), (11, 0), (12, 0)):
-        await delays._hold(delayed(offset, due_in_ms))
-    await settle(lambda: len(sender.sent) == 2)
+        await processed(delays, task, delayed(offset, due_in_ms))
+    await settle(lambda: len(delays) == 1)
+    await task.commit()
     # 11 and 12 left on time behind 10, which still waits: the commit may not pass it
-    assert [value for _, _, value in sender.sent] == [b"payload 11", b"payload 12"]
-    assert sender.sent[0][0] == "ns.runs"
-    assert delays._due_commits() == {("ns.delay.1s", 0): 10}
-    await settle(lambda: len(sender.sent) == 3)
-    # Sent, then no longer held once its send is acknowledged (a moment later).
+    assert producer.values("ns.runs") == [b"payload 11", b"payload 12"]
+    assert producer.offsets() == {("ns.delay.1s", 0): 10}
     await settle(lambda: len(delays) == 0)
-    assert delays._due_commits() == {("ns.delay.1s", 0): 13}
+    await task.commit()
+    assert producer.values("ns.runs")[-1] == b"payload 10"
+    assert producer.offsets() == {("ns.delay.1s", 0): 13}
 
 
 async def test_a_record_due_after_its_tiers_hold_hops_to_the_tier_that_fits() -> None:
-    sender, quarantined = FakeSender(), []
-    delays = forwarder(sender, quarantined)
+    delays, (task, producer) = forwarder(), fake_task()
     # Produced 2.5 s ago into the 1 s tier (it waited its hold), due in 15 s: 10 s tier.
     message = delayed(1, 15_000)
     message._produced_ms -= 2_500
-    await delays._hold(message)
-    await settle(lambda: len(sender.sent) == 1)
-    topic, key, value = sender.sent[0]
+    await processed(delays, task, message)
+    await settle(lambda: len(delays) == 0)
+    await task.commit()
+    (records, _), = producer.transactions
+    topic, _, key, value = records[0]
     assert (topic, key) == ("ns.delay.10s", b"run-1")
     assert default_codec().decode_as(value, Delayed).topic == "ns.runs"
 
 
 async def test_bad_records_are_quarantined_and_committed_past() -> None:
-    sender, quarantined = FakeSender(), []
-    delays = forwarder(sender, quarantined)
-    await delays._hold(FakeMessage("ns.delay.1s", 0, 5, b"\x00garbage", now_ms()))
-    await delays._hold(delayed(6, 0, topic="ns.nowhere"))
-    await settle(lambda: len(quarantined) == 2)
-    assert "ns.nowhere" in quarantined[1]
-    await settle(lambda: delays._due_commits() == {("ns.delay.1s", 0): 7})
-    assert sender.sent == []
+    delays, (task, producer) = forwarder(), fake_task()
+    await processed(delays, task, FakeMessage("ns.delay.1s", 0, 5, b"\x00garbage", now_ms()))
+    await processed(delays, task, delayed(6, 0, topic="ns.nowhere"))
+    await settle(lambda: len(delays) == 0)
+    await task.commit()
+    reasons = [default_codec().decode_as(v, Quarantined).reason
+               for v in producer.values("ns.quarantine")]
+    assert len(reasons) == 2 and "ns.nowhere" in reasons[1]
+    assert producer.offsets() == {("ns.delay.1s", 0): 7}
+    assert producer.values("ns.runs") == []
 
 
-async def test_revoked_partitions_stop_their_timers_and_commit_what_was_sent_on() -> None:
-    sender, quarantined = FakeSender(), []
-    delays = forwarder(sender, quarantined)
-    await delays._hold(delayed(20, 0))
-    await delays._hold(delayed(21, 60_000))
-    await settle(lambda: len(sender.sent) == 1 and len(delays) == 1)
-    held = next(iter(delays._held.values())).tasks[21]
-    assert await delays._release({("ns.delay.1s", 0)}) == {("ns.delay.1s", 0): 21}
-    await asyncio.sleep(0)
-    assert held.cancelled()
-    assert delays._due_commits() == {}  # no longer ours
+async def test_an_ended_task_stops_its_timers() -> None:
+    delays, (task, producer) = forwarder(), fake_task()
+    await processed(delays, task, delayed(20, 0))
+    await processed(delays, task, delayed(21, 60_000))
+    await settle(lambda: len(delays) == 1)
+    await task.commit()
+    assert producer.offsets() == {("ns.delay.1s", 0): 21}
+    delays.task_ended(task)
+    assert len(delays) == 0

@@ -124,7 +124,7 @@ async def test_python_logging_inside_a_step_is_captured_with_the_loggers_level()
         def step() -> None:
             app_log.warning("disk at %d%%", 91)
             app_log.debug("not let through by the logger's level")
-            logging.getLogger("aiokafka").warning("the engine's libraries are not the run's")
+            logging.getLogger("confluent_kafka").warning("the engine's libraries are not the run's")
         await ctx.step.run("s", step)
 
     app_log.setLevel(logging.INFO)

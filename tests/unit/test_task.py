@@ -1,0 +1,85 @@
+"""A task's transactions: what each one carries, holds, releases, and what an abort or a
+fence undoes (the producer is a fake; tests/integration run the real broker)."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError
+
+from streams.kafka.task import Fenced, Outcome, Record
+from tests.fakes import bytes_store, fake_task
+
+
+async def test_a_transaction_carries_outputs_changelog_records_and_input_offsets() -> None:
+    store = bytes_store()
+    task, producer = fake_task(runs=store)
+    task.send(Record("ns.steps", 0, b"r1", b"request"))
+    store.put(b"r1", b"state 1")
+    store.put(b"r1", b"state 2")  # one changelog record per key and transaction
+    task.processed("ns.runs", 41)
+    assert await task.commit() is Outcome.COMMITTED
+    records, offsets = producer.transactions[0]
+    assert records == [("ns.steps", 0, b"r1", b"request"),
+                       ("ns-runs-changelog", 0, b"r1", b"state 2")]
+    assert offsets == {("ns.runs", 0): 42}
+    assert store.backend.get(b"r1") == b"state 2"
+    assert not task.dirty
+    assert await task.commit() is Outcome.COMMITTED and len(producer.transactions) == 1
+
+
+async def test_held_records_keep_the_commit_back_until_released_with_their_outcome() -> None:
+    task, producer = fake_task()
+    for offset in (10, 11, 12):
+        task.hold("ns.steps", offset)
+        task.processed("ns.steps", offset)
+    await task.commit()
+    assert producer.offsets() == {("ns.steps", 0): 10}
+    eleven = task.send_later([Record("ns.runs", 0, b"r", b"outcome 11")],
+                             release=("ns.steps", 11))
+    await task.commit()
+    assert eleven.done() and producer.offsets() == {("ns.steps", 0): 10}  # 10 still held
+    task.send_later([Record("ns.runs", 0, b"r", b"outcome 10")], release=("ns.steps", 10))
+    await task.commit()
+    assert producer.offsets() == {("ns.steps", 0): 12}
+    assert producer.values("ns.runs") == [b"outcome 11", b"outcome 10"]
+    assert task.is_held("ns.steps", 12) and not task.is_held("ns.steps", 10)
+
+
+async def test_an_abort_drops_the_batch_keeps_later_work_and_rewinds_the_inputs() -> None:
+    store = bytes_store()
+    task, producer = fake_task(runs=store)
+    task.processed("ns.runs", 5)
+    await task.commit()
+    store.put(b"r1", b"lost")
+    task.send(Record("ns.history", 0, b"r1", b"lost too"))
+    task.hold("ns.steps", 7)
+    task.processed("ns.steps", 7)
+    task.processed("ns.runs", 6)
+    outcome = task.send_later([Record("ns.runs", 0, b"r1", b"step result")],
+                              release=("ns.steps", 7))
+    producer.fail_next = KafkaError._STATE
+    assert await task.commit() is Outcome.ABORTED
+    assert producer.aborted == 1
+    assert store.get(b"r1") is None  # back to the last commit
+    assert task.rewind_positions() == {("ns.runs", 0): 6, ("ns.steps", 0): 7}
+    assert task.is_held("ns.steps", 7) and not outcome.done()
+    task.processed("ns.steps", 7)  # read again (the runtime skips it: held)
+    assert await task.commit() is Outcome.COMMITTED  # the step's result goes again
+    assert producer.values("ns.runs") == [b"step result"]
+    assert producer.values("ns.history") == []
+    assert producer.offsets()[("ns.steps", 0)] == 8 and outcome.done()
+
+
+async def test_a_fenced_task_commits_nothing_more_and_fails_what_waits_on_it() -> None:
+    store = bytes_store()
+    task, producer = fake_task(runs=store)
+    store.put(b"r1", b"zombie write")
+    waiting = task.send_later([Record("ns.runs", 0, b"r1", b"late")])
+    producer.fail_next = KafkaError._FENCED
+    assert await task.commit() is Outcome.FENCED
+    assert not task.live and producer.transactions == []
+    with pytest.raises(Fenced):
+        await waiting
+    assert store.get(b"r1") is None
+    with pytest.raises(Fenced):
+        await task.send_later([Record("ns.runs", 0, b"r1", b"later still")])
