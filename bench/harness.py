@@ -98,7 +98,9 @@ class History:
         topic = settings.topic("history")
         self.consumer = Consumer({"bootstrap.servers": settings.brokers,
                                   "group.id": uuid.uuid4().hex, "fetch.wait.max.ms": 1,
-                                  "enable.auto.commit": False})
+                                  "enable.auto.commit": False,
+                                  # what a user sees: committed records only
+                                  "isolation.level": "read_committed"})
         # Assigned by hand at the current end offsets: no consumer group to join.
         partitions = self.consumer.list_topics(topic, timeout=30).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(
@@ -155,7 +157,8 @@ def breakdown(settings: Settings, function_id: str) -> dict[int, dict[str, float
     import statistics
 
     reader = Consumer({"bootstrap.servers": settings.brokers, "group.id": uuid.uuid4().hex,
-                       "enable.auto.commit": False, "fetch.wait.max.ms": 1})
+                       "enable.auto.commit": False, "fetch.wait.max.ms": 1,
+                       "isolation.level": "read_committed"})
     topic = settings.topic("history")
     codec = default_codec()
     runs: dict[str, list[tuple[int, HistoryRecord]]] = {}

@@ -44,12 +44,10 @@ class Settings:
     max_payload_bytes: int = 1024 * 1024
     """Largest event data or step output accepted, in bytes of JSON."""
     store: str = "memory://"
-    """Faust table store: ``memory://`` (recover from changelog) or ``rocksdb://``."""
+    """State stores: ``memory://`` (restored from the changelog) or ``rocksdb://`` (local
+    state with its changelog position: a restart reads only the tail)."""
     data_dir: str = ".stepstream"
-    """Where a worker keeps local table state (rocksdb store)."""
-    standby_replicas: int = 0
-    """Workers that keep a warm copy of each table partition (Faust standbys): a
-    takeover then replays only the changelog tail. Costs one changelog read each."""
+    """Where a worker keeps local store state (``rocksdb://``)."""
     session_timeout_s: float = 8.0
     """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
     chain_max_steps: int = 100
@@ -91,8 +89,6 @@ class Settings:
             raise ConfigError(f"namespace {self.namespace!r} must match {_NAMESPACE.pattern}")
         if self.partitions < 1 or self.replication < 1:
             raise ConfigError("partitions and replication must be >= 1")
-        if self.standby_replicas < 0:
-            raise ConfigError("standby_replicas must be >= 0")
         if self.executor_concurrency < 1:
             raise ConfigError("executor_concurrency must be >= 1")
         if not self.brokers.strip():

@@ -75,13 +75,19 @@ def plain_producer(settings: Settings) -> Any:
     }))
 
 
-def lag_of(consumer: Any) -> Lag:
-    """How far each assigned partition's position is behind its (cached) end."""
+def lag_of(consumer: Any, positions: dict[tuple[str, int], int] | None = None) -> Lag:
+    """How far each assigned partition's position (``positions``, or the consumer's) is
+    behind its end as last fetched."""
+    from confluent_kafka import TopicPartition
+
+    if positions is None:
+        positions = {(tp.topic, tp.partition): tp.offset
+                     for tp in consumer.position(consumer.assignment()) if tp.offset >= 0}
     lag = {}
-    for tp in consumer.position(consumer.assignment()):
-        high = consumer.get_watermark_offsets(tp, cached=True)[1]
-        if tp.offset >= 0 and high >= 0:
-            lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+    for (topic, partition), offset in positions.items():
+        high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)[1]
+        if high >= 0:
+            lag[(topic, partition)] = max(0, high - offset)
     return lag
 
 

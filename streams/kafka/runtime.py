@@ -90,6 +90,7 @@ class Runtime:
         self._rejoin = False
         self._throttled: set[str] = set()
         self._paused_topics: set[str] = set()  # as applied to the consumer
+        self._started_at: dict[tuple[str, int], int] = {}  # offsets at the assignment
 
     # --- what others ask --------------------------------------------------------
 
@@ -147,9 +148,10 @@ class Runtime:
                     await self._rejoin_group()
                 if self._pending is not None:
                     await self._start_tasks()
-                messages = await self.in_consumer_thread(self._take)
+                messages, positions = await self.in_consumer_thread(self._take)
                 if messages:
                     await self._process(messages)
+                self._caught_up(positions)
                 await self._commit_all()
         finally:
             await asyncio.shield(self._leave(consumer))
@@ -158,11 +160,31 @@ class Runtime:
         self._consumer.subscribe(list(self.processors), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
 
-    def _take(self) -> list[Any]:
+    def _take(self) -> tuple[list[Any], dict[tuple[str, int], int]]:
+        """The next batch, and where the consumer stands after it in each partition."""
         self._apply_throttle()
-        messages: list[Any] = self._consumer.consume(self.batch, self.fetch_wait_ms / 1000)
-        self.lag = lag_of(self._consumer)
-        return messages
+        consumer = self._consumer
+        messages: list[Any] = consumer.consume(self.batch, self.fetch_wait_ms / 1000)
+        positions = {}
+        for tp in consumer.position(consumer.assignment()):
+            # Nothing taken from it since the assignment: it stands where it started.
+            offset = tp.offset if tp.offset >= 0 else self._started_at.get(
+                (tp.topic, tp.partition), -1)
+            if offset < 0:  # from the beginning: its first offset, once fetched
+                offset = consumer.get_watermark_offsets(tp, cached=True)[0]
+            if offset >= 0:
+                positions[(tp.topic, tp.partition)] = offset
+        self.lag = lag_of(consumer, positions)
+        return messages, positions
+
+    def _caught_up(self, positions: dict[tuple[str, int], int]) -> None:
+        """Every record before ``positions`` is processed: the tasks may commit up to
+        there. Past the last record, that includes transaction markers (the commit of
+        a partition written by a transactional producer reaches its end)."""
+        for (topic, partition), offset in positions.items():
+            task = self.task_for(partition)
+            if task is not None:
+                task.caught_up(topic, offset)
 
     async def _process(self, messages: list[Any]) -> None:
         for message in messages:
@@ -222,6 +244,7 @@ class Runtime:
                                 tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                  for tp in committed]
         consumer.assign(start)
+        self._started_at = {(tp.topic, tp.partition): tp.offset for tp in start}
         if start:
             consumer.pause(start)  # until the tasks are started (producers, stores)
             self._pending = start
@@ -276,6 +299,8 @@ class Runtime:
         producers = await asyncio.gather(*(loop.run_in_executor(None, self._producer, p)
                                            for p in numbers))
         stores = {p: self._stores(p) for p in numbers}
+        for gone in list(self._suspended):  # partitions that went to other workers
+            self._suspended.pop(gone).close()
         await loop.run_in_executor(None, self._restore,
                                    [s for by_name in stores.values() for s in by_name.values()])
         for p, producer in zip(numbers, producers, strict=True):
@@ -300,9 +325,10 @@ class Runtime:
     def _stores(self, partition: int) -> dict[str, StateStore[Any]]:
         stores: dict[str, StateStore[Any]] = {}
         for spec in self.store_specs:
-            backend = self._suspended.pop((spec.changelog, partition), None) or open_backend(
-                self.settings.store, self.settings.data_dir,
-                f"{self.settings.namespace}/{spec.name}-{partition}")
+            backend = self._suspended.pop((spec.changelog, partition), None)
+            if backend is None:
+                backend = open_backend(self.settings.store, self.settings.data_dir,
+                                       f"{self.settings.namespace}/{spec.name}-{partition}")
             stores[spec.name] = StateStore(spec.changelog, partition, backend, spec.encode,
                                            spec.decode)
         return stores

@@ -131,6 +131,13 @@ class Task:
             state.start = offset
         state.position = offset + 1
 
+    def caught_up(self, topic: str, position: int) -> None:
+        """Every record of ``topic`` before ``position`` is processed (the consumer's
+        position, which passes transaction markers)."""
+        state = self._inputs.setdefault((topic, self.partition), _Input())
+        if state.position is None or position > state.position:
+            state.position = position
+
     def hold(self, topic: str, offset: int) -> None:
         """Keep the committed offset of ``topic`` at or below ``offset`` until released."""
         state = self._inputs.setdefault((topic, self.partition), _Input())

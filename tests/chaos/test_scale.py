@@ -1,4 +1,4 @@
-"""Scale: executor concurrency, the RocksDB table store, standby replicas.
+"""Scale: executor concurrency, the RocksDB store.
 
 The full variant (``STEPSTREAM_CHAOS_FULL=1``) also compares how long a restarted worker
 takes to be ready with the memory store (replays the whole changelog) and with RocksDB
@@ -65,16 +65,3 @@ def test_a_restarted_worker_recovers_its_table_and_finishes_the_runs(
     print(f"\n{store}: restarted worker ready in {ready_in:.1f}s with {history + in_flight} "
           f"runs in its table; checker: {verdict.summary()}")
     assert not verdict.problems, "\n".join(verdict.problems[:30])
-
-
-def test_standby_replicas_reach_faust() -> None:
-    from stepstream import Context
-    from streams.engine import Engine
-
-    ss = Stepstream("standby", settings=Settings(namespace="standby", standby_replicas=1))
-
-    @ss.function(id="noop", trigger="t/noop")
-    async def noop(ctx: Context) -> None:
-        return None
-
-    assert Engine(ss).app.conf.table_standby_replicas == 1

@@ -58,7 +58,7 @@ def read_topic(brokers: str, topic: str, count: int, timeout: float = 30.0) -> l
     """The first ``count`` messages of ``topic`` (all partitions, from the start)."""
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 10})
+                         "fetch.wait.max.ms": 10, "isolation.level": "read_committed"})
     consumer.subscribe([topic])
     messages: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -75,26 +75,32 @@ def read_topic(brokers: str, topic: str, count: int, timeout: float = 30.0) -> l
 
 
 def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every message of ``topic`` present now (up to each partition's high watermark)."""
+    """Every committed message of ``topic`` present now (up to each partition's end)."""
     from confluent_kafka import TopicPartition
 
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+                         "isolation.level": "read_committed"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in partitions}
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         messages: list[Any] = []
-        seen = dict.fromkeys(ends, 0)
         deadline = time.monotonic() + timeout
-        while any(seen[p] < ends[p] for p in ends):
+
+        def behind() -> bool:
+            # The position passes transaction markers, which are not messages.
+            at = {tp.partition: tp.offset for tp in consumer.position(
+                [TopicPartition(topic, p) for p in ends])}
+            return any(at[p] < ends[p] for p in ends)
+
+        while behind():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: read {seen} of {ends} after {timeout}s")
+                raise TimeoutError(f"{topic}: not read to {ends} after {timeout}s")
             message = consumer.poll(0.2)
             if message is not None and message.error() is None:
                 messages.append(message)
-                seen[message.partition()] = message.offset() + 1
         # The dev broker sometimes reports a high watermark one short: read on until quiet.
         while (message := consumer.poll(0.5)) is not None:
             if message.error() is None:
