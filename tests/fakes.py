@@ -77,6 +77,12 @@ class FakeTransactionalProducer:
     def abort_transaction(self, _timeout: float) -> None:
         self.aborted += 1
 
+    def purge(self) -> None:
+        self._open = []
+
+    def close(self) -> bool:
+        return True
+
     def values(self, topic: str) -> list[bytes | None]:
         """The values committed to ``topic``, in order."""
         return [value for records, _ in self.transactions

@@ -254,7 +254,10 @@ class Runtime:
         consumer.unassign()
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        self._hand_back({tp.partition for tp in partitions}, commit=False)
+        lost = {tp.partition for tp in partitions}
+        log.warning("%s: partitions %s lost (the session expired): their tasks end without "
+                    "a commit; their new owner fenced them", self.group_id, sorted(lost))
+        self._hand_back(lost, commit=False)
         consumer.unassign()
 
     def _hand_back(self, partitions: set[int], *, commit: bool) -> None:

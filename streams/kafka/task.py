@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import heapq
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -321,6 +322,19 @@ class Task:
         """The partition is revoked (after a last commit) or the task was fenced."""
         async with self._lock:
             self._end([])
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self.producer.flush, 5.0)
         self._thread.shutdown(wait=False)
+        # Not awaited, on a thread that does not hold the process up at exit: closing
+        # a fenced producer waits on its transaction coordinator for a long while.
+        threading.Thread(target=self._close_producer, name=f"close-task-{self.partition}",
+                         daemon=True).start()
+
+    def _close_producer(self) -> None:
+        """Drop what is still queued (nothing after a commit; a fenced task's records may
+        not go out) and free the producer's threads and connections."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self.producer.purge()
+            self.producer.close()
+        except (KafkaException, RuntimeError) as exc:  # fenced: it cannot close cleanly
+            log.info("task %d: producer closed with %s", self.partition, exc)
