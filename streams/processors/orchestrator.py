@@ -79,9 +79,9 @@ class Orchestrator:
         if new_state is state or new_state is None:
             return  # a duplicate or stale message: nothing changes
         for command in commands:
-            record = self._perform(new_state, command)
-            if record is not None:
-                task.send(record)
+            output = self._perform(new_state, command)
+            if output is not None:
+                task.send(output)
         store.put(key, new_state)
         self._count_transition(state, new_state)
 

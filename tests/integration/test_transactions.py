@@ -3,6 +3,7 @@ worker frozen past its session timeout (a zombie) that comes back."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -87,7 +88,7 @@ def _states(settings: Settings) -> dict[str, list[RunState]]:
 
 def _regressions(states: list[RunState]) -> list[str]:
     problems = []
-    for before, after in zip(states, states[1:], strict=False):
+    for before, after in itertools.pairwise(states):
         if (after.history_seq < before.history_seq or len(after.memo) < len(before.memo)
                 or (before.status == "completed" and after.status != "completed")):
             problems.append(f"{before.status}/{before.history_seq}/{len(before.memo)} -> "
