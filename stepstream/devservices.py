@@ -163,6 +163,8 @@ class WorkerProcess:
     http_port: int = 0
     log_path: Path | None = None
     cwd: str | None = None
+    python: str = ""
+    """The interpreter to run it with (default: this one)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -178,7 +180,7 @@ class WorkerProcess:
         env = {**os.environ, **self.env, "STEPSTREAM_HTTP_PORT": str(self.http_port)}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stepstream.cli", "worker", self.module],
+            [self.python or sys.executable, "-m", "stepstream.cli", "worker", self.module],
             env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
         if not isinstance(log, int):  # a file we opened, not DEVNULL

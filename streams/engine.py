@@ -115,6 +115,7 @@ class Engine:
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self._table_observers: list[TableObserver] = [self._arm_leases]
         self.runtime.started.append(self._scan_runs)
+        self.runtime.ended.append(self.executor.task_ended)
         self._stopped = asyncio.Event()
 
     # --- sending outside the tasks ------------------------------------------------------

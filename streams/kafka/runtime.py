@@ -319,11 +319,24 @@ class Runtime:
             log.info("%s: tasks %s started", self.group_id, numbers)
 
     def _producer(self, partition: int) -> Any:
-        producer = transactional_producer(
-            self.settings, f"{self.transactional_prefix}.{partition}")
-        # Fences the previous owner and ends its open transaction.
-        producer.init_transactions(max(30.0, self.settings.session_timeout_s * 3))
-        return producer
+        """The task's producer, initialised: that fences the previous owner's and ends
+        its open transaction. Retried while the broker is away."""
+        from confluent_kafka import KafkaException
+
+        delay = 0.1
+        while True:
+            producer = transactional_producer(
+                self.settings, f"{self.transactional_prefix}.{partition}")
+            try:
+                producer.init_transactions(max(30.0, self.settings.session_timeout_s * 3))
+                return producer
+            except KafkaException as exc:
+                if self._stopping:
+                    raise
+                log.warning("%s: task %d: producer not initialised (%s); trying again",
+                            self.group_id, partition, exc.args[0])
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _stores(self, partition: int) -> dict[str, StateStore[Any]]:
         stores: dict[str, StateStore[Any]] = {}

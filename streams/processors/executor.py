@@ -81,6 +81,11 @@ class Executor:
             self._paused = paused
             self.backpressure(paused)
 
+    def task_ended(self, task: Task) -> None:
+        """Its partitions went to another worker: what waits for it is theirs to run."""
+        self._waiting = collections.deque(w for w in self._waiting if w[0] is not task)
+        self._start_waiting()
+
     def _done(self, running: asyncio.Task[None]) -> None:
         self._running.discard(running)
         self._start_waiting()

@@ -83,8 +83,9 @@ def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
                          "isolation.level": "read_committed"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions}
+        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                 for p in partitions}
+        ends = {p: high for p, (low, high) in marks.items() if high > low}  # not empty
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         messages: list[Any] = []
         deadline = time.monotonic() + timeout
