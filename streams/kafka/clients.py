@@ -18,6 +18,10 @@ Lag = dict[tuple[str, int], int]
 """Records not yet taken in, by (topic, partition) this worker has."""
 
 
+def _isolation(settings: Settings) -> str:
+    return "read_committed" if settings.read_committed else "read_uncommitted"
+
+
 def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
                    **extra: Any) -> Any:
     """A consumer in ``group_id`` that commits only what its owner commits."""
@@ -27,7 +31,7 @@ def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
+        "isolation.level": _isolation(settings),
         "fetch.wait.max.ms": fetch_wait_ms,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": 1000,
@@ -42,7 +46,7 @@ def reader(settings: Settings, *, fetch_wait_ms: int) -> Any:
     return Consumer(kafka_client_config(settings, **{
         "group.id": f"{settings.namespace}-reader",  # never joins, never commits
         "enable.auto.commit": False,
-        "isolation.level": "read_committed",
+        "isolation.level": _isolation(settings),
         "enable.partition.eof": True,
         "fetch.wait.max.ms": fetch_wait_ms,
     }))

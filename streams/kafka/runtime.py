@@ -187,6 +187,7 @@ class Runtime:
                 task.caught_up(topic, offset)
 
     async def _process(self, messages: list[Any]) -> None:
+        stray: dict[tuple[str, int], int] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -195,8 +196,9 @@ class Runtime:
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             task = self.task_for(partition)
-            if task is None:
-                continue  # its task is not started or was fenced: it is read again then
+            if task is None:  # its task is not started, or was fenced: read it again then
+                stray.setdefault((topic, partition), offset)
+                continue
             self.taken[(topic, partition)] = (offset, message.timestamp()[1] / 1000)
             if not task.is_held(topic, offset):  # held: read again after an abort
                 try:
@@ -205,6 +207,8 @@ class Runtime:
                     log.exception("processing %s[%d]@%d failed", topic, partition, offset)
                     self.quarantine(task, message, f"processing failed: {exc!r}")
             task.processed(topic, offset)
+        if stray:
+            await self.in_consumer_thread(self._seek, stray)
 
     async def _commit_all(self, tasks: Iterable[Task] | None = None) -> None:
         dirty = [task for task in (tasks or list(self.tasks.values()))

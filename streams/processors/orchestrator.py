@@ -77,6 +77,10 @@ class Orchestrator:
             return
         new_state, commands = advance(state, decoded, policy or RunPolicy())
         if new_state is state or new_state is None:
+            log.info("%s of %s at %s[%d]@%d changes nothing (state seq %s, pending %s)",
+                      type(decoded).__name__, decoded.run_id, message.topic(),
+                      message.partition(), message.offset(), state and state.seq,
+                      state and list(state.pending.values()))
             return  # a duplicate or stale message: nothing changes
         for command in commands:
             output = self._perform(new_state, command)

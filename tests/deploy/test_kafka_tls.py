@@ -1,5 +1,5 @@
 """Every Kafka client we build speaks TLS when told to: topic provisioning, the SDK's
-producer (confluent-kafka) and the worker's Faust/aiokafka consumer and producer.
+producer (confluent-kafka) and the worker's consumers and transactional producers.
 
 Tansu 0.6.0 cannot serve TLS itself (its ``--cert`` and ``--key`` options conflict, and
 ``--cert`` alone leaves the listener in plain TCP; see docs/production.md), so the test
@@ -22,6 +22,7 @@ import pytest
 
 from stepstream import Stepstream
 from stepstream.devservices import (
+    DEV_BROKER_ENV,
     WorkerProcess,
     free_port,
     stop_process,
@@ -121,15 +122,15 @@ def test_every_client_connects_over_tls(tls_broker: tuple[str, Certificates], re
     env = {"STEPSTREAM_BROKERS": bootstrap, "STEPSTREAM_REDIS_URL": redis_url,
            "STEPSTREAM_NAMESPACE": settings.namespace, "STEPSTREAM_PARTITIONS": "2",
            "STEPSTREAM_SESSION_TIMEOUT_S": "6", "STEPSTREAM_SECURITY_PROTOCOL": "SSL",
-           "STEPSTREAM_SSL_CAFILE": str(certs.ca), "PYTHONPATH": str(ROOT)}
+           "STEPSTREAM_SSL_CAFILE": str(certs.ca), "PYTHONPATH": str(ROOT), **DEV_BROKER_ENV}
     worker = WorkerProcess("tests.integration.functions", env=env,
                            log_path=tmp_path / "worker.log", cwd=str(ROOT))
     try:
-        worker.start().wait_ready(90)  # Faust's consumer joined the group over TLS
+        worker.start().wait_ready(90)  # the consumer joined the group over TLS
         client = Stepstream("t", settings=settings)
         event_id = client.send("test/flaky", {})  # confluent-kafka producer over TLS
         client.close()
         run = wait_for_run(worker.url, run_id_for("flaky", event_id), timeout=90)
-        assert run["status"] == "completed"  # Faust produced and consumed over TLS
+        assert run["status"] == "completed"  # the worker produced and consumed over TLS
     finally:
         worker.stop()
