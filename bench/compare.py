@@ -3,7 +3,7 @@
     python -m bench.compare [--quick] [--write] [--only SYSTEM ...]
 
 Creates or updates the peers' virtual environments (``bench/.venvs/{diy,celery,dbos}``,
-pip from PyPI; DBOS needs ``croniter>=6``, which faust-streaming refuses), then runs,
+pip from PyPI: each peer's dependencies stay out of stepstream's), then runs,
 each in its own process and one after the other:
 
 - ``floor``: a bare confluent-kafka produce→consume hop on a fresh dev broker;

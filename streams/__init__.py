@@ -1,4 +1,6 @@
-"""The engine: the pure run state machine and the Faust agents that drive it.
+"""The engine: the pure run state machine (``machine``, ``waiters``), the processors that
+drive it (``processors``) on the Kafka runtime (``kafka``), flow control (``flow``), the
+read model, the HTTP API and metrics.
 
-Importing this package does not import Faust; ``streams.app`` does.
+Importing ``streams.machine`` imports no Kafka client.
 """

@@ -1,12 +1,8 @@
 """The history projector: the history topic into the Redis read model, in batches.
 
-It is a plain confluent-kafka consumer in a group of its own, not a Faust agent, for
-two reasons. The read model applies a run's records by their sequence number and must
-see them in topic order; Faust 0.15's consumer has dropped and re-delivered messages
-around rebalances (see ``streams.transport``), and a record seen after a later one of
-its run would be left out of the read model. And a batch of hundreds of records costs
-one Redis read and one transaction, where a message at a time cost one of each per
-record.
+It is a plain consumer in a group of its own, outside the engine's tasks: its output is
+Redis, not Kafka, so a Kafka transaction would not cover it. A batch of hundreds of
+records costs one Redis read and one Redis transaction.
 
 At-least-once: offsets are committed after their batch is in Redis, and applying a
 record twice changes nothing (``RunStore.apply_many``). Redis down: the batch waits and

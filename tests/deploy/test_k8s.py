@@ -148,7 +148,7 @@ def test_manifests_agree() -> None:
     assert scaled["maxReplicaCount"] <= settings.partitions  # idle workers beyond that
     triggers = [t["metadata"] for t in scaled["triggers"]]
     assert {t["topic"] for t in triggers} == {settings.topic("steps"), settings.topic("runs")}
-    assert {t["consumerGroup"] for t in triggers} == {settings.namespace}  # Faust's group
+    assert {t["consumerGroup"] for t in triggers} == {settings.namespace}  # the engine's group
     assert {t["bootstrapServers"] for t in triggers} == {settings.brokers}
     auth = by_kind("TriggerAuthentication")[0]
     assert {t["authenticationRef"]["name"] for t in scaled["triggers"]} == {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import stepstream
 from stepstream.errors import StepstreamError
@@ -63,10 +65,10 @@ def test_the_step_interrupt_is_not_an_exception_and_not_exported() -> None:
     assert "StepInterrupt" not in stepstream.__all__
 
 
-def test_importing_the_sdk_does_not_import_faust() -> None:
+def test_importing_the_sdk_imports_no_kafka_client_and_no_engine() -> None:
     code = ("import stepstream, sys; "
-            "assert 'faust' not in sys.modules, 'faust imported'; "
-            "assert 'confluent_kafka' not in sys.modules, 'confluent_kafka imported'")
+            "assert 'confluent_kafka' not in sys.modules, 'confluent_kafka imported'; "
+            "assert 'streams.kafka' not in sys.modules, 'the runtime imported'")
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
@@ -74,10 +76,19 @@ def test_importing_the_sdk_does_not_import_faust() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_importing_the_state_machine_does_not_import_faust() -> None:
-    code = "import streams.machine, sys; assert 'faust' not in sys.modules"
+def test_importing_the_state_machine_imports_no_kafka_client() -> None:
+    code = "import streams.machine, sys; assert 'confluent_kafka' not in sys.modules"
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False)
 
     assert result.returncode == 0, result.stderr
+
+
+def test_the_engine_uses_neither_faust_nor_aiokafka() -> None:
+    root = Path(__file__).resolve().parents[2]
+    found = [f"{path.relative_to(root)}:{n}" for package in ("stepstream", "streams")
+             for path in sorted((root / package).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"^\s*(import faust|from faust|import aiokafka|from aiokafka)", line)]
+    assert found == []
