@@ -148,7 +148,9 @@ class Runtime:
                     await self._rejoin_group()
                 if self._pending is not None:
                     await self._start_tasks()
-                messages, positions = await self.in_consumer_thread(self._take)
+                # Work done meanwhile (a step's outcome) waits for no record to arrive.
+                wait_s = 0.0 if self._waiting_work() else self.fetch_wait_ms / 1000
+                messages, positions = await self.in_consumer_thread(self._take, wait_s)
                 if messages:
                     await self._process(messages)
                 self._caught_up(positions)
@@ -160,11 +162,17 @@ class Runtime:
         self._consumer.subscribe(list(self.processors), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_lost)
 
-    def _take(self) -> tuple[list[Any], dict[tuple[str, int], int]]:
-        """The next batch, and where the consumer stands after it in each partition."""
+    def _take(self, wait_s: float) -> tuple[list[Any], dict[tuple[str, int], int]]:
+        """The next batch, and where the consumer stands after it in each partition.
+
+        Waits at most ``wait_s`` for the first record, then takes what is there without
+        waiting: librdkafka's ``consume(n, timeout)`` waits the whole timeout unless n
+        records arrive, which added a fetch wait to every hop."""
         self._apply_throttle()
         consumer = self._consumer
-        messages: list[Any] = consumer.consume(self.batch, self.fetch_wait_ms / 1000)
+        first = consumer.poll(wait_s)
+        messages: list[Any] = [] if first is None else [first, *consumer.consume(
+            self.batch - 1, 0)]
         positions = {}
         for tp in consumer.position(consumer.assignment()):
             # Nothing taken from it since the assignment: it stands where it started.
@@ -176,6 +184,9 @@ class Runtime:
                 positions[(tp.topic, tp.partition)] = offset
         self.lag = lag_of(consumer, positions)
         return messages, positions
+
+    def _waiting_work(self) -> bool:
+        return any(task.live and task.has_later for task in self.tasks.values())
 
     def _caught_up(self, positions: dict[tuple[str, int], int]) -> None:
         """Every record before ``positions`` is processed: the tasks may commit up to

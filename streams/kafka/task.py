@@ -166,6 +166,11 @@ class Task:
         return done
 
     @property
+    def has_later(self) -> bool:
+        """Whether work that outlived its batch waits for the next transaction."""
+        return bool(self._later)
+
+    @property
     def dirty(self) -> bool:
         """Whether there is anything to commit."""
         if self._records or self._later:

@@ -38,7 +38,8 @@ def _group_at_the_end(settings: Settings, topic: str) -> bool:
                 for tp in partitions]
     finally:
         consumer.close()
-    return all(tp.offset == end for tp, end in zip(committed, ends, strict=True))
+    # At or past: the dev broker reports the end of a multi-record batch short.
+    return all(tp.offset >= end for tp, end in zip(committed, ends, strict=True))
 
 
 def test_a_transactional_producers_committed_events_run_once_and_the_commit_reaches_the_end(
@@ -71,9 +72,9 @@ def test_a_transactional_producers_committed_events_run_once_and_the_commit_reac
         assert get_json(f"{worker.url}/v1/runs/{run_id_for('chain', event_id)}") is None
     # Past the last event of each partition lies a commit marker: the committed offset
     # must pass it too, or the lag never reaches 0 and every restart reads again.
-    wait_for(lambda: _group_at_the_end(settings, events), timeout=30,
-             what="the group's commit at the end of every events partition")
-    assert _group_at_the_end(settings, settings.topic("runs"))
+    for topic in (events, settings.topic("runs")):
+        wait_for(lambda topic=topic: _group_at_the_end(settings, topic), timeout=30,
+                 what=f"the group's commit at the end of every {topic} partition")
 
 
 def _states(settings: Settings) -> dict[str, list[RunState]]:
