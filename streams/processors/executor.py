@@ -19,7 +19,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from schemas.codec import DecodeError
 from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
 from stepstream.client import Stepstream
 from stepstream.execution import execute
@@ -57,12 +56,8 @@ class Executor:
         return len(self._running) + len(self._waiting)
 
     async def process(self, task: Task, message: Any) -> None:
-        try:
-            request = self.codec.decode_as(message.value(), StepRequest)
-        except DecodeError as exc:
-            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
-                        message.offset(), exc)
-            task.send(self.outputs.quarantined(message, str(exc)))
+        request = self.outputs.decoded(task, message, StepRequest)
+        if request is None:
             return
         task.hold(message.topic(), message.offset())
         self._waiting.append((task, message.topic(), message.offset(), request))

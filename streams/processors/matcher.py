@@ -3,18 +3,14 @@ re-keyed by name meet here, in the waiters store of the name's task (DESIGN §4)
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from schemas.codec import DecodeError
 from schemas.messages import Event, WaiterChanged, WaiterSet
 from stepstream.step import now_ms
 from streams import waiters
 from streams.kafka.store import StateStore
 from streams.kafka.task import Task
 from streams.processors.outputs import Outputs
-
-log = logging.getLogger("stepstream.matcher")
 
 WAITERS = "waiters"
 """The name of the waiters store."""
@@ -27,16 +23,12 @@ class Matcher:
         self.outputs, self.codec = outputs, outputs.codec
 
     async def process(self, task: Task, message: Any) -> None:
-        try:
-            record = self.codec.decode(message.value())
-            if not isinstance(record, WaiterChanged | Event):
-                raise DecodeError(f"{type(record).__name__} does not belong on waiters")
-            if not message.key():
-                raise DecodeError("no key: waiters and events by name are keyed by name")
-        except DecodeError as exc:
-            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
-                        message.offset(), exc)
-            task.send(self.outputs.quarantined(message, str(exc)))
+        if not message.key():
+            task.send(self.outputs.quarantined(
+                message, "no key: waiters and events by name are keyed by name"))
+            return
+        record = self.outputs.decoded(task, message, (WaiterChanged, Event))
+        if record is None:
             return
         store: StateStore[WaiterSet] = task.stores[WAITERS]
         key = message.key()

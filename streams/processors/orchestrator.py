@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schemas.codec import DecodeError
 from schemas.messages import (
     RUN_MESSAGES,
     ChildFinished,
@@ -57,14 +56,8 @@ class Orchestrator:
         self.codec, self.metrics = outputs.codec, outputs.metrics
 
     async def process(self, task: Task, message: Any) -> None:
-        try:
-            decoded = self.codec.decode(message.value())
-            if not isinstance(decoded, RUN_MESSAGES):
-                raise DecodeError(f"{type(decoded).__name__} does not belong on runs")
-        except DecodeError as exc:
-            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
-                        message.offset(), exc)
-            task.send(self.outputs.quarantined(message, str(exc)))
+        decoded = self.outputs.decoded(task, message, RUN_MESSAGES)
+        if decoded is None:
             return
         store: StateStore[RunState] = task.stores[RUNS]
         key = decoded.run_id.encode()
@@ -77,7 +70,7 @@ class Orchestrator:
             return
         new_state, commands = advance(state, decoded, policy or RunPolicy())
         if new_state is state or new_state is None:
-            log.info("%s of %s at %s[%d]@%d changes nothing (state seq %s, pending %s)",
+            log.debug("%s of %s at %s[%d]@%d changes nothing (state seq %s, pending %s)",
                       type(decoded).__name__, decoded.run_id, message.topic(),
                       message.partition(), message.offset(), state and state.seq,
                       state and list(state.pending.values()))

@@ -4,17 +4,20 @@ one task)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, DecodeError
 from schemas.messages import Quarantined
 from stepstream.settings import Settings
 from stepstream.step import now_ms
 from streams.delays import DelayTiers
-from streams.kafka.task import Record
+from streams.kafka.task import Record, Task
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
+
+log = logging.getLogger("stepstream.quarantine")
 
 QUARANTINED_VALUE_BYTES = 64 * 1024
 """Most bytes of a quarantined record's key and value kept (the rest is cut)."""
@@ -42,6 +45,21 @@ class Outputs:
                                         due_ms=now_ms() + delay_ms)
         self.metrics.retries_scheduled.labels(tier).inc()
         return self.to(f"delay.{tier}", key, wrapped)
+
+    def decoded(self, task: Task, message: Any, kinds: Any) -> Any:
+        """``message``'s record if it decodes to one of ``kinds``; else it is set aside in
+        ``task``'s transaction and None is returned."""
+        try:
+            record = self.codec.decode(message.value())
+            if not isinstance(record, kinds):
+                raise DecodeError(
+                    f"{type(record).__name__} does not belong on {message.topic()}")
+        except DecodeError as exc:
+            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
+                        message.offset(), exc)
+            task.send(self.quarantined(message, str(exc)))
+            return None
+        return record
 
     def quarantined(self, message: Any, reason: str) -> Record:
         """A confluent-kafka ``message`` set aside, with the reason (its bytes cut)."""
