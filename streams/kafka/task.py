@@ -115,6 +115,7 @@ class Task:
         self.live = True
         """False once fenced or revoked: nothing more is processed or committed."""
         self._changelog_ends: dict[str, int] = {}
+        self._changelogs = frozenset(store.changelog for store in stores.values())
 
     def __repr__(self) -> str:
         return f"Task({self.partition})"
@@ -268,7 +269,7 @@ class Task:
         from confluent_kafka import KafkaError, KafkaException
 
         def delivered(error: Any, message: Any) -> None:
-            if error is None and record.topic in self._changelog_names:
+            if error is None and record.topic in self._changelogs:
                 end = message.offset() + 1
                 if end > self._changelog_ends.get(record.topic, 0):
                     self._changelog_ends[record.topic] = end
@@ -289,10 +290,6 @@ class Task:
                           "size limit and was dropped", self.partition, record.topic,
                           len(record.value or b""))
                 return
-
-    @property
-    def _changelog_names(self) -> set[str]:
-        return {store.changelog for store in self.stores.values()}
 
     def _retrying(self, call: Callable[[float], Any]) -> None:
         """``call(timeout)`` again while it fails with a retriable error (a broker outage),

@@ -29,6 +29,12 @@ def executions_key(namespace: str, run_id: str, step_id: str) -> str:
     return f"{namespace}:exec:{run_id}:{step_id}"
 
 
+def executions(store: redis.Redis, namespace: str, run_ids: list[str], steps: int) -> int:
+    """Executions of the chain steps ``s0`` .. ``s{steps-1}`` of ``run_ids``, all counted."""
+    keys = [executions_key(namespace, r, f"s{i}") for r in run_ids for i in range(steps)]
+    return sum(int(v or 0) for v in store.mget(keys))
+
+
 def record_execution(run_id: str, step_id: str) -> int:
     """Count one execution of a step; returns how many there were, this one included."""
     key = executions_key(os.environ["STEPSTREAM_NAMESPACE"], run_id, step_id)

@@ -13,7 +13,7 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration.functions import executions_key
+from tests.integration.functions import executions, executions_key
 from tests.integration.helpers import read_all, wait_for, wait_for_run
 
 RUNS, STEPS = 24, 6
@@ -29,9 +29,7 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(settings: Settings,
     store = redis.Redis.from_url(settings.redis_url)
 
     def executed() -> int:
-        keys = [executions_key(settings.namespace, r, f"s{i}") for r in run_ids
-                for i in range(STEPS)]
-        return sum(int(v or 0) for v in store.mget(keys))
+        return executions(store, settings.namespace, run_ids, STEPS)
 
     # Kill while runs are in flight: some steps done, most not.
     wait_for(lambda: executed() >= RUNS, what="a first wave of steps")

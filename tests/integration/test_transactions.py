@@ -18,7 +18,7 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration.functions import executions_key
+from tests.integration.functions import executions
 from tests.integration.helpers import get_json, read_all, wait_for, wait_for_run
 
 
@@ -108,9 +108,7 @@ def test_a_worker_frozen_past_its_session_comes_back_fenced(
     store = redis.Redis.from_url(settings.redis_url)
 
     def executed() -> int:
-        keys = [executions_key(settings.namespace, r, f"s{i}") for r in run_ids
-                for i in range(steps)]
-        return sum(int(v or 0) for v in store.mget(keys))
+        return executions(store, settings.namespace, run_ids, steps)
 
     wait_for(lambda: executed() >= runs, what="a first wave of steps")
     assert zombie.process is not None and zombie.log_path is not None
