@@ -157,7 +157,7 @@ def measure_idle(python: Path, tree: Path, seconds: float = 10.0) -> dict[str, A
     env = {"STEPSTREAM_NAMESPACE": namespace, "STEPSTREAM_PARTITIONS": "4",
            "STEPSTREAM_REDIS_URL": os.environ.get("STEPSTREAM_BENCH_REDIS_URL",
                                                   "redis://127.0.0.1:6379/9"),
-           "PYTHONPATH": str(tree), "STEPSTREAM_READ_COMMITTED": "false"}
+           "PYTHONPATH": str(tree)}
     with DevBroker() as broker:
         worker = WorkerProcess("bench.functions", env={**env, "STEPSTREAM_BROKERS":
                                                         broker.bootstrap},
@@ -165,8 +165,8 @@ def measure_idle(python: Path, tree: Path, seconds: float = 10.0) -> dict[str, A
         try:
             worker.start().wait_ready(120)
             time.sleep(5.0)  # joined, recovered: quiet from here on
-            assert worker.process is not None and broker.process is not None
-            meter = CpuMeter({"worker": [worker.process.pid], "broker": [broker.process.pid]})
+            assert worker.process is not None
+            meter = CpuMeter({"worker": [worker.process.pid], "broker": broker.pids})
             time.sleep(seconds)
             return {"seconds": seconds, "load": [loadavg()], **meter.cores()}
         finally:
@@ -191,7 +191,7 @@ def run_system(name: str, s: dict[str, Any], log_dir: str,
         with dev_broker() as broker:
             got = run_json([str(ensure_venv("diy")), "-m", "bench.peers.diy_kafka_bench",
                             "--brokers", broker.bootstrap, "--broker-pid",
-                            str(broker.process.pid), "--sections", "floor",
+                            *map(str, broker.pids), "--sections", "floor",
                             "--runs", str(s["runs"])], 600)
         return {**got.pop("floor", {}), **got}
     if name == "stepstream":
@@ -209,7 +209,7 @@ def run_system(name: str, s: dict[str, Any], log_dir: str,
             with dev_broker() as broker:
                 return run_json([str(ensure_venv("diy")), "-m",
                                  "bench.peers.diy_kafka_bench", "--brokers", broker.bootstrap,
-                                 "--broker-pid", str(broker.process.pid),
+                                 "--broker-pid", *map(str, broker.pids),
                                  *peer_args(sizes, sections, log_dir)], 1800)
 
         out = diy([x for x in s["sections"] if x in ("per_step", "recovery")], s)

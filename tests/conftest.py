@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstream.devservices import DEV_BROKER_ENV, DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "STEPSTREAM_NAMESPACE": settings.namespace,
             "STEPSTREAM_PARTITIONS": str(settings.partitions),
             "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT),
-            **DEV_BROKER_ENV,
             # a killed worker's eager chain is re-dispatched after this long (default 60 s)
             "STEPSTREAM_CHAIN_LEASE_MS": "3000"}
 

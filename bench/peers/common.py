@@ -26,7 +26,8 @@ def arguments(doc: str | None, argv: Sequence[str] | None = None) -> argparse.Na
     parser.add_argument("--in-flight", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput window")
     parser.add_argument("--brokers", default="", help="Kafka bootstrap (the Kafka peers)")
-    parser.add_argument("--broker-pid", type=int, default=0, help="for the broker's CPU use")
+    parser.add_argument("--broker-pid", type=int, nargs="*", default=[],
+                        help="the broker's processes, for their CPU use")
     parser.add_argument("--log-dir", default="", help="worker logs go here")
     parser.add_argument("--recovery-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)

@@ -199,7 +199,7 @@ def start_workers(count: int, brokers: str, prefix: str, stages: int, log_dir: s
     return workers
 
 
-def measure(brokers: str, stages: int, workers: int, log_dir: str, broker_pid: int,
+def measure(brokers: str, stages: int, workers: int, log_dir: str, broker_pids: list[int],
             plan: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
     """A chain of ``stages``, ``workers`` processes, a closed loop per ``(options, labels)``."""
     prefix = f"diy{uuid.uuid4().hex[:6]}"
@@ -211,7 +211,7 @@ def measure(brokers: str, stages: int, workers: int, log_dir: str, broker_pid: i
         try:
             for loop, labels in plan:
                 meter = CpuMeter({"workers": [p.pid for p in procs],
-                                  "broker": [broker_pid] if broker_pid else []})
+                                  "broker": broker_pids})
                 result = closed_loop(chain.submit, chain.finished, **loop)
                 rows.append({**labels, "cpu_cores": meter.cores(), **result})
         finally:

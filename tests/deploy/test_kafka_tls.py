@@ -21,14 +21,7 @@ from pathlib import Path
 import pytest
 
 from stepstream import Stepstream
-from stepstream.devservices import (
-    DEV_BROKER_ENV,
-    WorkerProcess,
-    free_port,
-    stop_process,
-    tansu_binary,
-    wait_for_port,
-)
+from stepstream.devservices import DevBroker, WorkerProcess, free_port
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.integration.helpers import wait_for_run
@@ -87,20 +80,15 @@ class TlsProxy:
 def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Certificates]]:
     """A Tansu broker reachable only through TLS; yields (bootstrap, certificates)."""
     certs = make_certificates(tmp_path / "certs")
-    broker_port = free_port()
-    proxy = TlsProxy(broker_port, certs).start()
-    advertised = f"tcp://127.0.0.1:{proxy.port}"
-    with open(tmp_path / "tansu.log", "ab") as log:
-        process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url",
-             f"tcp://127.0.0.1:{broker_port}", "--advertised-listener-url", advertised,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    broker = DevBroker(log_path=tmp_path / "tansu.log")
+    broker.port = free_port()
+    proxy = TlsProxy(broker.port, certs).start()
+    broker.advertised_port = proxy.port
     try:
-        wait_for_port("127.0.0.1", broker_port, 30, process)
+        broker.start()
         yield f"127.0.0.1:{proxy.port}", certs
     finally:
-        stop_process(process)
+        broker.stop()
         proxy.stop()
 
 
@@ -122,7 +110,7 @@ def test_every_client_connects_over_tls(tls_broker: tuple[str, Certificates], re
     env = {"STEPSTREAM_BROKERS": bootstrap, "STEPSTREAM_REDIS_URL": redis_url,
            "STEPSTREAM_NAMESPACE": settings.namespace, "STEPSTREAM_PARTITIONS": "2",
            "STEPSTREAM_SESSION_TIMEOUT_S": "6", "STEPSTREAM_SECURITY_PROTOCOL": "SSL",
-           "STEPSTREAM_SSL_CAFILE": str(certs.ca), "PYTHONPATH": str(ROOT), **DEV_BROKER_ENV}
+           "STEPSTREAM_SSL_CAFILE": str(certs.ca), "PYTHONPATH": str(ROOT)}
     worker = WorkerProcess("tests.integration.functions", env=env,
                            log_path=tmp_path / "worker.log", cwd=str(ROOT))
     try:
