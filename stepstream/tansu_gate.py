@@ -39,10 +39,13 @@ class WriteGate:
         self._write = asyncio.Lock()
         self._releasing: set[asyncio.Task[None]] = set()
 
+    async def start(self) -> asyncio.Server:
+        """Listen (port 0: any free port); the server serves from here on."""
+        return await asyncio.start_server(self._connection, self.host, self.listen_port,
+                                          reuse_address=True)
+
     async def serve(self) -> None:
-        server = await asyncio.start_server(self._connection, self.host, self.listen_port,
-                                            reuse_address=True)
-        async with server:
+        async with await self.start() as server:
             await server.serve_forever()
 
     async def _connection(self, client_r: asyncio.StreamReader,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator

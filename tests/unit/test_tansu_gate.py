@@ -1,0 +1,108 @@
+"""The write gate lets one write at a time into the broker, and only writes wait; it
+tells them from the rest by their header."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+
+import pytest
+
+from stepstream.tansu_gate import END_TXN, PRODUCE, WriteGate, _acks_none
+
+
+def _produce(version: int, acks: int, transactional_id: str | None) -> bytes:
+    client_id = b"rdkafka"
+    body = struct.pack(">hhih", PRODUCE, version, 7, len(client_id)) + client_id
+    txn = None if transactional_id is None else transactional_id.encode()
+    if version >= 9:  # flexible: header tagged fields, compact nullable string
+        body += b"\x00" + (b"\x00" if txn is None else bytes([len(txn) + 1]) + txn)
+    elif version >= 3:
+        body += struct.pack(">h", -1) if txn is None else struct.pack(">h", len(txn)) + txn
+    body += struct.pack(">hi", acks, 30_000)
+    return struct.pack(">i", len(body)) + body
+
+
+@pytest.mark.parametrize(("version", "transactional_id"), [
+    (2, None), (3, None), (3, "ns.engine.3"), (7, "ns.engine.3"), (9, None),
+    (9, "ns.engine.3"), (10, "ns.delays.0")])
+def test_a_produce_without_acks_is_not_held(version: int, transactional_id: str | None
+                                            ) -> None:
+    assert _acks_none(_produce(version, 0, transactional_id), PRODUCE, version)
+    assert not _acks_none(_produce(version, -1, transactional_id), PRODUCE, version)
+    assert not _acks_none(_produce(version, 1, transactional_id), PRODUCE, version)
+
+
+def test_other_writes_are_always_answered() -> None:
+    frame = struct.pack(">ihhih", 10, END_TXN, 3, 1, -1)
+    assert not _acks_none(frame, END_TXN, 3)
+
+
+class _Broker:
+    """Records the requests it gets; answers each once told to (``answer``)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []  # correlation ids, in arrival order
+        self.arrived = asyncio.Condition()
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                size = await reader.readexactly(4)
+                frame = await reader.readexactly(struct.unpack(">i", size)[0])
+                (correlation_id,) = struct.unpack_from(">i", frame, 4)
+                self._writers[correlation_id] = writer
+                async with self.arrived:
+                    self.received.append(correlation_id)
+                    self.arrived.notify_all()
+
+    async def wait_for(self, correlation_id: int) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(
+                lambda: correlation_id in self.received), 10)
+
+    async def answer(self, correlation_id: int) -> None:
+        writer = self._writers[correlation_id]
+        writer.write(struct.pack(">ii", 4, correlation_id))
+        await writer.drain()
+
+
+async def _client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+def _fetch(correlation_id: int) -> bytes:
+    body = struct.pack(">hhih", 1, 12, correlation_id, -1)
+    return struct.pack(">i", len(body)) + body
+
+
+def _numbered(frame: bytes, correlation_id: int) -> bytes:
+    return frame[:8] + struct.pack(">i", correlation_id) + frame[12:]
+
+
+async def test_a_write_waits_for_the_write_before_it_to_be_answered() -> None:
+    broker = _Broker()
+    upstream = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
+    gate = await WriteGate(0, upstream.sockets[0].getsockname()[1]).start()
+    gate_port = gate.sockets[0].getsockname()[1]
+    try:
+        a, b, c, d = [await _client(gate_port) for _ in range(4)]
+        a[1].write(_numbered(_produce(9, -1, "t.0"), 1))
+        await broker.wait_for(1)
+        b[1].write(_numbered(_produce(9, -1, "t.1"), 2))  # held: 1 is not answered
+        c[1].write(_fetch(3))  # reads are never held
+        await broker.wait_for(3)
+        d[1].write(_numbered(_produce(9, 0, None), 4))  # no answer will come: not held
+        await broker.wait_for(4)
+        assert 2 not in broker.received
+
+        await broker.answer(1)
+        assert struct.unpack(">ii", await a[0].readexactly(8)) == (4, 1)  # passed back
+        await broker.wait_for(2)  # let in once 1 was answered
+        for _, writer in (a, b, c, d):
+            writer.close()
+    finally:
+        gate.close()
+        upstream.close()
