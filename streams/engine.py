@@ -104,7 +104,8 @@ class Engine:
                     StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
                               self.codec.encode,
                               lambda raw: self.codec.decode_as(raw, WaiterSet))],
-            fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in)
+            fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
+            local_topics=[topic("runs"), topic("steps")])
         self.delays = DelayForwarder(self.outputs, targets=set(self.partitions))
         self.delay_runtime = Runtime(
             settings, group_id=f"{settings.namespace}-delays",

@@ -46,6 +46,7 @@ class FakeTransactionalProducer:
         self.transactions: list[tuple[list[tuple[str, int, bytes | None, bytes | None]],
                                       dict[tuple[str, int], int]]] = []
         self.aborted = 0
+        self.consumer_commits = 0
         self.fail_next: Any = None
         self._open: list[tuple[str, int, bytes | None, bytes | None]] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -63,6 +64,11 @@ class FakeTransactionalProducer:
 
     def flush(self, _timeout: float = 0) -> int:
         return 0
+
+    def commit_offsets(self, offsets: list[Any]) -> None:
+        """A consumer's commit of offsets alone, recorded as a transaction without records."""
+        self.transactions.append(([], {(tp.topic, tp.partition): tp.offset for tp in offsets}))
+        self.consumer_commits += 1
 
     def commit_transaction(self, _timeout: float) -> None:
         if self.fail_next is not None:
@@ -98,7 +104,8 @@ class FakeTransactionalProducer:
 
 def fake_task(partition: int = 0, **stores: StateStore[Any]) -> tuple[Task, Any]:
     producer = FakeTransactionalProducer()
-    return Task(partition, producer, dict(stores), lambda: None, stopping=lambda: False,
+    return Task(partition, producer, dict(stores), lambda: None,
+                commit_offsets=producer.commit_offsets, stopping=lambda: False,
                 retry_for_s=0), producer
 
 

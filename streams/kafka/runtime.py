@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from stepstream.settings import Settings
 from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
+from streams.kafka.local import LocalMessage
 from streams.kafka.store import Backend, MemoryBackend, StateStore, open_backend
 from streams.kafka.task import Outcome, Task
 
@@ -39,6 +40,7 @@ log = logging.getLogger("stepstream.runtime")
 
 _REVOKE_TIMEOUT_S = 60.0
 _RESTORE_APPLY_EVERY = 10_000
+_LOCAL_ROUNDS = 64
 
 
 class Processor(Protocol):
@@ -65,12 +67,15 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, group_id: str, transactional_prefix: str,
                  processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
-                 fetch_wait_ms: int, batch: int = 500,
+                 fetch_wait_ms: int, batch: int = 500, local_topics: Iterable[str] = (),
                  quarantine: Quarantine) -> None:
+        """``local_topics``: inputs whose records a task hands to their processor as it
+        sends them (``streams.kafka.local``)."""
         self.settings, self.group_id = settings, group_id
         self.transactional_prefix = transactional_prefix
         self.processors, self.store_specs = processors, tuple(stores)
         self.fetch_wait_ms, self.batch, self.quarantine = fetch_wait_ms, batch, quarantine
+        self.local_topics = frozenset(local_topics)
         self.tasks: dict[int, Task] = {}
         self.started: list[TaskHook] = []
         """Called with each task once it is restored, before it processes anything."""
@@ -153,6 +158,7 @@ class Runtime:
                 messages, positions = await self.in_consumer_thread(self._take, wait_s)
                 if messages:
                     await self._process(messages)
+                await self._deliver_local()
                 self._caught_up(positions)
                 await self._commit_all()
         finally:
@@ -212,18 +218,33 @@ class Runtime:
                 continue
             self.taken[(topic, partition)] = (offset, message.timestamp()[1] / 1000)
             if not task.is_held(topic, offset):  # held: read again after an abort
-                try:
-                    await self.processors[topic].process(task, message)
-                except Exception as exc:  # a bug must not stop the partition: set it aside
-                    log.exception("processing %s[%d]@%d failed", topic, partition, offset)
-                    self.quarantine(task, message, f"processing failed: {exc!r}")
+                await self._handle(task, message)
             task.processed(topic, offset)
         if stray:
             await self.in_consumer_thread(self._seek, stray)
 
+    async def _handle(self, task: Task, message: Any) -> None:
+        try:
+            await self.processors[message.topic()].process(task, message)
+        except Exception as exc:  # a bug must not stop the partition: set it aside
+            log.exception("processing %s[%d]@%d failed", message.topic(),
+                          message.partition(), message.offset())
+            self.quarantine(task, message, f"processing failed: {exc!r}")
+
+    async def _deliver_local(self) -> None:
+        """Hand each task the records it sent to its own inputs (and those they lead
+        to, up to a bound; the rest next time), inside its open transaction."""
+        for task in list(self.tasks.values()):
+            for _ in range(_LOCAL_ROUNDS):
+                records = task.take_local() if task.live else []
+                if not records:
+                    break
+                for record in records:
+                    await self._handle(task, LocalMessage(record))
+
     async def _commit_all(self, tasks: Iterable[Task] | None = None) -> None:
         dirty = [task for task in (tasks or list(self.tasks.values()))
-                 if task.live and task.dirty]
+                 if task.live and (task.dirty or task.refresh_due)]
         if not dirty:
             return
         outcomes = await asyncio.gather(*(task.commit() for task in dirty))
@@ -233,6 +254,11 @@ class Runtime:
             elif outcome is Outcome.FENCED:
                 await self._drop(task)
                 self._rejoin = True  # another worker owns it, or our producer broke
+
+    def _commit_offsets(self, offsets: list[Any]) -> None:
+        """Commit ``offsets`` now (from a task's thread: librdkafka's commit is safe
+        beside the consumer thread's poll)."""
+        self._consumer.commit(offsets=offsets, asynchronous=False)
 
     def _seek(self, positions: dict[tuple[str, int], int]) -> None:
         from confluent_kafka import TopicPartition
@@ -323,8 +349,10 @@ class Runtime:
                                    [s for by_name in stores.values() for s in by_name.values()])
         for p, producer in zip(numbers, producers, strict=True):
             task = Task(p, producer, stores[p], self._consumer.consumer_group_metadata,
+                        commit_offsets=self._commit_offsets,
                         stopping=lambda: self._stopping,
-                        retry_for_s=self.settings.session_timeout_s * 2)
+                        retry_for_s=self.settings.session_timeout_s * 2,
+                        local_topics=self.local_topics)
             self.tasks[p] = task
             for hook in self.started:
                 await _called(hook, task)

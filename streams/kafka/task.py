@@ -10,6 +10,12 @@ Work that outlives its batch (a step being executed, a timer waiting in a delay 
 *holds* its input record: the input partition's committed offset stays at the lowest
 record still held, and the record is released in the same transaction as its outcome.
 
+Once quiet for ``REFRESH_AFTER_S`` after committing, a task commits its input offsets
+once more. The dev broker needs it: Tansu 0.6 holds a transaction that ends while
+another producer's overlapping transaction is open, and applies its offsets when that
+one ends, possibly after newer offsets of the same task (seen: a committed offset went
+back from 24 to 20 and stayed there). On Kafka it is one small transaction per burst.
+
 Each task has a producer of its own whose ``transactional.id`` names the task
 (``{prefix}.{partition}``). The next owner of the partition initialises a producer with
 the same id before it reads the task's state: that ends the previous owner's open
@@ -40,6 +46,12 @@ _FENCED_CODES = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH
                            "INVALID_PRODUCER_ID_MAPPING", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
                            "_NOT_IMPLEMENTED"})
 _CALL_TIMEOUT_S = 10.0
+REFRESH_AFTER_S = 1.0
+"""How long a task that committed input offsets waits, quiet, before it commits them
+once more (``Task.refresh_due``)."""
+
+
+_now = time.monotonic
 
 
 class Outcome(Enum):
@@ -101,12 +113,15 @@ class Task:
     """One partition number of a runtime: its inputs, stores and transactions."""
 
     def __init__(self, partition: int, producer: Any, stores: dict[str, StateStore[Any]],
-                 group_metadata: Callable[[], Any], *, stopping: Callable[[], bool],
-                 retry_for_s: float) -> None:
+                 group_metadata: Callable[[], Any], *,
+                 commit_offsets: Callable[[list[Any]], Any], stopping: Callable[[], bool],
+                 retry_for_s: float, local_topics: frozenset[str] = frozenset()) -> None:
         self.partition, self.producer, self.stores = partition, producer, stores
-        self._group_metadata, self._stopping, self._retry_for_s = (
-            group_metadata, stopping, retry_for_s)
+        self._group_metadata, self._commit_offsets = group_metadata, commit_offsets
+        self._stopping, self._retry_for_s = stopping, retry_for_s
         self._records: list[Record] = []
+        self._local_topics = local_topics
+        self._to_self: list[Record] = []  # sent to its own inputs: see streams.kafka.local
         self._later: list[_Later] = []
         self._inputs: dict[TopicPartition, _Input] = {}
         self._lock = asyncio.Lock()
@@ -115,6 +130,7 @@ class Task:
         self.live = True
         """False once fenced or revoked: nothing more is processed or committed."""
         self._changelog_ends: dict[str, int] = {}
+        self._refresh_at: float | None = None  # see REFRESH_AFTER_S
         self._changelogs = frozenset(store.changelog for store in stores.values())
 
     def __repr__(self) -> str:
@@ -125,6 +141,17 @@ class Task:
     def send(self, record: Record) -> None:
         """Add ``record`` to the open transaction."""
         self._records.append(record)
+        self._keep_if_local(record)
+
+    def _keep_if_local(self, record: Record) -> None:
+        if record.partition == self.partition and record.topic in self._local_topics:
+            self._to_self.append(record)
+
+    def take_local(self) -> list[Record]:
+        """The records sent to the task's own inputs since the last call, to hand to
+        their processors now (``streams.kafka.local``)."""
+        records, self._to_self = self._to_self, []
+        return records
 
     def processed(self, topic: str, offset: int) -> None:
         """The record at ``offset`` is processed: commit past it with this transaction."""
@@ -162,14 +189,17 @@ class Task:
             done.exception()  # seen: not everybody awaits it
             return done
         topic, offset = release if release is not None else (None, -1)
+        for record in records:
+            self._keep_if_local(record)
         self._later.append(_Later(records, None if topic is None else (topic, self.partition),
                                   offset, done))
         return done
 
     @property
     def has_later(self) -> bool:
-        """Whether work that outlived its batch waits for the next transaction."""
-        return bool(self._later)
+        """Whether work that outlived its batch, or records sent to the task's own inputs,
+        wait for the next transaction."""
+        return bool(self._later or self._to_self)
 
     @property
     def dirty(self) -> bool:
@@ -179,6 +209,11 @@ class Task:
         if any(store._overlay for store in self.stores.values()):
             return True
         return any(state.committable() != state.committed for state in self._inputs.values())
+
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the task should commit its offsets once more (REFRESH_AFTER_S)."""
+        return self._refresh_at is not None and _now() >= self._refresh_at
 
     def rewind_positions(self) -> dict[TopicPartition, int]:
         """Where each input must be read again from after an abort."""
@@ -192,7 +227,8 @@ class Task:
         async with self._lock:
             if not self.live:
                 return Outcome.FENCED
-            if not self.dirty:
+            refresh = self.refresh_due
+            if not (self.dirty or refresh):
                 return Outcome.COMMITTED
             records, self._records = self._records, []
             later, self._later = self._later, []
@@ -204,6 +240,9 @@ class Task:
                        if (at := state.committable()) is not None and at != state.committed}
             for tp, offset in released:
                 self._inputs[tp].held_set.add(offset)
+            if refresh:
+                offsets = {**{tp: state.committed for tp, state in self._inputs.items()
+                              if state.committed is not None}, **offsets}
             out = records + [r for item in later for r in item.records]
             for name, store in self.stores.items():
                 out += [Record(store.changelog, store.partition, key, value)
@@ -218,12 +257,17 @@ class Task:
                 for tp, offset in offsets.items():
                     state = self._inputs[tp]
                     state.committed, state.start = offset, None
+                if refresh:
+                    self._refresh_at = None
+                elif offsets:
+                    self._refresh_at = _now() + REFRESH_AFTER_S
                 for item in later:
                     if not item.committed.done():
                         item.committed.set_result(None)
                 return outcome
             for store in self.stores.values():
                 store.rolled_back()
+            self._to_self = []  # what they did is undone: their copies are read back
             if outcome is Outcome.ABORTED:
                 self._later = later + self._later  # their work is done: send it again
                 for state in self._inputs.values():
@@ -238,6 +282,8 @@ class Task:
 
         producer = self.producer
         self._changelog_ends = {}
+        if not records:
+            return self._commit_offsets_alone(offsets)
         try:
             producer.begin_transaction()
             for record in records:
@@ -264,6 +310,21 @@ class Task:
                             self.partition, again)
                 return Outcome.FENCED
             return Outcome.ABORTED
+
+    def _commit_offsets_alone(self, offsets: dict[TopicPartition, int]) -> Outcome:
+        """Offsets with nothing written: the consumer commits them. It is the same commit
+        on Kafka (a zombie's fails on its stale generation); on Tansu 0.6 a transaction
+        that writes nothing, after one that wrote, loses its offsets (README, "The dev
+        broker")."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            self._commit_offsets([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
+        except KafkaException as exc:
+            log.info("task %d: offsets not committed (%s); processing again from the last "
+                     "commit", self.partition, exc.args[0])
+            return Outcome.ABORTED
+        return Outcome.COMMITTED
 
     def _produce(self, record: Record) -> None:
         from confluent_kafka import KafkaError, KafkaException

@@ -9,6 +9,11 @@ the step again on the partition's next owner; a crash after it does not. For an 
 chain, the request is released with the chain's first link: from then on the run's
 state holds the chain's progress and a lease, so a crash re-dispatches from the last
 step applied instead of replaying the whole chain.
+
+A request the orchestrator of the same task just sent is handed over at once
+(``streams.kafka.local``) when a slot is free. Its copy read back from the topic is then
+held until the outcome is committed, or, if that happened first, passes; a copy whose
+run no longer awaits it (the outcome was applied) is not run again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
@@ -25,9 +31,10 @@ from stepstream.execution import execute
 from stepstream.step import ChainBudget
 from streams.chain_heartbeat import ChainHeartbeat
 from streams.flow.gate import FlowGate
+from streams.kafka.local import is_local
 from streams.kafka.task import Fenced, Task
 from streams.metrics import step_label
-from streams.processors.orchestrator import unknown_function_finished
+from streams.processors.orchestrator import RUNS, unknown_function_finished
 from streams.processors.outputs import Outputs
 
 log = logging.getLogger("stepstream.executor")
@@ -35,6 +42,26 @@ log = logging.getLogger("stepstream.executor")
 SendEvents = Callable[[list[Event]], Awaitable[None]]
 Backpressure = Callable[[bool], None]
 """Told True when requests queue up (stop reading steps), False when they drain."""
+
+
+@dataclass(eq=False)
+class _Claim:
+    """A request being run, and its record in the steps topic that it holds until its
+    outcome (or an eager chain's first link) is committed."""
+
+    task: Task
+    request: StepRequest
+    topic: str
+    offset: int | None
+    """None while only the local hand-over is known (its copy is not read back yet)."""
+    released: bool = False
+
+    def release(self) -> tuple[str, int] | None:
+        """The record to release with the outcome about to be sent (once)."""
+        if self.released:
+            return None
+        self.released = True
+        return None if self.offset is None else (self.topic, self.offset)
 
 
 class Executor:
@@ -46,8 +73,9 @@ class Executor:
         self.settings, self.codec, self.metrics = outputs.settings, outputs.codec, outputs.metrics
         self.send_events, self.backpressure = send_events, backpressure
         self.concurrency = self.settings.executor_concurrency
-        self._waiting: collections.deque[tuple[Task, str, int, StepRequest]] = (
-            collections.deque())
+        self._waiting: collections.deque[_Claim] = collections.deque()
+        self._local: dict[tuple[str, int], _Claim] = {}
+        """Requests handed over locally whose copy is not read back yet, by (run, seq)."""
         self._running: set[asyncio.Task[None]] = set()
         self._paused = False
 
@@ -59,16 +87,36 @@ class Executor:
         request = self.outputs.decoded(task, message, StepRequest)
         if request is None:
             return
-        task.hold(message.topic(), message.offset())
-        self._waiting.append((task, message.topic(), message.offset(), request))
+        key, topic = (request.run_id, request.seq), message.topic()
+        if is_local(message):
+            if len(self) < self.concurrency:  # else it runs once read back
+                self._local[key] = _Claim(task, request, topic, None)
+                self._queue(self._local[key])
+            return
+        claim = self._local.pop(key, None)
+        if claim is not None and claim.task is task:
+            if not claim.released:  # still running: its outcome releases this record
+                claim.offset = message.offset()
+                task.hold(topic, message.offset())
+            return
+        if not _awaited(task, request):
+            log.debug("step request %s of %s at %s[%d]@%d is answered already",
+                      request.seq, request.run_id, topic, message.partition(),
+                      message.offset())
+            return
+        task.hold(topic, message.offset())
+        self._queue(_Claim(task, request, topic, message.offset()))
+
+    def _queue(self, claim: _Claim) -> None:
+        self._waiting.append(claim)
         self._start_waiting()
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._running) < self.concurrency:
-            task, topic, offset, request = self._waiting.popleft()
-            if not task.live:
+            claim = self._waiting.popleft()
+            if not claim.task.live:
                 continue  # revoked while it waited: its next owner runs it
-            running = asyncio.ensure_future(self._dispatch(task, (topic, offset), request))
+            running = asyncio.ensure_future(self._dispatch(claim))
             self._running.add(running)
             running.add_done_callback(self._done)
         paused = len(self._waiting) >= self.concurrency
@@ -78,7 +126,8 @@ class Executor:
 
     def task_ended(self, task: Task) -> None:
         """Its partitions went to another worker: what waits for it is theirs to run."""
-        self._waiting = collections.deque(w for w in self._waiting if w[0] is not task)
+        self._waiting = collections.deque(c for c in self._waiting if c.task is not task)
+        self._local = {key: c for key, c in self._local.items() if c.task is not task}
         self._start_waiting()
 
     def _done(self, running: asyncio.Task[None]) -> None:
@@ -93,15 +142,14 @@ class Executor:
         elif exc is not None:
             log.error("executor dispatch crashed", exc_info=exc)
 
-    async def _dispatch(self, task: Task, release: tuple[str, int],
-                        request: StepRequest) -> None:
+    async def _dispatch(self, claim: _Claim) -> None:
+        task, request = claim.task, claim.request
         out, run_id = self.outputs, request.run_id
         function = self.ss.functions.get(request.function_id)
         if function is None:
             await task.send_later([out.to("runs", run_id, unknown_function_finished(
-                request, self.ss.app_id))], release=release)
+                request, self.ss.app_id))], release=claim.release())
             return
-        released = False
 
         async def beat(alive: ChainAlive) -> Awaitable[None]:
             return task.send_later([out.to("runs", run_id, alive)])
@@ -110,18 +158,17 @@ class Executor:
                                    self.settings.chain_lease_ms / 3000)
 
         async def progress(link: StepCompleted) -> None:
-            nonlocal released
             self._count_attempt(request.function_id, link)
             heartbeat.advanced(link.chain + 1)
+            first = not claim.released
             committed = task.send_later([out.to("runs", run_id, link)],
-                                        release=None if released else release)
-            if not released:
-                released = True
+                                        release=claim.release())
+            if first:
                 await committed  # the chain goes on once its first link is committed
 
         held = await self.flow.enter(function, request)  # concurrency slots, throttle
         if isinstance(held, StepDeferred):
-            await task.send_later([out.to("runs", run_id, held)], release=release)
+            await task.send_later([out.to("runs", run_id, held)], release=claim.release())
             return
         async with held, heartbeat:
             outcome = await execute(function, request,
@@ -129,8 +176,7 @@ class Executor:
                                     send_events=self.send_events,
                                     chain=held.budget(self.chain), on_progress=progress)
         self._count_attempt(request.function_id, outcome)
-        await task.send_later([out.to("runs", run_id, outcome)],
-                              release=None if released else release)
+        await task.send_later([out.to("runs", run_id, outcome)], release=claim.release())
 
     def _count_attempt(self, function_id: str, outcome: Any) -> None:
         if not isinstance(outcome, StepCompleted | StepFailed):
@@ -148,3 +194,14 @@ class Executor:
         for running in list(self._running):
             running.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _awaited(task: Task, request: StepRequest) -> bool:
+    """Whether the run still waits for ``request``'s answer: a request read back after
+    its outcome was applied (a local hand-over, a crash after the commit) is not run
+    again, nor one whose eager chain is under a lease (that re-dispatches it)."""
+    state = task.stores[RUNS].get(request.run_id.encode()) if RUNS in task.stores else None
+    if state is None:
+        return True  # no state to tell: run it (the orchestrator ignores a stale answer)
+    dispatched = state.dispatched.get(str(request.seq))
+    return dispatched is not None and dispatched.chain == 0

@@ -3,10 +3,12 @@ fence undoes (the producer is a fake; tests/integration run the real broker)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import KafkaError
 
-from streams.kafka.task import Fenced, Outcome, Record
+from streams.kafka.task import REFRESH_AFTER_S, Fenced, Outcome, Record
 from tests.fakes import bytes_store, fake_task
 
 
@@ -83,3 +85,33 @@ async def test_a_fenced_task_commits_nothing_more_and_fails_what_waits_on_it() -
     assert store.get(b"r1") is None
     with pytest.raises(Fenced):
         await task.send_later([Record("ns.runs", 0, b"r1", b"later still")])
+
+
+async def test_offsets_alone_are_committed_by_the_consumer_not_a_transaction() -> None:
+    task, producer = fake_task()
+    task.processed("ns.runs", 7)  # a record whose processing wrote nothing
+    assert await task.commit() is Outcome.COMMITTED
+    assert producer.consumer_commits == 1 and producer.offsets() == {("ns.runs", 0): 8}
+    task.send(Record("ns.history", 0, b"r", b"h"))
+    task.processed("ns.runs", 8)
+    await task.commit()
+    assert producer.consumer_commits == 1 and producer.offsets() == {("ns.runs", 0): 9}
+
+
+async def test_a_task_commits_its_offsets_once_more_when_quiet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    task, producer = fake_task()
+    task.processed("ns.runs", 3)
+    task.processed("ns.steps", 5)
+    await task.commit()
+    task.processed("ns.runs", 4)
+    await task.commit()
+    assert not task.refresh_due
+    later = time.monotonic() + REFRESH_AFTER_S
+    monkeypatch.setattr("streams.kafka.task._now", lambda: later)
+    assert task.refresh_due and not task.dirty
+    await task.commit()  # every input's offset, though none moved
+    assert producer.transactions[-1] == ([], {("ns.runs", 0): 5, ("ns.steps", 0): 6})
+    assert not task.refresh_due
+    await task.commit()
+    assert len(producer.transactions) == 3
