@@ -19,6 +19,15 @@ from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+SLOW_DIRECTORIES = ("chaos", "deploy", "e2e")
+"""Suites marked ``slow``: ``pytest -m "not slow"`` is the fast lane (unit and
+integration) to run while working; CI runs everything."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).relative_to(ROOT / "tests").parts[0] in SLOW_DIRECTORIES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
