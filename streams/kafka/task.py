@@ -14,7 +14,7 @@ Once quiet for ``REFRESH_AFTER_S`` after committing, a task commits its input of
 once more. The dev broker needs it: Tansu 0.6 holds a transaction that ends while
 another producer's overlapping transaction is open, and applies its offsets when that
 one ends, possibly after newer offsets of the same task (seen: a committed offset went
-back from 24 to 20 and stayed there). On Kafka it is one small transaction per burst.
+back from 24 to 20 and stayed there). On Kafka it is one small commit per burst.
 
 Each task has a producer of its own whose ``transactional.id`` names the task
 (``{prefix}.{partition}``). The next owner of the partition initialises a producer with
