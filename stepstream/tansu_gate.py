@@ -77,14 +77,15 @@ class WriteGate:
                     await broker.drain()
                     continue
                 await self._write.acquire()
-                done = answered[correlation_id] = asyncio.Event()
-                broker.write(frame)
-                await broker.drain()
                 # Released once the broker has answered (the batch is stored), while
-                # this connection's next requests go on being read.
+                # this connection's next requests go on being read; armed before the
+                # write, so that a connection lost while writing releases it too.
+                done = answered[correlation_id] = asyncio.Event()
                 releasing = asyncio.create_task(self._release_when(done))
                 self._releasing.add(releasing)
                 releasing.add_done_callback(self._releasing.discard)
+                broker.write(frame)
+                await broker.drain()
 
     async def _release_when(self, answered: asyncio.Event) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -82,12 +83,21 @@ def _numbered(frame: bytes, correlation_id: int) -> bytes:
     return frame[:8] + struct.pack(">i", correlation_id) + frame[12:]
 
 
-async def test_a_write_waits_for_the_write_before_it_to_be_answered() -> None:
+@contextlib.asynccontextmanager
+async def _gated() -> AsyncIterator[tuple[_Broker, int]]:
+    """A recording broker and the port of a gate in front of it."""
     broker = _Broker()
     upstream = await asyncio.start_server(broker.serve, "127.0.0.1", 0)
     gate = await WriteGate(0, upstream.sockets[0].getsockname()[1]).start()
-    gate_port = gate.sockets[0].getsockname()[1]
     try:
+        yield broker, gate.sockets[0].getsockname()[1]
+    finally:
+        gate.close()
+        upstream.close()
+
+
+async def test_a_write_waits_for_the_write_before_it_to_be_answered() -> None:
+    async with _gated() as (broker, gate_port):
         a, b, c, d = [await _client(gate_port) for _ in range(4)]
         a[1].write(_numbered(_produce(9, -1, "t.0"), 1))
         await broker.wait_for(1)
@@ -103,6 +113,14 @@ async def test_a_write_waits_for_the_write_before_it_to_be_answered() -> None:
         await broker.wait_for(2)  # let in once 1 was answered
         for _, writer in (a, b, c, d):
             writer.close()
-    finally:
-        gate.close()
-        upstream.close()
+
+
+async def test_a_write_whose_client_went_away_lets_the_next_one_in() -> None:
+    async with _gated() as (broker, gate_port):
+        a, b = [await _client(gate_port) for _ in range(2)]
+        a[1].write(_numbered(_produce(9, -1, "t.0"), 1))
+        await broker.wait_for(1)
+        b[1].write(_numbered(_produce(9, -1, "t.1"), 2))  # held behind 1
+        a[1].close()  # 1 will never be answered on that connection
+        await broker.wait_for(2)
+        b[1].close()
