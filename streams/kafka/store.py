@@ -206,6 +206,11 @@ class StateStore(Generic[V]):
 
     # --- the transaction --------------------------------------------------------
 
+    @property
+    def written(self) -> bool:
+        """Whether the open transaction wrote anything here."""
+        return bool(self._overlay)
+
     def changes(self) -> dict[bytes, bytes | None]:
         """The overlay, encoded: the changelog records of this transaction."""
         return {key: None if value is _DELETED else self._encode(value)

@@ -206,7 +206,7 @@ class Task:
         """Whether there is anything to commit."""
         if self._records or self._later:
             return True
-        if any(store._overlay for store in self.stores.values()):
+        if any(store.written for store in self.stores.values()):
             return True
         return any(state.committable() != state.committed for state in self._inputs.values())
 
