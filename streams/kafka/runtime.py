@@ -269,16 +269,27 @@ class Runtime:
         self._consumer.commit(offsets=offsets, asynchronous=False)
 
     def _seek(self, positions: dict[tuple[str, int], int]) -> None:
-        from confluent_kafka import TopicPartition
+        """Read ``positions`` again. A partition revoked meanwhile is skipped: its next
+        owner starts from its committed offset, which is at most these."""
+        from confluent_kafka import KafkaException, TopicPartition
 
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         for (topic, partition), offset in positions.items():
-            self._consumer.seek(TopicPartition(topic, partition, offset))
+            if (topic, partition) not in assigned:
+                continue
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # going on would skip records: start afresh
+                log.warning("%s: %s[%d] not rewound to %d (%s); rejoining the group",
+                            self.group_id, topic, partition, offset, exc.args[0])
+                self._rejoin = True
 
     async def _rejoin_group(self) -> None:
         """Leave and join the group again: the tasks this worker may still own start
-        afresh, with new producers (KafkaStreams does the same on a fenced task)."""
+        afresh, with new producers, from their committed offsets (KafkaStreams does the
+        same on a fenced task)."""
         self._rejoin = False
-        log.warning("%s: rejoining the group after a fenced task", self.group_id)
+        log.warning("%s: rejoining the group", self.group_id)
         await self.in_consumer_thread(self._consumer.unsubscribe)
         await self.in_consumer_thread(self._subscribe)
 
