@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(item.path).relative_to(ROOT / "tests").parts[0] in SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
+
+
+_worker_logs: list[Path] = []
+"""Logs of the workers the running test started: shown when it fails."""
+_LOG_TAIL_LINES = 30
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, None]:
+    """A failed test's report ends with the tail of each worker's log: CI shows only
+    the report, and a worker's view (rebalances, restores, errors) explains most
+    failures of the integration tests."""
+    report = (yield).get_result()
+    if call.when == "setup":
+        _worker_logs.clear()
+    if report.failed and call.when == "call":
+        for log in _worker_logs:
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            report.sections.append((f"worker log {log.name} (last {_LOG_TAIL_LINES} lines)",
+                                    "\n".join(lines[-_LOG_TAIL_LINES:])))
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +91,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "STEPSTREAM_NAMESPACE": settings.namespace,
             "STEPSTREAM_PARTITIONS": str(settings.partitions),
             "STEPSTREAM_SESSION_TIMEOUT_S": "6", "PYTHONPATH": str(ROOT),
+            "STEPSTREAM_LOGLEVEL": os.environ.get("STEPSTREAM_LOGLEVEL", "info"),
             # a killed worker's eager chain is re-dispatched after this long (default 60 s)
             "STEPSTREAM_CHAIN_LEASE_MS": "3000"}
 
@@ -85,6 +107,7 @@ def worker_factory(settings: Settings, log_dir: Path) -> Iterator[WorkerFactory]
     def start(module: str = "tests.integration.functions", *, ready: bool = True,
               **env: str) -> WorkerProcess:
         log = log_dir / f"worker-{len(started)}.log"
+        _worker_logs.append(log)
         worker = WorkerProcess(module, env={**settings_env(settings), **env}, log_path=log,
                                cwd=str(ROOT))
         started.append(worker.start())

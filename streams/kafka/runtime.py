@@ -250,18 +250,20 @@ class Runtime:
                 for record in records:
                     await self._handle(task, LocalMessage(record))
 
-    async def _commit_all(self, tasks: Iterable[Task] | None = None) -> None:
-        dirty = [task for task in (tasks or list(self.tasks.values()))
-                 if task.live and (task.dirty or task.refresh_due)]
-        if not dirty:
-            return
-        outcomes = await asyncio.gather(*(task.commit() for task in dirty))
-        for task, outcome in zip(dirty, outcomes, strict=True):
+    async def _commit_all(self) -> None:
+        outcomes = await self._commit(list(self.tasks.values()))
+        for task, outcome in outcomes:
             if outcome is Outcome.ABORTED:
                 await self.in_consumer_thread(self._seek, task.rewind_positions())
             elif outcome is Outcome.FENCED:
                 await self._drop(task)
                 self._rejoin = True  # another worker owns it, or our producer broke
+
+    @staticmethod
+    async def _commit(tasks: list[Task]) -> list[tuple[Task, Outcome]]:
+        dirty = [task for task in tasks if task.live and (task.dirty or task.refresh_due)]
+        outcomes = await asyncio.gather(*(task.commit() for task in dirty))
+        return list(zip(dirty, outcomes, strict=True))
 
     def _commit_offsets(self, offsets: list[Any]) -> None:
         """Commit ``offsets`` now (from a task's thread: librdkafka's commit is safe
@@ -332,9 +334,12 @@ class Runtime:
             log.warning("%s: tasks not ended cleanly: %r", self.group_id, exc)
 
     async def _end_tasks(self, partitions: set[int], commit: bool) -> None:
+        """End the tasks of revoked (or lost) partitions. An aborted last commit needs
+        no rewind: the partitions' next owner reads from their committed offsets. (A
+        rewind here would wait for the consumer thread, which waits for this.)"""
         ending = [task for p, task in self.tasks.items() if p in partitions]
         if commit:
-            await self._commit_all(ending)
+            await self._commit(ending)
         for task in ending:
             await self._drop(task, keep_stores=True)
 
