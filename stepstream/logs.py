@@ -169,8 +169,8 @@ def with_logs(execute: Execute) -> Execute:
         collector = Collector(target=request.target, memo_size=len(request.memo))
         progress = kwargs.get("on_progress")
         if progress is not None:
-            async def report(outcome: Any) -> None:
-                await progress(_with(outcome, collector.take()))
+            async def report(outcome: Any) -> Any:
+                return await progress(_with(outcome, collector.take()))  # its go-ahead
 
             kwargs["on_progress"] = report
         with collecting(collector):

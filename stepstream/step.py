@@ -51,7 +51,10 @@ from stepstream.options import to_ms
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 SendEvents = Callable[[list[Event]], Awaitable[None]]
-Progress = Callable[[StepCompleted], Awaitable[None]]
+GoAhead = Callable[[], Awaitable[None]]
+Progress = Callable[[StepCompleted], Awaitable[GoAhead | None]]
+"""Told each step an eager chain completes; what it returns (if anything) is awaited
+before the chain runs its next step's body (the executor: the first link's commit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class Step:
         self._memo: dict[str, MemoEntry] = dict(request.memo)
         self._chain_budget = chain if request.target is None else None
         self._on_progress = on_progress
+        self._before_next_body: GoAhead | None = None
         self._started = time.monotonic()
         self.chain = 0
         """Position of the next outcome in this dispatch's eager chain."""
@@ -164,7 +168,7 @@ class Step:
     async def _chain_on(self, outcome: StepCompleted) -> Any:
         """Eager execution: report the step and let the handler go on to the next one."""
         assert self._on_progress is not None
-        await self._on_progress(replace(outcome, more=True))
+        self._before_next_body = await self._on_progress(replace(outcome, more=True))
         self._memo[outcome.step_id] = MemoEntry(output_json=outcome.output_json)
         self.chain += 1
         self._gate, self._discovered = None, []  # the next step starts a new discovery
@@ -337,6 +341,9 @@ class Step:
 
     async def _execute(self, step_id: str, fn: Callable[..., Any], args: tuple[Any, ...],
                        retries: int | None) -> StepCompleted | StepFailed:
+        if self._before_next_body is not None:
+            before, self._before_next_body = self._before_next_body, None
+            await before()
         request, started = self._request, now_ms()
         try:
             result = await in_step(step_id, fn, args)  # its log lines carry its id

@@ -105,7 +105,7 @@ class Engine:
                               self.codec.encode,
                               lambda raw: self.codec.decode_as(raw, WaiterSet))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
-            local_topics=[topic("runs"), topic("steps")])
+            local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
         self.delays = DelayForwarder(self.outputs, targets=set(self.partitions))
         self.delay_runtime = Runtime(
             settings, group_id=f"{settings.namespace}-delays",

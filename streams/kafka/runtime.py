@@ -44,6 +44,9 @@ _LOCAL_ROUNDS = 64
 COMMIT_LINGER_S = 0.05
 """While records wait to be taken, tasks commit at most this often: fewer, larger
 transactions under load. With nothing waiting, a batch commits at once."""
+SETTLE_S = 0.002
+"""With nothing waiting, how long a batch waits for work it started (``settle``) before
+it commits: a quick step's outcome then shares its request's transaction."""
 
 
 class Processor(Protocol):
@@ -63,6 +66,7 @@ class StoreSpec:
 
 TaskHook = Callable[[Task], Awaitable[None] | None]
 Quarantine = Callable[[Task, Any, str], None]
+Settle = Callable[[float], Awaitable[None]]
 
 
 class Runtime:
@@ -71,14 +75,16 @@ class Runtime:
     def __init__(self, settings: Settings, *, group_id: str, transactional_prefix: str,
                  processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
                  fetch_wait_ms: int, batch: int = 500, local_topics: Iterable[str] = (),
-                 quarantine: Quarantine) -> None:
+                 quarantine: Quarantine, settle: Settle | None = None) -> None:
         """``local_topics``: inputs whose records a task hands to their processor as it
-        sends them (``streams.kafka.local``)."""
+        sends them (``streams.kafka.local``). ``settle(within_s)``: called before each
+        commit, to let work the batch started send its first records (``SETTLE_S``
+        when nothing waits, else 0)."""
         self.settings, self.group_id = settings, group_id
         self.transactional_prefix = transactional_prefix
         self.processors, self.store_specs = processors, tuple(stores)
         self.fetch_wait_ms, self.batch, self.quarantine = fetch_wait_ms, batch, quarantine
-        self.local_topics = frozenset(local_topics)
+        self.local_topics, self.settle = frozenset(local_topics), settle
         self.tasks: dict[int, Task] = {}
         self.started: list[TaskHook] = []
         """Called with each task once it is restored, before it processes anything."""
@@ -157,12 +163,15 @@ class Runtime:
                     await self._rejoin_group()
                 if self._pending is not None:
                     await self._start_tasks()
+                await self._settle()  # work the last commit let go on
                 # Work done meanwhile (a step's outcome) waits for no record to arrive.
                 wait_s = 0.0 if self._waiting_work() else self.fetch_wait_ms / 1000
                 messages, positions = await self.in_consumer_thread(self._take, wait_s)
                 if messages:
                     await self._process(messages)
                 await self._deliver_local()
+                if await self._settle():
+                    await self._deliver_local()
                 self._caught_up(positions)
                 if (messages and any(self.lag.values()) and not self._stopping
                         and time.monotonic() - self._committed_at < COMMIT_LINGER_S):
@@ -238,6 +247,14 @@ class Runtime:
             log.exception("processing %s[%d]@%d failed", message.topic(),
                           message.partition(), message.offset())
             self.quarantine(task, message, f"processing failed: {exc!r}")
+
+    async def _settle(self) -> bool:
+        """Let the work started since the last call send its first records: up to
+        ``SETTLE_S`` when nothing waits to be taken, else not at all."""
+        if self.settle is None:
+            return False
+        await self.settle(0.0 if any(self.lag.values()) else SETTLE_S)
+        return True
 
     async def _deliver_local(self) -> None:
         """Hand each task the records it sent to its own inputs (and those they lead

@@ -8,7 +8,12 @@ request's offset in a later transaction of the task. A crash before that commit 
 the step again on the partition's next owner; a crash after it does not. For an eager
 chain, the request is released with the chain's first link: from then on the run's
 state holds the chain's progress and a lease, so a crash re-dispatches from the last
-step applied instead of replaying the whole chain.
+step applied instead of replaying the whole chain. The chain's next step body waits for
+that commit; its end does not.
+
+Before each commit the runtime lets the dispatches started (or let go by the last
+commit) end or reach such a wait, for up to ``SETTLE_S`` when the worker is not busy
+(``settle``): a quick step's outcome then shares its request's transaction.
 
 A request the orchestrator of the same task just sent is handed over at once
 (``streams.kafka.local``) when a slot is free. Its copy read back from the topic is then
@@ -22,13 +27,13 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
 from stepstream.client import Stepstream
 from stepstream.execution import execute
-from stepstream.step import ChainBudget
+from stepstream.step import ChainBudget, GoAhead
 from streams.chain_heartbeat import ChainHeartbeat
 from streams.flow.gate import FlowGate
 from streams.kafka.local import is_local
@@ -55,6 +60,8 @@ class _Claim:
     offset: int | None
     """None while only the local hand-over is known (its copy is not read back yet)."""
     released: bool = False
+    paused: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while its dispatch waits for a commit, and once it has ended."""
 
     def release(self) -> tuple[str, int] | None:
         """The record to release with the outcome about to be sent (once)."""
@@ -77,6 +84,7 @@ class Executor:
         self._local: dict[tuple[str, int], _Claim] = {}
         """Requests handed over locally whose copy is not read back yet, by (run, seq)."""
         self._running: set[asyncio.Task[None]] = set()
+        self._started: list[_Claim] = []  # since the last ``settle``
         self._paused = False
 
     def __len__(self) -> int:
@@ -118,11 +126,32 @@ class Executor:
                 continue  # revoked while it waited: its next owner runs it
             running = asyncio.ensure_future(self._dispatch(claim))
             self._running.add(running)
+            self._resumed(claim)
             running.add_done_callback(self._done)
         paused = len(self._waiting) >= self.concurrency
         if paused != self._paused:
             self._paused = paused
             self.backpressure(paused)
+
+    def _resumed(self, claim: _Claim) -> None:
+        claim.paused.clear()
+        self._started.append(claim)
+
+    async def settle(self, within_s: float) -> None:
+        """Give the dispatches started (or resumed) since the last call up to
+        ``within_s`` to end or to wait for a commit: a quick step's outcome then goes
+        out in the transaction that writes its request, which saves a transaction per
+        step when the worker is not busy (the runtime asks only then)."""
+        await asyncio.sleep(0)  # dispatches the last commit let go on resume
+        started, self._started = self._started, []
+        if within_s <= 0:
+            return
+        waits = [asyncio.ensure_future(claim.paused.wait())
+                 for claim in started if not claim.paused.is_set()]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=within_s)
+            for wait in late:
+                wait.cancel()
 
     def task_ended(self, task: Task) -> None:
         """Its partitions went to another worker: what waits for it is theirs to run."""
@@ -143,6 +172,12 @@ class Executor:
             log.error("executor dispatch crashed", exc_info=exc)
 
     async def _dispatch(self, claim: _Claim) -> None:
+        try:
+            await self._run(claim)
+        finally:
+            claim.paused.set()
+
+    async def _run(self, claim: _Claim) -> None:
         task, request = claim.task, claim.request
         out, run_id = self.outputs, request.run_id
         function = self.ss.functions.get(request.function_id)
@@ -157,14 +192,22 @@ class Executor:
         heartbeat = ChainHeartbeat(beat, run_id, request.seq,
                                    self.settings.chain_lease_ms / 3000)
 
-        async def progress(link: StepCompleted) -> None:
+        async def progress(link: StepCompleted) -> GoAhead | None:
             self._count_attempt(request.function_id, link)
             heartbeat.advanced(link.chain + 1)
             first = not claim.released
             committed = task.send_later([out.to("runs", run_id, link)],
                                         release=claim.release())
-            if first:
-                await committed  # the chain goes on once its first link is committed
+
+            async def after_commit() -> None:
+                claim.paused.set()
+                await committed
+                self._resumed(claim)
+
+            # The chain runs its next step's body once its first link is committed (a
+            # crash before re-runs only that step); its end, or a sleep or wait it
+            # plans, may share the first link's transaction.
+            return after_commit if first else None
 
         held = await self.flow.enter(function, request)  # concurrency slots, throttle
         if isinstance(held, StepDeferred):

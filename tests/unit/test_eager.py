@@ -65,6 +65,27 @@ async def test_a_chain_reports_each_step_and_ends_with_the_function() -> None:
     assert final.output_json == "4"
 
 
+async def test_the_go_ahead_of_a_link_is_awaited_before_the_next_body_only() -> None:
+    # The executor's go-ahead is the first link's commit: the next step's body waits
+    # for it; the function's end after the last step does not.
+    seen: list[str] = []
+    function = define(steps=2)
+
+    async def progress(link: StepCompleted) -> Any:
+        seen.append(f"link {link.step_id}")
+
+        async def go_ahead() -> None:
+            seen.append(f"go-ahead after {link.step_id}")
+
+        return go_ahead
+
+    request = StepRequest(run_id="r", seq=1, function_id="fn", event=EVENT, attempt=0)
+    final = await execute(function, request, max_output_bytes=10_000, chain=ChainBudget(),
+                          on_progress=progress)
+    assert seen == ["link s0", "go-ahead after s0", "link s1"]
+    assert isinstance(final, FunctionFinished) and final.output_json == "2"
+
+
 async def test_the_budget_ends_a_chain_with_a_plain_step_outcome() -> None:
     links, final = await chain(define(steps=10), ChainBudget(max_steps=3))
     assert [link.chain for link in links] == [0, 1]
