@@ -1,8 +1,9 @@
 """Prometheus metrics of a worker, on their own registry with small fixed label sets.
 
 Label values are bounded by the user's code (function and step ids; a step id repeated
-in a loop is counted under its base id, see ``step_label``), by the topic catalog, or
-by the partitions this worker owns.
+in a loop is counted under its base id, see ``step_label``, and a function's step labels
+are capped at ``MAX_STEP_LABELS``), by the topic catalog, or by the partitions this
+worker owns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ _RUN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 9
 _REPEAT = re.compile(r":\d+$")
 
 
+MAX_STEP_LABELS = 200
+"""Distinct ``step`` label values per function; later step ids count as ``OTHER_STEPS``
+(step ids made from data, ``f"fetch-{user_id}"``, would grow the series without end)."""
+OTHER_STEPS = "_other"
+
+
 def step_label(step_id: str) -> str:
     """A step id as a metric label: ``send:3`` (the 4th ``send`` of a loop) counts as ``send``."""
     return _REPEAT.sub("", step_id)
@@ -30,6 +37,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._step_labels: dict[str, set[str]] = {}
         r = self.registry
         self.events_received = Counter(
             "stepstream_events_received", "Events read from the events topic", ["outcome"],
@@ -105,6 +113,18 @@ class Metrics:
         self.concurrency_in_use = Gauge(
             "stepstream_concurrency_in_use", "Dispatches holding concurrency slots on this "
             "worker now", ["function"], registry=r)
+
+    def step(self, function_id: str, step_id: str) -> str:
+        """The ``step`` label of ``step_id`` (``step_label``), at most ``MAX_STEP_LABELS``
+        of them per function."""
+        label = step_label(step_id)
+        seen = self._step_labels.setdefault(function_id, set())
+        if label in seen:
+            return label
+        if len(seen) >= MAX_STEP_LABELS:
+            return OTHER_STEPS
+        seen.add(label)
+        return label
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

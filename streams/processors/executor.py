@@ -38,7 +38,6 @@ from streams.chain_heartbeat import ChainHeartbeat
 from streams.flow.gate import FlowGate
 from streams.kafka.local import is_local
 from streams.kafka.task import Fenced, Task
-from streams.metrics import step_label
 from streams.processors.orchestrator import RUNS, unknown_function_finished
 from streams.processors.outputs import Outputs
 
@@ -225,7 +224,7 @@ class Executor:
         if not isinstance(outcome, StepCompleted | StepFailed):
             return
         ok = isinstance(outcome, StepCompleted)
-        step = step_label(outcome.step_id)
+        step = self.metrics.step(function_id, outcome.step_id)
         self.metrics.step_attempts.labels(function_id, step,
                                           "completed" if ok else "failed").inc()
         self.metrics.step_duration.labels(function_id, step).observe(
