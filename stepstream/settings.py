@@ -87,6 +87,9 @@ class Settings:
     flow_poll_ms: int = 1000
     """Flow control: how soon a step held back by a concurrency limit checks again (more,
     up to 8 times, the further back it is in the queue)."""
+    readmodel_retention_s: float = 30 * 24 * 3600.0
+    """How long a finished run stays in the read model (dashboard, API, CLI) after it
+    ended: the history topic's retention, what a rebuild could bring back."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -111,6 +114,8 @@ class Settings:
             raise ConfigError("concurrency_lease_ms must be >= 100 and flow_poll_ms >= 10")
         if self.monitor_interval_s <= 0:
             raise ConfigError("monitor_interval_s must be > 0")
+        if self.readmodel_retention_s <= 0:
+            raise ConfigError("readmodel_retention_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigError("ssl_certfile and ssl_keyfile go together")
 

@@ -47,6 +47,7 @@ from streams.processors.outputs import Outputs
 from streams.processors.trigger import Trigger
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
+from streams.retention import expire_finished_runs
 from streams.starts import Starter, policy_of
 from topics.catalog import catalog
 
@@ -185,7 +186,9 @@ class Engine:
         """Run until ``stop``: the runtimes, the projector, the cron clock."""
         jobs = [asyncio.ensure_future(self.runtime.run()),
                 asyncio.ensure_future(self.delay_runtime.run()),
-                asyncio.ensure_future(self.projector.run())]
+                asyncio.ensure_future(self.projector.run()),
+                asyncio.ensure_future(expire_finished_runs(
+                    self.store, self.settings.readmodel_retention_s))]
         if self.starter.crons:
             jobs.append(asyncio.ensure_future(self._cron()))
         stopped = asyncio.ensure_future(self._stopped.wait())

@@ -13,6 +13,9 @@ replaying the history topic (``streams.rebuild``). Keys, under ``{namespace}:``:
   indexes them from the history records of steps that failed for good (see
   ``timeline.is_dead_letter``), so they come back in the same order as the
   rest of the run on a rebuild, and go when the run is replayed;
+- ``runs:ended``: finished runs scored by end time, for ``expire_finished``: a run
+  leaves the read model ``Settings.readmodel_retention_s`` after it ended (the history
+  topic's retention), with its index entries and dead letters;
 - ``readmodel:rebuilding``: set while a rebuild runs; the projectors wait for it
   to go, so they do not write into a half-rebuilt view.
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from schemas.messages import HistoryRecord
 from streams.paging import Page, page
@@ -47,6 +51,7 @@ READ_MODEL_PATTERNS = ("run:*", "runs", "runs:*", "functions", "event:*:runs", "
                        "dlq:*")
 """Key patterns (under the namespace prefix) of everything the read model owns."""
 _LOCK_WAIT_S = 0.2
+_ENDED = "runs:ended"
 
 
 def _text(value: bytes | str) -> str:
@@ -165,6 +170,10 @@ class RunStore:
             tx.zrem(self.runs_key(status=old.status), run_id)
             tx.zrem(self.runs_key(function, old.status), run_id)
         tx.sadd(self.key("functions"), function)
+        if doc["ended_at"] is not None:
+            tx.zadd(self.key(_ENDED), {run_id: doc["ended_at"]})
+        elif old is not None and old.status != "running":
+            tx.zrem(self.key(_ENDED), run_id)  # replayed: running again
         if doc["event"] is not None:
             tx.sadd(self.key(f"event:{doc['event']['id']}:runs"), run_id)
         if old is not None:
@@ -186,6 +195,46 @@ class RunStore:
         tx.zadd(self.key("dlq"), {member: record.ts})
         tx.zadd(self.key(f"dlq:fn:{record.function_id}"), {member: record.ts})
         tx.hset(self.key("dlq:entries"), member, json.dumps(entry, separators=(",", ":")))
+
+    async def expire_finished(self, ended_before: int, limit: int = 500) -> int:
+        """Delete up to ``limit`` runs that ended before ``ended_before`` (ms), with their
+        entries in every index and their dead letters; how many went. A run replayed
+        meanwhile (its document changed) is left for the next call."""
+        ended = await self.redis.zrangebyscore(self.key(_ENDED), "-inf", ended_before,
+                                               start=0, num=limit)
+        run_ids = [_text(r) for r in ended if isinstance(r, bytes | str)]
+        if not run_ids:
+            return 0
+        keys = [self._run_key(r) for r in run_ids]
+        try:
+            async with self.redis.pipeline(transaction=True) as tx:
+                await tx.watch(*keys)
+                raws = await tx.mget(keys)
+                tx.multi()  # type: ignore[no-untyped-call]
+                for run_id, raw in zip(run_ids, raws, strict=True):
+                    self._forget(tx, run_id, json.loads(raw) if raw else None)
+                await tx.execute()
+        except WatchError:
+            return 0
+        return len(run_ids)
+
+    def _forget(self, tx: Any, run_id: str, doc: dict[str, Any] | None) -> None:
+        tx.zrem(self.key(_ENDED), run_id)
+        tx.delete(self._run_key(run_id))
+        tx.zrem(self.runs_key(), run_id)
+        if doc is None:
+            return
+        function, status = doc["function_id"], doc["status"]
+        for key in (self.runs_key(function), self.runs_key(status=status),
+                    self.runs_key(function, status)):
+            tx.zrem(key, run_id)
+        if doc["event"] is not None:
+            tx.srem(self.key(f"event:{doc['event']['id']}:runs"), run_id)
+        for step_id in doc["dead_letters"]:
+            member = dlq_member(run_id, step_id)
+            tx.zrem(self.key("dlq"), member)
+            tx.zrem(self.key(f"dlq:fn:{function}"), member)
+            tx.hdel(self.key("dlq:entries"), member)
 
     # --- reading -------------------------------------------------------------------
 

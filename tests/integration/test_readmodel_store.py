@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from schemas.messages import ErrorInfo, Event, HistoryRecord
 from streams.readmodel import RunStore
+from streams.retention import sweep
 
 # The Redis client is made in the fixture's (session) loop: the tests must run in it too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -112,3 +113,29 @@ async def test_projectors_wait_while_a_rebuild_holds_the_lock(store: RunStore) -
     await store.redis.delete(store.lock_key)
     await asyncio.wait_for(live, 5)
     assert await ids(store) == ["late", "early"]
+
+
+async def test_runs_that_ended_before_the_cutoff_leave_every_index(store: RunStore) -> None:
+    await store.apply_many([started("old", 10), dead("old", 2),
+                            rec("old", 3, "run.failed", ts=100, error=BOOM),
+                            started("recent", 20), rec("recent", 2, "run.completed", ts=900),
+                            started("long-running", 5)])
+    assert await store.dlq_size() == 1
+
+    assert await sweep(store, ended_before=500) == 1
+
+    assert await store.get_run("old") is None
+    assert sorted(await ids(store)) == ["long-running", "recent"]
+    assert await ids(store, status="failed") == []
+    assert await ids(store, function="fn", status="failed") == []
+    assert await store.runs_for_event("e-old") == []
+    assert await store.dlq_size() == 0
+    assert (await store.get_run("recent") or {})["status"] == "completed"
+    assert await sweep(store, ended_before=500) == 0  # nothing left to expire
+
+
+async def test_a_run_replayed_after_it_ended_is_not_expired(store: RunStore) -> None:
+    await store.apply_many([started("r", 10), rec("r", 2, "run.failed", ts=100, error=BOOM),
+                            rec("r", 3, "run.replayed", ts=200)])
+    assert await sweep(store, ended_before=500) == 0
+    assert await ids(store, status="running") == ["r"]
