@@ -163,7 +163,18 @@ def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> T
     if state.status in FINAL_STATUSES:  # disarm the run's cancel_on rules
         out += [Watch(WaiterChanged(_cancel_waiter(state, i, rule, 0), False))
                 for i, rule in enumerate(policy.cancel_on)]
+        if state.status == COMPLETED:
+            state = completed_marker(state)
     return state, out
+
+
+def completed_marker(state: RunState) -> RunState:
+    """What the table keeps of a completed run: enough to ignore its late and duplicate
+    messages (a run started again by a duplicate event, a stale step answer) and to tell
+    its result. A completed run cannot be replayed, so its memo (every step's output),
+    its batch and the trigger event's data go; failed and cancelled runs keep theirs for
+    a replay."""
+    return replace(state, memo={}, batch=[], event=replace(state.event, data_json="{}"))
 
 
 def _apply(state: RunState, message: RunMessage, policy: RunPolicy,

@@ -277,9 +277,10 @@ class Runtime:
                 self._rejoin = True  # another worker owns it, or our producer broke
 
     @staticmethod
-    async def _commit(tasks: list[Task]) -> list[tuple[Task, Outcome]]:
+    async def _commit(tasks: list[Task], *, revoking: bool = False
+                      ) -> list[tuple[Task, Outcome]]:
         dirty = [task for task in tasks if task.live and (task.dirty or task.refresh_due)]
-        outcomes = await asyncio.gather(*(task.commit() for task in dirty))
+        outcomes = await asyncio.gather(*(task.commit(revoking=revoking) for task in dirty))
         return list(zip(dirty, outcomes, strict=True))
 
     def _commit_offsets(self, offsets: list[Any]) -> None:
@@ -356,7 +357,7 @@ class Runtime:
         rewind here would wait for the consumer thread, which waits for this.)"""
         ending = [task for p, task in self.tasks.items() if p in partitions]
         if commit:
-            await self._commit(ending)
+            await self._commit(ending, revoking=True)
         for task in ending:
             await self._drop(task, keep_stores=True)
 

@@ -222,8 +222,14 @@ class Task:
 
     # --- the transaction ----------------------------------------------------------
 
-    async def commit(self) -> Outcome:
-        """Commit what the task did since its last commit, in one transaction."""
+    async def commit(self, *, revoking: bool = False) -> Outcome:
+        """Commit what the task did since its last commit, in one transaction.
+
+        ``revoking``: the task's partitions are being revoked, and this runs inside the
+        consumer's revoke callback, where the consumer cannot commit (librdkafka holds
+        the commit until the callback returns: a deadlock). Offsets that come with no
+        record are then left: the next owner reads those records again, and they write
+        nothing again."""
         async with self._lock:
             if not self.live:
                 return Outcome.FENCED
@@ -247,6 +253,8 @@ class Task:
             for name, store in self.stores.items():
                 out += [Record(store.changelog, store.partition, key, value)
                         for key, value in changes[name].items()]
+            if revoking and not out:
+                return Outcome.COMMITTED
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._thread, self._transact, out, offsets)
             if outcome is Outcome.COMMITTED:

@@ -16,7 +16,7 @@ it did well. Here the sources are:
    repeats it); a repeat has the same ``seq``, so transitions are counted by distinct
    ``seq``;
 4. the runs table's changelog, read back the same way: the last state of every run is
-   ``completed`` and its memo has exactly the expected steps and outputs;
+   the marker of a completed run with the expected output;
 5. the read model (``GET /v1/runs/{id}``): what users see agrees.
 """
 
@@ -129,10 +129,12 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
             problems.append(f"{run_id}: not in the runs changelog")
             continue
         state = codec.decode_as(last[run_id], RunState)
-        memo = {k: v.output_json for k, v in state.memo.items()}
-        want = {f"s{i}": str(i + 1) for i in range(steps)}
-        if state.status != "completed" or memo != want:
-            problems.append(f"{run_id}: table says {state.status} with memo {memo}")
+        # A completed run is kept as its marker (streams.machine.completed_marker): its
+        # result, no memo; each step's output was checked in the history above.
+        want = json.dumps({"total": steps}, separators=(",", ":"))
+        if state.status != "completed" or state.output_json != want or state.memo:
+            problems.append(f"{run_id}: table says {state.status} with output "
+                            f"{state.output_json} and memo {sorted(state.memo)}")
 
     # 5. The read model agrees.
     if base_url is not None:

@@ -90,7 +90,8 @@ def _states(settings: Settings) -> dict[str, list[RunState]]:
 def _regressions(states: list[RunState]) -> list[str]:
     problems = []
     for before, after in itertools.pairwise(states):
-        if (after.history_seq < before.history_seq or len(after.memo) < len(before.memo)
+        memo_lost = len(after.memo) < len(before.memo) and after.status != "completed"
+        if (after.history_seq < before.history_seq or memo_lost  # completed: its marker
                 or (before.status == "completed" and after.status != "completed")):
             problems.append(f"{before.status}/{before.history_seq}/{len(before.memo)} -> "
                             f"{after.status}/{after.history_seq}/{len(after.memo)}")

@@ -98,6 +98,17 @@ async def test_offsets_alone_are_committed_by_the_consumer_not_a_transaction() -
     assert producer.consumer_commits == 1 and producer.offsets() == {("ns.runs", 0): 9}
 
 
+async def test_a_revoked_task_leaves_offsets_that_come_with_no_record() -> None:
+    # Inside the revoke callback the consumer cannot commit: the records are read again.
+    task, producer = fake_task()
+    task.processed("ns.runs", 7)
+    assert await task.commit(revoking=True) is Outcome.COMMITTED
+    assert producer.consumer_commits == 0 and producer.offsets() == {}
+    task.send(Record("ns.history", 0, b"r", b"h"))  # with a record: its transaction
+    assert await task.commit(revoking=True) is Outcome.COMMITTED
+    assert producer.offsets() == {("ns.runs", 0): 8}
+
+
 async def test_a_task_commits_its_offsets_once_more_when_quiet(
         monkeypatch: pytest.MonkeyPatch) -> None:
     task, producer = fake_task()
