@@ -176,12 +176,9 @@ class RunStore:
             tx.zrem(self.key(_ENDED), run_id)  # replayed: running again
         if doc["event"] is not None:
             tx.sadd(self.key(f"event:{doc['event']['id']}:runs"), run_id)
-        if old is not None:
+        if old is not None:  # replayed: no longer dead letters
             for step_id in set(old.dead_letters) - set(doc["dead_letters"]):
-                member = dlq_member(run_id, step_id)  # replayed: no longer a dead letter
-                tx.zrem(self.key("dlq"), member)
-                tx.zrem(self.key(f"dlq:fn:{function}"), member)
-                tx.hdel(self.key("dlq:entries"), member)
+                self._unindex_letter(tx, function, dlq_member(run_id, step_id))
 
     def _index_letter(self, tx: Any, record: HistoryRecord, doc: dict[str, Any]) -> None:
         assert record.step_id is not None
@@ -231,10 +228,12 @@ class RunStore:
         if doc["event"] is not None:
             tx.srem(self.key(f"event:{doc['event']['id']}:runs"), run_id)
         for step_id in doc["dead_letters"]:
-            member = dlq_member(run_id, step_id)
-            tx.zrem(self.key("dlq"), member)
-            tx.zrem(self.key(f"dlq:fn:{function}"), member)
-            tx.hdel(self.key("dlq:entries"), member)
+            self._unindex_letter(tx, function, dlq_member(run_id, step_id))
+
+    def _unindex_letter(self, tx: Any, function: str, member: str) -> None:
+        tx.zrem(self.key("dlq"), member)
+        tx.zrem(self.key(f"dlq:fn:{function}"), member)
+        tx.hdel(self.key("dlq:entries"), member)
 
     # --- reading -------------------------------------------------------------------
 
