@@ -170,8 +170,8 @@ class Runtime:
                 if messages:
                     await self._process(messages)
                 await self._deliver_local()
-                if await self._settle():
-                    await self._deliver_local()
+                await self._settle()
+                await self._deliver_local()  # what the settled work sent to itself
                 self._caught_up(positions)
                 if (messages and any(self.lag.values()) and not self._stopping
                         and time.monotonic() - self._committed_at < COMMIT_LINGER_S):
@@ -248,13 +248,11 @@ class Runtime:
                           message.partition(), message.offset())
             self.quarantine(task, message, f"processing failed: {exc!r}")
 
-    async def _settle(self) -> bool:
+    async def _settle(self) -> None:
         """Let the work started since the last call send its first records: up to
         ``SETTLE_S`` when nothing waits to be taken, else not at all."""
-        if self.settle is None:
-            return False
-        await self.settle(0.0 if any(self.lag.values()) else SETTLE_S)
-        return True
+        if self.settle is not None:
+            await self.settle(0.0 if any(self.lag.values()) else SETTLE_S)
 
     async def _deliver_local(self) -> None:
         """Hand each task the records it sent to its own inputs (and those they lead

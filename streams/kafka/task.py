@@ -204,11 +204,14 @@ class Task:
     @property
     def dirty(self) -> bool:
         """Whether there is anything to commit."""
-        if self._records or self._later:
-            return True
-        if any(store.written for store in self.stores.values()):
-            return True
-        return any(state.committable() != state.committed for state in self._inputs.values())
+        return self._writes or any(state.committable() != state.committed
+                                   for state in self._inputs.values())
+
+    @property
+    def _writes(self) -> bool:
+        """Whether the open transaction has records to write (outputs, changelog)."""
+        return bool(self._records or self._later
+                    or any(store.written for store in self.stores.values()))
 
     @property
     def refresh_due(self) -> bool:
@@ -234,7 +237,7 @@ class Task:
             if not self.live:
                 return Outcome.FENCED
             refresh = self.refresh_due
-            if not (self.dirty or refresh):
+            if not (self.dirty or refresh) or (revoking and not self._writes):
                 return Outcome.COMMITTED
             records, self._records = self._records, []
             later, self._later = self._later, []
@@ -253,8 +256,6 @@ class Task:
             for name, store in self.stores.items():
                 out += [Record(store.changelog, store.partition, key, value)
                         for key, value in changes[name].items()]
-            if revoking and not out:
-                return Outcome.COMMITTED
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self._thread, self._transact, out, offsets)
             if outcome is Outcome.COMMITTED:
