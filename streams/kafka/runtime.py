@@ -317,6 +317,8 @@ class Runtime:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         self.joined = True
+        log.info("%s: partitions %s assigned", self.group_id,
+                 sorted({tp.partition for tp in partitions}))
         committed = consumer.committed(partitions, timeout=30) if partitions else []
         start = [TopicPartition(tp.topic, tp.partition,
                                 tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
@@ -328,8 +330,11 @@ class Runtime:
             self._pending = start
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        self._hand_back({tp.partition for tp in partitions}, commit=True)
+        numbers = sorted({tp.partition for tp in partitions})
+        log.info("%s: tasks %s revoked", self.group_id, numbers)
+        self._hand_back(set(numbers), commit=True)
         consumer.unassign()
+        log.info("%s: tasks %s handed back", self.group_id, numbers)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         lost = {tp.partition for tp in partitions}
