@@ -90,6 +90,13 @@ class Settings:
     readmodel_retention_s: float = 30 * 24 * 3600.0
     """How long a finished run stays in the read model (dashboard, API, CLI) after it
     ended: the history topic's retention, what a rebuild could bring back."""
+    finished_run_retention_s: float = 7 * 24 * 3600.0
+    """How long the engine keeps a finished run's marker (its id, status, end and output;
+    a failed or cancelled run's memo too, for replays) after it ended: duplicates of its
+    event and late messages of the run find it and change nothing. The default is the
+    events topic's retention (``topics.catalog``): no record that could start the run
+    again is still in Kafka after it. A duplicate produced later starts the run again,
+    under the same run id."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -116,6 +123,8 @@ class Settings:
             raise ConfigError("monitor_interval_s must be > 0")
         if self.readmodel_retention_s <= 0:
             raise ConfigError("readmodel_retention_s must be > 0")
+        if self.finished_run_retention_s <= 0:
+            raise ConfigError("finished_run_retention_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigError("ssl_certfile and ssl_keyfile go together")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from stepstream.function import FunctionDef
 from stepstream.step import ChainBudget, now_ms
 from streams import redis_client
 from streams.delays import DelayTiers
+from streams.expiry import SWEEP_EVERY_S, FinishedRuns
 from streams.flow.gate import FlowGate
 from streams.kafka.clients import plain_producer
 from streams.kafka.runtime import Runtime, StoreSpec
@@ -115,9 +117,13 @@ class Engine:
             fetch_wait_ms=DELAY_FETCH_WAIT_MS, quarantine=self._quarantine_in)
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
-        self._table_observers: list[TableObserver] = [self._arm_leases]
+        self.finished = FinishedRuns(settings.finished_run_retention_s)
+        self._table_observers: list[TableObserver] = [self._arm_leases, self.finished.rebuild]
         self.runtime.started.append(self._scan_runs)
         self.runtime.ended.append(self.executor.task_ended)
+        self.runtime.started.append(self._observe_finished)
+        self.runtime.ended.append(self.finished.forget)
+        self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
 
     # --- sending outside the tasks ------------------------------------------------------
@@ -170,6 +176,10 @@ class Engine:
             lambda exc: log.warning("undecodable run state in the store: %s", exc)))
         for observer in self._table_observers:
             observer(task, states)
+
+    def _observe_finished(self, task: Task) -> None:
+        task.stores[RUNS].observers.append(functools.partial(self.finished.written,
+                                                             task.partition))
 
     def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
         for _, state in states:

@@ -70,12 +70,16 @@ class RunsApi:
         store: the read model.
         send_control: produces cancel and replay requests; None: those routes answer 503.
         functions: ids of the functions this worker registers (listed even without runs).
+        replay_window_s: how long after its end a run can be replayed: the engine keeps
+            its state that long (``Settings.finished_run_retention_s``).
     """
 
     def __init__(self, store: RunStore, send_control: SendControl | None,
-                 functions: Iterable[str] = ()) -> None:
+                 functions: Iterable[str] = (), *, replay_window_s: float | None = None
+                 ) -> None:
         self.store, self.send_control = store, send_control
         self.registered = sorted(functions)
+        self.replay_window_s = replay_window_s
 
     def routes(self) -> list[web.RouteDef]:
         """The routes, for ``web.Application.add_routes``."""
@@ -141,12 +145,20 @@ class RunsApi:
         if run["status"] not in REPLAYABLE:
             raise BadInput(f"run {run['run_id']!r} is {run['status']}: only failed or "
                            "cancelled runs can be replayed", status=409)
+        self._within_replay_window(run)
         if from_step is not None and from_step not in {s["id"] for s in run["steps"]}:
             raise BadInput(f"run {run['run_id']!r} has no step {from_step!r}")
         await self._send(ReplayRequested(run_id=run["run_id"], ts=_now_ms(),
                                          from_step=from_step))
         return web.json_response({"run_id": run["run_id"], "requested": "replay",
                                   "from_step": from_step}, status=202)
+
+    def _within_replay_window(self, run: dict[str, Any]) -> None:
+        window = self.replay_window_s
+        if window is not None and (run["ended_at"] or 0) < _now_ms() - window * 1000:
+            raise BadInput(f"run {run['run_id']!r} ended more than {window:g} s ago: the "
+                           "engine no longer holds its state (finished_run_retention_s)",
+                           status=409)
 
     @_answers_bad_input
     async def functions(self, request: web.Request) -> web.StreamResponse:
@@ -197,6 +209,7 @@ class RunsApi:
         if run["status"] not in REPLAYABLE:
             raise BadInput(f"run {run_id!r} is {run['status']}: its dead letters cannot be "
                            "replayed", status=409)
+        self._within_replay_window(run)
         await self._send(ReplayRequested(run_id=run_id, ts=_now_ms()))
         return web.json_response({"run_id": run_id, "requested": "replay",
                                   "steps": [letter["step_id"] for letter in letters]},

@@ -42,6 +42,7 @@ from streams.timeline import (
     apply_record,
     error_doc,
     is_dead_letter,
+    starts_again,
     summary,
 )
 
@@ -140,7 +141,7 @@ class RunStore:
         letters: list[HistoryRecord] = []
         for record in records:
             doc = after[record.run_id]
-            if doc is not None and record.seq <= doc["seq"]:
+            if doc is not None and record.seq <= doc["seq"] and not starts_again(doc, record):
                 continue
             after[record.run_id] = apply_record(doc, record)
             changed.add(record.run_id)

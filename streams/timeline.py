@@ -65,9 +65,16 @@ def new_doc(record: HistoryRecord) -> dict[str, Any]:
             "logs_dropped": 0, "dead_letters": [], "seq": 0}
 
 
+def starts_again(doc: dict[str, Any] | None, record: HistoryRecord) -> bool:
+    """Whether ``record`` starts anew a run that ended before it: a duplicate of its event
+    that came after the engine forgot the run (``Settings.finished_run_retention_s``)."""
+    return (doc is not None and record.kind == "run.started"
+            and doc["ended_at"] is not None and record.ts > doc["ended_at"])
+
+
 def apply_record(doc: dict[str, Any] | None, record: HistoryRecord) -> dict[str, Any]:
     """The run document after ``record``."""
-    if doc is None:
+    if doc is None or starts_again(doc, record):
         doc = new_doc(record)
     if record.seq <= doc["seq"]:
         return doc

@@ -64,6 +64,13 @@ class StoreSpec:
     decode: Callable[[bytes], Any]
 
 
+@dataclass(slots=True)
+class _Punctuation:
+    interval_s: float
+    call: Callable[[Task], object]
+    due: float = 0.0
+
+
 TaskHook = Callable[[Task], Awaitable[None] | None]
 Quarantine = Callable[[Task, Any, str], None]
 Settle = Callable[[float], Awaitable[None]]
@@ -90,6 +97,7 @@ class Runtime:
         """Called with each task once it is restored, before it processes anything."""
         self.ended: list[TaskHook] = []
         """Called with each task when it is revoked, lost or fenced."""
+        self._punctuations: list[_Punctuation] = []
         self.taken: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, produce time in s) of the last record taken."""
         self.lag: Lag = {}
@@ -123,6 +131,12 @@ class Runtime:
     def stop(self) -> None:
         """Finish the current batch, commit, leave the group (``run`` returns)."""
         self._stopping = True
+
+    def every(self, interval_s: float, call: Callable[[Task], object]) -> None:
+        """Call ``call(task)`` for each live task about every ``interval_s``, before a
+        commit: what it writes to the task's stores goes into that transaction (Kafka
+        Streams' wall-clock punctuation)."""
+        self._punctuations.append(_Punctuation(interval_s, call))
 
     def throttle(self, topic: str, paused: bool) -> None:
         """Stop (or go on) taking records of ``topic``: its processor has enough queued."""
@@ -177,6 +191,7 @@ class Runtime:
                         and time.monotonic() - self._committed_at < COMMIT_LINGER_S):
                     continue  # more records are there: let the transaction take them too
                 self._committed_at = time.monotonic()
+                self._punctuate()
                 await self._commit_all()
         finally:
             await asyncio.shield(self._leave(consumer))
@@ -264,6 +279,20 @@ class Runtime:
                     break
                 for record in records:
                     await self._handle(task, LocalMessage(record))
+
+    def _punctuate(self) -> None:
+        now = time.monotonic()
+        for punctuation in self._punctuations:
+            if now >= punctuation.due:
+                punctuation.due = now + punctuation.interval_s
+                for task in list(self.tasks.values()):
+                    if not task.live:
+                        continue
+                    try:
+                        punctuation.call(task)
+                    except Exception:  # a bug there must not stop the tasks
+                        log.exception("%s: punctuation of task %d failed", self.group_id,
+                                      task.partition)
 
     async def _commit_all(self) -> None:
         outcomes = await self._commit(list(self.tasks.values()))

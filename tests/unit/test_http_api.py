@@ -5,6 +5,7 @@ answered with a 4xx that says what is wrong (no broker or Redis here: a fake rea
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,8 +20,11 @@ from streams.http_params import BadInput, parse_time
 from streams.http_static import openapi_path
 from streams.metrics import Metrics
 
-RUNS = {"r1": {"run_id": "r1", "status": "running", "steps": []},
-        "r2": {"run_id": "r2", "status": "failed", "steps": [{"id": "a"}]}}
+NOW_MS = int(time.time() * 1000)
+RUNS = {"r1": {"run_id": "r1", "status": "running", "steps": [], "ended_at": None},
+        "r2": {"run_id": "r2", "status": "failed", "steps": [{"id": "a"}], "ended_at": NOW_MS},
+        "r3": {"run_id": "r3", "status": "failed", "steps": [{"id": "a"}],
+               "ended_at": NOW_MS - 7200_000}}
 
 
 class FakeStore:
@@ -47,7 +51,7 @@ async def serving() -> AsyncIterator[tuple[TestClient, list[Any]]]:  # type: ign
         sent.append(message)
 
     api = HttpApi(FakeStore(), Metrics(), send_event, lambda: True,  # type: ignore[arg-type]
-                  send_control=send_control, functions=["fn"])
+                  send_control=send_control, functions=["fn"], replay_window_s=3600)
     client = TestClient(TestServer(api.application()))
     await client.start_server()
     try:
@@ -109,6 +113,7 @@ async def test_the_dashboard_is_served(path: str) -> None:
     ("POST", "/v1/runs/r2/cancel", None, 409, "is failed already"),
     ("POST", "/v1/runs/r1/replay", None, 409, "only failed or cancelled runs"),
     ("POST", "/v1/runs/r2/replay", b'{"from_step": "zz"}', 400, "has no step 'zz'"),
+    ("POST", "/v1/runs/r3/replay", None, 409, "no longer holds its state"),
     ("GET", "/v1/runs?status=done", None, 400, "status='done'"),
     ("GET", "/v1/runs?limit=0", None, 400, "limit=0"),
     ("GET", "/v1/runs?limit=many", None, 400, "limit='many'"),

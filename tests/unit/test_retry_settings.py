@@ -170,6 +170,12 @@ def test_topic_names_carry_the_namespace() -> None:
     assert s.namespace == "ns"
 
 
+def test_a_finished_run_is_kept_as_long_as_the_events_topic_keeps_its_event() -> None:
+    s = Settings(namespace="ns")
+    events = next(t for t in catalog(s) if t.name == "ns.events")
+    assert int(events.configs["retention.ms"]) == s.finished_run_retention_s * 1000
+
+
 # --- Stepstream.function ----------------------------------------------------------------
 
 

@@ -152,3 +152,14 @@ def test_dead_letters_are_exactly_the_machines() -> None:
     indexed = [(r.run_id, r.step_id) for r in records if is_dead_letter(r)]
     assert sorted(letters) == [("r", "x"), ("r", "y")]
     assert sorted(indexed) == sorted(letters)
+
+
+def test_a_run_started_again_after_it_ended_and_was_forgotten_gets_a_fresh_document() -> None:
+    first = [record(0, "run.started", event=EVENT, ts=100),
+             record(1, "step.completed", step_id="a", attempt=0, output_json="1", ts=200),
+             record(2, "run.completed", output_json='{"n": 1}', ts=300)]
+    doc = project(*first, record(0, "run.started", event=EVENT, ts=5000))
+    assert (doc["status"], doc["started_at"], doc["steps"], doc["ended_at"]) == (
+        "running", 5000, [], None)
+    # A redelivered record of the first run changes nothing.
+    assert project(*first, first[0])["status"] == "completed"

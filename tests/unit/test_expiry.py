@@ -1,0 +1,98 @@
+"""Finished runs leave the runs table after the retention window (streams.expiry): the
+sweep deletes due markers in the task's transaction, leaves recent and replayed runs,
+bounds its transaction, and tries again after an abort."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from schemas.codec import default_codec
+from schemas.messages import Event, RunState
+from stepstream.step import now_ms
+from streams.expiry import SWEEP_LIMIT, FinishedRuns
+from streams.kafka.store import MemoryBackend, StateStore
+from streams.kafka.task import Outcome
+from streams.machine import COMPLETED, FAILED, RUNNING
+from streams.processors.orchestrator import RUNS
+from tests.fakes import fake_task
+
+HOUR_MS = 3600 * 1000
+CODEC = default_codec()
+
+
+def state(run_id: str, status: str, ended_ago_ms: int | None) -> RunState:
+    ended = None if ended_ago_ms is None else now_ms() - ended_ago_ms
+    return RunState(run_id=run_id, function_id="fn", event=Event(
+        id=f"evt-{run_id}", name="test/e", data_json="{}", ts=0), status=status, seq=1,
+        started_at=0, ended_at=ended)
+
+
+def runs_task(*states: RunState) -> tuple[Any, Any, StateStore[RunState], FinishedRuns]:
+    store: StateStore[RunState] = StateStore(
+        "ns-runs-changelog", 0, MemoryBackend(), CODEC.encode,
+        lambda raw: CODEC.decode_as(raw, RunState))
+    store.restored({s.run_id.encode(): CODEC.encode(s) for s in states}, len(states))
+    task, producer = fake_task(**{RUNS: store})
+    finished = FinishedRuns(retention_s=3600)
+    finished.rebuild(task, list(store.values(lambda exc: None)))
+    store.observers.append(lambda key, value: finished.written(0, key, value))
+    return task, producer, store, finished
+
+
+def tombstones(producer: Any) -> list[bytes]:
+    return [key for records, _ in producer.transactions
+            for topic, _, key, value in records if topic == "ns-runs-changelog" and value is None]
+
+
+async def test_markers_past_the_window_are_deleted_in_the_transaction() -> None:
+    task, producer, store, finished = runs_task(
+        state("old", COMPLETED, 2 * HOUR_MS), state("old-failed", FAILED, 2 * HOUR_MS),
+        state("recent", COMPLETED, 60_000), state("running", RUNNING, None))
+    assert finished.sweep(task) == 2
+    assert await task.commit() is Outcome.COMMITTED
+    assert sorted(tombstones(producer)) == [b"old", b"old-failed"]
+    assert store.get(b"old") is None and store.get(b"recent") is not None
+    assert store.get(b"running") is not None
+    assert finished.sweep(task) == 0 and len(finished) == 1  # "recent" waits its turn
+
+
+async def test_a_run_that_ends_is_deleted_once_its_window_is_over() -> None:
+    task, producer, store, finished = runs_task(state("r", RUNNING, None))
+    store.put(b"r", state("r", COMPLETED, 2 * HOUR_MS))  # ended (in the past, for the test)
+    await task.commit()
+    assert finished.sweep(task) == 1
+    await task.commit()
+    assert tombstones(producer) == [b"r"] and len(store) == 0
+
+
+async def test_a_run_replayed_after_it_ended_is_left_alone() -> None:
+    task, _, store, finished = runs_task(state("r", FAILED, 2 * HOUR_MS))
+    store.put(b"r", state("r", RUNNING, None))  # replayed: running again
+    await task.commit()
+    assert finished.sweep(task) == 0
+    store.put(b"r", state("r", FAILED, 60_000))  # failed again, a minute ago
+    await task.commit()
+    assert finished.sweep(task) == 0 and store.get(b"r") is not None
+
+
+async def test_one_sweep_deletes_a_bounded_number_the_next_the_rest() -> None:
+    task, producer, store, finished = runs_task(
+        *(state(f"r{i}", COMPLETED, 2 * HOUR_MS) for i in range(SWEEP_LIMIT + 5)))
+    assert finished.sweep(task) == SWEEP_LIMIT
+    await task.commit()
+    assert finished.sweep(task) == 5
+    await task.commit()
+    assert len(store) == 0 and len(tombstones(producer)) == SWEEP_LIMIT + 5
+
+
+async def test_deletions_of_an_aborted_transaction_are_swept_again() -> None:
+    task, producer, store, finished = runs_task(state("r", COMPLETED, 2 * HOUR_MS))
+    assert finished.sweep(task) == 1
+    producer.fail_next = KafkaError._STATE  # an abortable error
+    assert await task.commit() is Outcome.ABORTED
+    assert store.get(b"r") is not None
+    assert finished.sweep(task) == 1
+    assert await task.commit() is Outcome.COMMITTED
+    assert tombstones(producer) == [b"r"] and store.get(b"r") is None
