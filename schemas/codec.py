@@ -184,11 +184,12 @@ class AvroCodec:
         known = self._by_fingerprint.get(bytes(data[2:_HEADER_LEN]))
         return None if known is None else known[0]
 
-    def decode_as(self, data: bytes, cls: type[Any]) -> Any:
-        """Decode and check the record is a ``cls``."""
+    def decode_as(self, data: bytes, cls: type[Any] | tuple[type[Any], ...]) -> Any:
+        """Decode and check the record is a ``cls`` (or one of them)."""
         obj = self.decode(data)
         if not isinstance(obj, cls):
-            raise DecodeError(f"expected {cls.__name__}, got {type(obj).__name__}")
+            names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+            raise DecodeError(f"expected {names}, got {type(obj).__name__}")
         return obj
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.messages import Event, RunState, TimerFired, WaiterSet
+from schemas.messages import Event, RunState, TimerFired, Waiter, WaiterSet
 from stepstream.client import Stepstream
 from stepstream.errors import ConfigError
 from stepstream.function import FunctionDef
@@ -92,7 +92,7 @@ class Engine:
             ChainBudget(max_steps=settings.chain_max_steps, max_ms=settings.chain_max_ms),
             send_events=self.send_events,
             backpressure=lambda paused: self.runtime.throttle(topic("steps"), paused))
-        matcher = Matcher(self.outputs)
+        self.matcher = matcher = Matcher(self.outputs)
         self.runtime = Runtime(
             settings, group_id=settings.namespace,
             transactional_prefix=f"{settings.namespace}.engine",
@@ -106,7 +106,7 @@ class Engine:
                               self.codec.encode, lambda raw: self.codec.decode_as(raw, RunState)),
                     StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
                               self.codec.encode,
-                              lambda raw: self.codec.decode_as(raw, WaiterSet))],
+                              lambda raw: self.codec.decode_as(raw, (Waiter, WaiterSet)))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
         self.delays = DelayForwarder(self.outputs, targets=set(self.partitions))
@@ -121,6 +121,8 @@ class Engine:
         self._table_observers: list[TableObserver] = [self._arm_leases, self.finished.rebuild]
         self.runtime.started.append(self._scan_runs)
         self.runtime.ended.append(self.executor.task_ended)
+        self.runtime.started.append(matcher.task_started)
+        self.runtime.ended.append(matcher.task_ended)
         self.runtime.started.append(self._observe_finished)
         self.runtime.ended.append(self.finished.forget)
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)

@@ -168,7 +168,8 @@ class StateStore(Generic[V]):
         self._overlay: dict[bytes, Any] = {}
         self._decoded: dict[bytes, tuple[bytes, V]] = {}
         self.observers: list[Callable[[bytes, V | None], None]] = []
-        """Told every committed write (the monitor's runs in flight)."""
+        """Told the committed value of every key a transaction wrote, once it committed
+        or aborted (the monitor's runs in flight, indexes kept beside the store)."""
 
     def get(self, key: bytes) -> V | None:
         """The value of ``key``, with this transaction's writes."""
@@ -233,7 +234,12 @@ class StateStore(Generic[V]):
 
     def rolled_back(self) -> None:
         """The transaction aborted: its writes never happened."""
-        self._overlay.clear()
+        overlay, self._overlay = self._overlay, {}
+        if self.observers:
+            for key in overlay:
+                value = self._committed(key)
+                for observer in self.observers:
+                    observer(key, value)
 
     # --- restoration and scans --------------------------------------------------
 

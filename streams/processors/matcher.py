@@ -1,16 +1,29 @@
 """The waiter matcher: waiting runs (``step.wait_for_event``, ``cancel_on``) and events
-re-keyed by name meet here, in the waiters store of the name's task (DESIGN §4)."""
+re-keyed by name meet here, in the waiters store of the name's task (DESIGN §4).
+
+The store holds one entry per waiting (run, step) (``streams.waiters.entry_key``); each
+task keeps a ``WaiterIndex`` of its entries beside it, rebuilt when the task starts and
+kept in step with the store's writes (and with an abort, which takes them back). An
+entry leaves when its event comes or when its run stops waiting (the step's timeout,
+the run's end): both send a ``WaiterChanged`` that removes it; nothing is scanned.
+
+Tables written before the index held a ``WaiterSet`` per event name: a task that finds
+one turns it into entries in its first transaction.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
-from schemas.messages import Event, WaiterChanged, WaiterSet
-from stepstream.step import now_ms
-from streams import waiters
+from schemas.messages import Event, Waiter, WaiterChanged, WaiterSet
 from streams.kafka.store import StateStore
 from streams.kafka.task import Task
 from streams.processors.outputs import Outputs
+from streams.waiters import WaiterIndex, entry_key, event_context, fires
+
+log = logging.getLogger("stepstream.matcher")
 
 WAITERS = "waiters"
 """The name of the waiters store."""
@@ -21,6 +34,28 @@ class Matcher:
 
     def __init__(self, outputs: Outputs) -> None:
         self.outputs, self.codec = outputs, outputs.codec
+        self.indexes: dict[int, WaiterIndex] = {}
+
+    def task_started(self, task: Task) -> None:
+        """Index the task's waiters (and convert a table of the older layout)."""
+        store: StateStore[Waiter | WaiterSet] = task.stores[WAITERS]
+        index = self.indexes[task.partition] = WaiterIndex()
+        for key, value in store.values(
+                lambda exc: log.warning("undecodable waiter in the store: %s", exc)):
+            if isinstance(value, WaiterSet):
+                store.delete(key)
+                for waiter in value.waiters:
+                    self._put(store, index, waiter)
+            else:
+                index.sync(key, value)
+        store.observers.append(functools.partial(self._committed, index))
+
+    def task_ended(self, task: Task) -> None:
+        self.indexes.pop(task.partition, None)
+
+    @staticmethod
+    def _committed(index: WaiterIndex, key: bytes, value: Waiter | WaiterSet | None) -> None:
+        index.sync(key, value if isinstance(value, Waiter) else None)
 
     async def process(self, task: Task, message: Any) -> None:
         if not message.key():
@@ -30,15 +65,30 @@ class Matcher:
         record = self.outputs.decoded(task, message, (WaiterChanged, Event))
         if record is None:
             return
-        store: StateStore[WaiterSet] = task.stores[WAITERS]
-        key = message.key()
-        current = store.get(key) or WaiterSet()
+        store: StateStore[Waiter | WaiterSet] = task.stores[WAITERS]
+        index = self.indexes[task.partition]
         if isinstance(record, WaiterChanged):
-            updated = waiters.change(current, record.waiter, record.active, now_ms())
-        else:
-            found = waiters.match(current, record)
-            for matched in found.messages:
-                task.send(self.outputs.to("runs", matched.run_id, matched))
-            updated = found.remaining
-        if updated != current:
-            store.put(key, updated)
+            if record.active:
+                self._put(store, index, record.waiter)
+            else:
+                self._delete(store, index, entry_key(record.waiter))
+            return
+        incoming = event_context(record)
+        for key in index.candidates(record, incoming["data"]):
+            waiter = store.get(key)
+            fired = fires(waiter, record, incoming) if isinstance(waiter, Waiter) else None
+            if fired is not None:
+                task.send(self.outputs.to("runs", fired.run_id, fired))
+                self._delete(store, index, key)
+
+    @staticmethod
+    def _put(store: StateStore[Waiter | WaiterSet], index: WaiterIndex, waiter: Waiter) -> None:
+        key = entry_key(waiter)
+        store.put(key, waiter)
+        index.sync(key, waiter)
+
+    @staticmethod
+    def _delete(store: StateStore[Waiter | WaiterSet], index: WaiterIndex, key: bytes) -> None:
+        if store.get(key) is not None:
+            store.delete(key)
+        index.sync(key, None)
