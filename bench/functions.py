@@ -37,3 +37,12 @@ async def slow_chain(ctx: Context) -> dict[str, Any]:
     for i in range(n):
         await ctx.step.run(f"step-{i}", pause, i, ms)
     return {"n": n}
+
+
+@ss.function(id="await-approval", trigger="bench/order")
+async def await_approval(ctx: Context) -> dict[str, Any]:
+    """Waits for the approval of its own order (the waiter benchmark)."""
+    approval = await ctx.step.wait_for_event(
+        "approval", event="bench/approved", timeout=24 * 3600.0,
+        if_="async.data.order == event.data.order")
+    return {"approved": approval is not None}
