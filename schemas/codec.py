@@ -30,7 +30,8 @@ _SCHEMA_DIR = Path(__file__).parent
 
 # Referenced types first: a record may only name records parsed before it.
 RECORDS: tuple[type, ...] = (
-    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.LogLine,
+    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.MemoItem,
+    messages.LogLine,
     messages.PlannedStep,
     messages.Waiter, messages.Dispatched, messages.Pending,
     messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,

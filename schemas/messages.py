@@ -37,6 +37,16 @@ class MemoEntry:
     output_json: str | None = None
     error: ErrorInfo | None = None
 
+
+@dataclass(frozen=True, slots=True)
+class MemoItem:
+    """One step's saved result in the runs table, stored beside its run's state (its
+    position in the memo is in the record's key)."""
+
+    step_id: str
+    entry: MemoEntry
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
     """One log line a run emitted, as it is kept in the run's history."""

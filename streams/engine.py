@@ -35,6 +35,7 @@ from streams.flow.gate import FlowGate
 from streams.kafka.clients import plain_producer
 from streams.kafka.runtime import Runtime, StoreSpec
 from streams.kafka.sender import Sender
+from streams.kafka.store import WholeValues
 from streams.kafka.task import Task
 from streams.leases import LeaseClock
 from streams.machine import RunPolicy, holds_lease
@@ -50,6 +51,7 @@ from streams.processors.trigger import Trigger
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.retention import expire_finished_runs
+from streams.run_records import RunRecords
 from streams.starts import Starter, policy_of
 from topics.catalog import catalog
 
@@ -103,10 +105,10 @@ class Engine:
                         topic("waiters"): matcher,
                         topic("events.by-name"): matcher},
             stores=[StoreSpec(RUNS, f"{settings.namespace}-runs-changelog",
-                              self.codec.encode, lambda raw: self.codec.decode_as(raw, RunState)),
+                              RunRecords(self.codec)),
                     StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
-                              self.codec.encode,
-                              lambda raw: self.codec.decode_as(raw, (Waiter, WaiterSet)))],
+                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
+                                  raw, (Waiter, WaiterSet))))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
         self.delays = DelayForwarder(self.outputs, targets=set(self.partitions))

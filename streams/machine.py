@@ -521,9 +521,11 @@ def _dispatch(state: RunState, out: list[Command], *, step_id: str, attempt: int
     state = replace(state, seq=seq, dispatched={
         **state.dispatched, str(seq): Dispatched(step_id=step_id, attempt=attempt,
                                                  deferred=deferred)})
+    # No memo or batch: the executor reads them from the run's state, which is in its own
+    # task (co-partitioned), so a request does not grow with the run.
     out.append(Dispatch(StepRequest(run_id=state.run_id, seq=seq, function_id=state.function_id,
-                                    event=state.event, attempt=attempt, memo=state.memo,
-                                    target=step_id or None, batch=state.batch)))
+                                    event=state.event, attempt=attempt,
+                                    target=step_id or None)))
     return state
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.kafka.store import MemoryBackend, StateStore
+from streams.kafka.store import MemoryBackend, StateStore, WholeValues
 from streams.kafka.task import Task
 
 
@@ -110,4 +110,4 @@ def fake_task(partition: int = 0, **stores: StateStore[Any]) -> tuple[Task, Any]
 
 
 def bytes_store(changelog: str = "ns-runs-changelog", partition: int = 0) -> StateStore[bytes]:
-    return StateStore(changelog, partition, MemoryBackend(), bytes, bytes)
+    return StateStore(changelog, partition, MemoryBackend(), WholeValues(bytes, bytes))

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from stepstream.settings import Settings
 from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
 from streams.kafka.local import LocalMessage
-from streams.kafka.store import Backend, MemoryBackend, StateStore, open_backend
+from streams.kafka.store import Backend, Layout, MemoryBackend, StateStore, open_backend
 from streams.kafka.task import Outcome, Task
 
 log = logging.getLogger("stepstream.runtime")
@@ -60,8 +60,7 @@ class StoreSpec:
 
     name: str
     changelog: str
-    encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]
+    layout: Layout[Any]
 
 
 @dataclass(slots=True)
@@ -462,8 +461,7 @@ class Runtime:
             if backend is None:
                 backend = open_backend(self.settings.store, self.settings.data_dir,
                                        f"{self.settings.namespace}/{spec.name}-{partition}")
-            stores[spec.name] = StateStore(spec.changelog, partition, backend, spec.encode,
-                                           spec.decode)
+            stores[spec.name] = StateStore(spec.changelog, partition, backend, spec.layout)
         return stores
 
     def _restore(self, stores: list[StateStore[Any]]) -> None:

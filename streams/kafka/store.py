@@ -157,14 +157,46 @@ def wipe_backend(url: str, data_dir: str, name: str) -> None:
         shutil.rmtree(Path(data_dir) / name, ignore_errors=True)
 
 
+class Layout(Protocol[V]):
+    """How a store keeps its values as records (key, bytes) in its backend and changelog."""
+
+    def records(self, key: bytes, value: V | None, before: V | None,
+                read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
+        """The records that change when ``key`` goes from ``before`` (committed; its
+        records are read with ``read``) to ``value`` (None: deleted); None deletes."""
+
+    def value(self, key: bytes, raw: bytes, read: Callable[[bytes], bytes | None]) -> V:
+        """The value of ``key``, whose own record is ``raw``; ``read`` reads its others."""
+
+    def owner(self, key: bytes) -> bytes:
+        """The key of the value a record belongs to (its own key for a value's record)."""
+
+
+class WholeValues(Generic[V]):
+    """One record per value: its encoding, under its key."""
+
+    def __init__(self, encode: Callable[[V], bytes], decode: Callable[[bytes], V]) -> None:
+        self.encode, self.decode = encode, decode
+
+    def records(self, key: bytes, value: V | None, before: V | None,
+                read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
+        return {key: None if value is None else self.encode(value)}
+
+    def value(self, key: bytes, raw: bytes, read: Callable[[bytes], bytes | None]) -> V:
+        return self.decode(raw)
+
+    def owner(self, key: bytes) -> bytes:
+        return key
+
+
 class StateStore(Generic[V]):
     """One partition of a table: committed values in a backend, writes of the open
     transaction in an overlay."""
 
     def __init__(self, changelog: str, partition: int, backend: Backend,
-                 encode: Callable[[V], bytes], decode: Callable[[bytes], V]) -> None:
+                 layout: Layout[V]) -> None:
         self.changelog, self.partition, self.backend = changelog, partition, backend
-        self._encode, self._decode = encode, decode
+        self.layout = layout
         self._overlay: dict[bytes, Any] = {}
         self._decoded: dict[bytes, tuple[bytes, V]] = {}
         self.observers: list[Callable[[bytes, V | None], None]] = []
@@ -185,6 +217,7 @@ class StateStore(Generic[V]):
         self._overlay[key] = _DELETED
 
     def __len__(self) -> int:
+        """Records in the store (a value may take several, see ``Layout``)."""
         return len(self.backend)
 
     def _committed(self, key: bytes) -> V | None:
@@ -194,7 +227,7 @@ class StateStore(Generic[V]):
         known = self._decoded.get(key)
         if known is not None and known[0] == raw:
             return known[1]
-        value = self._decode(raw)
+        value = self.layout.value(key, raw, self.backend.get)
         self._remember(key, raw, value)
         return value
 
@@ -213,17 +246,21 @@ class StateStore(Generic[V]):
         return bool(self._overlay)
 
     def changes(self) -> dict[bytes, bytes | None]:
-        """The overlay, encoded: the changelog records of this transaction."""
-        return {key: None if value is _DELETED else self._encode(value)
-                for key, value in self._overlay.items()}
+        """The overlay as records: the changelog records of this transaction."""
+        records: dict[bytes, bytes | None] = {}
+        for key, value in self._overlay.items():
+            records.update(self.layout.records(
+                key, None if value is _DELETED else value, self._committed(key),
+                self.backend.get))
+        return records
 
     def committed(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
         """The transaction that carried ``changes`` committed: they are the store's now."""
         overlay, self._overlay = self._overlay, {}
         self.backend.apply(changes, position)
-        for key, raw in changes.items():
-            value = overlay.get(key)
-            if raw is None or value is None or value is _DELETED:
+        for key, value in overlay.items():
+            raw = changes.get(key)
+            if raw is None or value is _DELETED:
                 self._decoded.pop(key, None)
                 decoded: V | None = None
             else:
@@ -246,14 +283,17 @@ class StateStore(Generic[V]):
     def restored(self, changes: dict[bytes, bytes | None], position: int) -> None:
         """Records read back from the changelog (another owner's writes, or ours)."""
         for key in changes:
-            self._decoded.pop(key, None)
+            self._decoded.pop(self.layout.owner(key), None)
         self.backend.apply(changes, position)
 
     def values(self, skip: Callable[[Exception], None]) -> Iterator[tuple[bytes, V]]:
         """Every committed value; one that cannot be decoded goes to ``skip``."""
+        layout = self.layout
         for key, raw in self.backend.items():
+            if layout.owner(key) != key:
+                continue  # a part of a value
             try:
-                yield key, self._decode(raw)
+                yield key, layout.value(key, raw, self.backend.get)
             except Exception as exc:
                 skip(exc)
 

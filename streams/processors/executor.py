@@ -27,7 +27,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
@@ -177,7 +177,7 @@ class Executor:
             claim.paused.set()
 
     async def _run(self, claim: _Claim) -> None:
-        task, request = claim.task, claim.request
+        task, request = claim.task, _with_state(claim.task, claim.request)
         out, run_id = self.outputs, request.run_id
         function = self.ss.functions.get(request.function_id)
         if function is None:
@@ -236,6 +236,15 @@ class Executor:
         for running in list(self._running):
             running.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _with_state(task: Task, request: StepRequest) -> StepRequest:
+    """``request`` with its run's memo and batch as they are now (a request carries
+    neither: its run's state is in the same task)."""
+    state = task.stores[RUNS].get(request.run_id.encode()) if RUNS in task.stores else None
+    if state is None:
+        return request  # a request of the older layout carries them
+    return replace(request, memo=state.memo, batch=state.batch)
 
 
 def _awaited(task: Task, request: StepRequest) -> bool:

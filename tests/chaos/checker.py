@@ -31,10 +31,10 @@ from typing import Any
 import psycopg
 
 from schemas.codec import default_codec
-from schemas.messages import Delayed, Event, HistoryRecord, RunState
+from schemas.messages import Delayed, Event, HistoryRecord
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
-from tests.integration.helpers import get_json, read_all
+from tests.integration.helpers import get_json, read_all, run_states
 
 
 @dataclass
@@ -119,16 +119,14 @@ def check_ledger_runs(settings: Settings, expected: dict[str, int], dsn: str,
                             f"history: {timeline[run_id]}")
 
     # 4. The runs table, from its changelog (the last record of a key wins).
-    last: dict[str, bytes] = {}
     changelog = f"{settings.namespace}-runs-changelog"
-    for message in read_all(settings.brokers, changelog, timeout=60):
-        if message.key() is not None and message.value() is not None:
-            last[message.key().decode()] = message.value()
+    last = {state.run_id: state
+            for _, state in run_states(read_all(settings.brokers, changelog, timeout=60))}
     for run_id, steps in expected.items():
         if run_id not in last:
             problems.append(f"{run_id}: not in the runs changelog")
             continue
-        state = codec.decode_as(last[run_id], RunState)
+        state = last[run_id]
         # A completed run is kept as its marker (streams.machine.completed_marker): its
         # result, no memo; each step's output was checked in the history above.
         want = json.dumps({"total": steps}, separators=(",", ":"))
@@ -197,11 +195,10 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
         for run_id in sorted(run_ids)[:5]:
             lines.append(f"{run_id} {suffix}: {seen.get(run_id, [])}")
     last: dict[str, Any] = {}
-    for message in read_all(settings.brokers, f"{settings.namespace}-runs-changelog", 60):
-        key = (message.key() or b"").decode(errors="replace")
-        if key in run_ids and message.value() is not None:
-            last[key] = (message.partition(), message.offset(),
-                         codec.decode_as(message.value(), RunState))
+    changelog = f"{settings.namespace}-runs-changelog"
+    for message, state in run_states(read_all(settings.brokers, changelog, 60)):
+        if state.run_id in run_ids:
+            last[state.run_id] = (message.partition(), message.offset(), state)
     for run_id in sorted(run_ids)[:5]:
         if run_id in last:
             p, o, state = last[run_id]

@@ -7,10 +7,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+
+from schemas.codec import default_codec
+from schemas.messages import RunState
+from streams.run_records import RunRecords
 
 FINAL = {"completed", "failed", "cancelled"}
 
@@ -109,3 +113,21 @@ def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
         return messages
     finally:
         consumer.close()
+
+
+def run_states(messages: Iterable[Any]) -> list[tuple[Any, RunState]]:
+    """The run states a runs changelog holds, in its order, each with its memo as it was
+    then (``streams.run_records``: a state's memo records come before it), and the
+    message that carried it."""
+    layout, parts = RunRecords(default_codec()), dict[bytes, bytes]()
+    states = []
+    for message in messages:
+        key, value = message.key() or b"", message.value()
+        if layout.owner(key) != key:
+            if value is None:
+                parts.pop(key, None)
+            else:
+                parts[key] = value
+        elif value is not None:
+            states.append((message, layout.value(key, value, parts.get)))
+    return states

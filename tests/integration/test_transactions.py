@@ -12,14 +12,13 @@ import uuid
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from schemas.codec import default_codec
 from schemas.messages import RunState
 from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.integration.functions import executions
-from tests.integration.helpers import get_json, read_all, wait_for, wait_for_run
+from tests.integration.helpers import get_json, read_all, run_states, wait_for, wait_for_run
 
 
 def _envelope(event_id: str) -> bytes:
@@ -79,11 +78,10 @@ def test_a_transactional_producers_committed_events_run_once_and_the_commit_reac
 
 def _states(settings: Settings) -> dict[str, list[RunState]]:
     """Every run's states in the order the runs changelog holds them."""
-    codec, states = default_codec(), dict[str, list[RunState]]()
-    for message in read_all(settings.brokers, f"{settings.namespace}-runs-changelog", 60):
-        if message.value() is not None:
-            state = codec.decode_as(message.value(), RunState)
-            states.setdefault(state.run_id, []).append(state)
+    states = dict[str, list[RunState]]()
+    changelog = f"{settings.namespace}-runs-changelog"
+    for _, state in run_states(read_all(settings.brokers, changelog, 60)):
+        states.setdefault(state.run_id, []).append(state)
     return states
 
 

@@ -16,6 +16,7 @@ from streams.kafka.store import MemoryBackend, StateStore
 from streams.kafka.task import Outcome
 from streams.machine import COMPLETED, FAILED, RUNNING
 from streams.processors.orchestrator import RUNS
+from streams.run_records import RunRecords
 from tests.fakes import fake_task
 
 HOUR_MS = 3600 * 1000
@@ -30,9 +31,8 @@ def state(run_id: str, status: str, ended_ago_ms: int | None) -> RunState:
 
 
 def runs_task(*states: RunState) -> tuple[Any, Any, StateStore[RunState], FinishedRuns]:
-    store: StateStore[RunState] = StateStore(
-        "ns-runs-changelog", 0, MemoryBackend(), CODEC.encode,
-        lambda raw: CODEC.decode_as(raw, RunState))
+    store: StateStore[RunState] = StateStore("ns-runs-changelog", 0, MemoryBackend(),
+                                             RunRecords(CODEC))
     store.restored({s.run_id.encode(): CODEC.encode(s) for s in states}, len(states))
     task, producer = fake_task(**{RUNS: store})
     finished = FinishedRuns(retention_s=3600)

@@ -147,7 +147,8 @@ def test_step_completed_saves_the_output_and_dispatches_the_next_seq() -> None:
     assert (record.kind, record.step_id, record.output_json, record.seq, record.ts) == (
         "step.completed", "a", '{"x":1}', 2, 50)
     request = commands[1].request
-    assert request.seq == 2 and request.memo == {"a": MemoEntry(output_json='{"x":1}')}
+    assert request.seq == 2 and state.memo == {"a": MemoEntry(output_json='{"x":1}')}
+    assert request.memo == {}  # the executor reads the memo from the run's state
     assert (request.attempt, request.target) == (0, None)
 
 
@@ -259,7 +260,7 @@ def test_the_last_failed_attempt_saves_the_error_and_dead_letters_the_step() -> 
     assert (record.kind, record.attempt, record.next_attempt_at) == ("step.failed", 1, None)
     # The handler is replayed so that its step.run raises StepError.
     request = commands[2].request
-    assert request.seq == 3 and request.memo["a"].error == BOOM
+    assert request.seq == 3 and state.memo["a"].error == BOOM
     assert (request.attempt, request.target) == (0, None)
 
 

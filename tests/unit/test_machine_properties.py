@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -204,6 +204,8 @@ class World:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     executions: list[tuple[int, int]] = field(default_factory=list)
     requests: list[StepRequest] = field(default_factory=list)
+    dispatched_by: dict[int, RunState] = field(default_factory=dict)
+    """seq -> the state whose transition dispatched it."""
     stored: list[RunState] = field(default_factory=list)
     emitted: list[Event] = field(default_factory=list)
     outcomes: list[Any] = field(default_factory=list)
@@ -291,6 +293,7 @@ class World:
                 del self.pool[index]
         if topic == "steps":
             self.requests.append(message)
+            message = self.with_state(message)
             outcome = self.loop.run_until_complete(
                 execute(self.function, message, max_output_bytes=10_000))
             self.outcomes.append(outcome)
@@ -307,7 +310,7 @@ class World:
             assert commands == []
         crash_after = self.chooser.crash(len(commands))
         for command in commands if crash_after is None else commands[:crash_after]:
-            self.perform(command)
+            self.perform(command, new)
         if crash_after is not None:
             self.redeliver = message
             return
@@ -323,11 +326,23 @@ class World:
                 if isinstance(command, Schedule):
                     self.awaited_timers.add(command.timer)
 
-    def perform(self, command: Any) -> None:
+    def with_state(self, request: StepRequest) -> StepRequest:
+        """The request with its run's memo, as the executor reads it from the run's
+        state. Under transactions that state is at least the one that dispatched the
+        request; the crashes here are harsher (commands out, state not stored), so the
+        dispatching state stands in when the stored one is older."""
+        state = self.state
+        if state is None or state.seq < request.seq:
+            state = self.dispatched_by[request.seq]
+        return replace(request, memo=state.memo, batch=state.batch)
+
+    def perform(self, command: Any, state: RunState | None) -> None:
         match command:
             case Record(record):
                 self.history.append(record)
             case Dispatch(request):
+                assert state is not None
+                self.dispatched_by[request.seq] = state
                 self.pool.append(("steps", request))
             case Schedule(_, timer):
                 self.pool.append(("runs", timer))

@@ -12,7 +12,7 @@ from schemas.codec import default_codec
 from schemas.messages import Event, EventMatched, Waiter, WaiterChanged, WaiterSet
 from stepstream.settings import Settings
 from streams.delays import DelayTiers
-from streams.kafka.store import MemoryBackend, StateStore
+from streams.kafka.store import MemoryBackend, StateStore, WholeValues
 from streams.kafka.task import Outcome
 from streams.metrics import Metrics
 from streams.processors.matcher import WAITERS, Matcher
@@ -40,8 +40,8 @@ def paid(order: int) -> Event:
 
 def matcher_task(*stored: tuple[bytes, Any]) -> tuple[Matcher, Any, Any, StateStore[Any]]:
     store: StateStore[Any] = StateStore(
-        "ns-waiters-changelog", 0, MemoryBackend(), CODEC.encode,
-        lambda raw: CODEC.decode_as(raw, (Waiter, WaiterSet)))
+        "ns-waiters-changelog", 0, MemoryBackend(),
+        WholeValues(CODEC.encode, lambda raw: CODEC.decode_as(raw, (Waiter, WaiterSet))))
     store.restored({key: CODEC.encode(value) for key, value in stored}, len(stored))
     task, producer = fake_task(**{WAITERS: store})
     matcher = Matcher(Outputs(SETTINGS, CODEC, Metrics(), TOPICS, DelayTiers(SETTINGS)))

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.kafka.store import MemoryBackend, RocksBackend, StateStore, open_backend
+from streams.kafka.store import (
+    MemoryBackend,
+    RocksBackend,
+    StateStore,
+    WholeValues,
+    open_backend,
+)
 
 
 def store(backend: MemoryBackend | RocksBackend | None = None) -> StateStore[str]:
     return StateStore("ns-runs-changelog", 2, MemoryBackend() if backend is None else backend,
-                      lambda value: value.encode(), lambda raw: raw.decode())
+                      WholeValues(lambda value: value.encode(), lambda raw: raw.decode()))
 
 
 def test_writes_are_read_back_at_once_and_reach_the_backend_only_when_committed() -> None:
