@@ -41,8 +41,9 @@ class Settings:
     """Steps a worker runs at once, so a slow step does not block its partition."""
     fetch_max_wait_ms: int = 5
     """Consumer fetch max-wait; the dev broker answers a fetch only when it expires."""
-    max_payload_bytes: int = 1024 * 1024
-    """Largest event data or step output accepted, in bytes of JSON."""
+    max_payload_bytes: int = 900 * 1024
+    """Largest event data or step output accepted, in bytes of JSON: under Kafka's default
+    record limit (1 MB), with room for the record around it."""
     store: str = "memory://"
     """State stores: ``memory://`` (restored from the changelog) or ``rocksdb://`` (local
     state with its changelog position: a restart reads only the tail)."""
@@ -90,6 +91,10 @@ class Settings:
     readmodel_retention_s: float = 30 * 24 * 3600.0
     """How long a finished run stays in the read model (dashboard, API, CLI) after it
     ended: the history topic's retention, what a rebuild could bring back."""
+    run_state_max_bytes: int = 4 * 1024 * 1024
+    """How many bytes a run's saved results (every step's output or error) may take: the
+    step whose result would pass it fails its run with ``RunStateTooLarge``. Each step's
+    output is also limited by ``max_payload_bytes``."""
     finished_run_retention_s: float = 7 * 24 * 3600.0
     """How long the engine keeps a finished run's marker (its id, status, end and output;
     a failed or cancelled run's memo too, for replays) after it ended: duplicates of its
@@ -123,6 +128,8 @@ class Settings:
             raise ConfigError("monitor_interval_s must be > 0")
         if self.readmodel_retention_s <= 0:
             raise ConfigError("readmodel_retention_s must be > 0")
+        if self.run_state_max_bytes < self.max_payload_bytes:
+            raise ConfigError("run_state_max_bytes must be >= max_payload_bytes")
         if self.finished_run_retention_s <= 0:
             raise ConfigError("finished_run_retention_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

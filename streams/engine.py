@@ -86,7 +86,8 @@ class Engine:
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
         self.sender = Sender(plain_producer(settings))
         policies: dict[str, RunPolicy] = {
-            f.id: policy_of(f, settings.chain_lease_ms) for f in ss.functions.values()}
+            f.id: policy_of(f, settings.chain_lease_ms, settings.run_state_max_bytes)
+            for f in ss.functions.values()}
         topic = settings.topic
 
         self.executor = Executor(

@@ -67,6 +67,10 @@ class CancelRule:
     timeout_ms: int
 
 
+MAX_STATE_BYTES = 4 * 1024 * 1024
+"""The default budget of a run's saved results (``Settings.run_state_max_bytes``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
     """The options of a function that steer its runs."""
@@ -79,6 +83,9 @@ class RunPolicy:
     """How long an eager chain may go without a sign of life (a step applied, a
     ``ChainAlive`` heartbeat) before it is presumed dead (its worker crashed) and the
     handler is dispatched again from the last step applied."""
+    max_state_bytes: int = MAX_STATE_BYTES
+    """The run's saved results (every step's output or error) may take this many bytes;
+    the step whose result would pass it fails the run (``RunStateTooLarge``)."""
 
 
 # --- commands -------------------------------------------------------------------------
@@ -159,13 +166,40 @@ def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> T
     if state is None or state.status in FINAL_STATUSES:
         return state, []
     out: list[Command] = []
-    state = _apply(state, message, policy, out)
+    before, state = state, _apply(state, message, policy, out)
+    if state.memo is not before.memo and memo_bytes(state) > policy.max_state_bytes:
+        state = _over_budget(before, state, message, policy, out)
     if state.status in FINAL_STATUSES:  # disarm the run's cancel_on rules
         out += [Watch(WaiterChanged(_cancel_waiter(state, i, rule, 0), False))
                 for i, rule in enumerate(policy.cancel_on)]
         if state.status == COMPLETED:
             state = completed_marker(state)
     return state, out
+
+
+def memo_bytes(state: RunState) -> int:
+    """About the bytes the run's saved results take (``RunPolicy.max_state_bytes``)."""
+    return sum(len(step_id) + len(entry.output_json or "") + (
+        len(entry.error.message) + len(entry.error.traceback or "") if entry.error else 0)
+        for step_id, entry in state.memo.items())
+
+
+def _over_budget(before: RunState, state: RunState, message: RunMessage, policy: RunPolicy,
+                 out: list[Command]) -> RunState:
+    """The transition saved results past the run's budget: the run fails there, with
+    the results it had, and what the transition dispatched or scheduled is dropped."""
+    grown = [s for s, entry in state.memo.items() if before.memo.get(s) != entry]
+    error = ErrorInfo(type="RunStateTooLarge", message=(
+        f"the result of step {', '.join(map(repr, grown))} would bring the run's saved "
+        f"results to {memo_bytes(state)} bytes, over the run's budget of "
+        f"{policy.max_state_bytes} (STEPSTREAM_RUN_STATE_MAX_BYTES)"))
+    # Its steps ran, but their results are not saved: the history says they failed.
+    out[:] = [Record(replace(c.record, kind="step.failed", output_json=None, error=error))
+              if isinstance(c, Record) and c.record.kind == "step.completed"
+              and c.record.step_id in grown else c
+              for c in out if not isinstance(c, Dispatch | Schedule)]
+    ts = getattr(message, "ts", None) or getattr(message, "ended_at", None) or state.started_at
+    return _finish(replace(state, memo=before.memo), FAILED, ts, out, error=error)
 
 
 def completed_marker(state: RunState) -> RunState:

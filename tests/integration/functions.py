@@ -102,3 +102,12 @@ async def _slow_add(run_id: str, step_id: str, total: int, pause: float) -> int:
     record_execution(run_id, step_id)
     await asyncio.sleep(pause)
     return total + 1
+
+
+@ss.function(id="bulky", trigger="test/bulky", retries=2)
+async def bulky(ctx: Context) -> int:
+    """Steps that each return ``size`` bytes of text (``sizes``: one per step)."""
+    sizes = [int(size) for size in ctx.event.data["sizes"]]
+    for i, size in enumerate(sizes):
+        await ctx.step.run(f"b{i}", lambda n=size: "x" * n)
+    return len(sizes)

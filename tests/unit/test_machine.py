@@ -465,3 +465,19 @@ def test_a_report_of_the_wrong_seq_while_the_handler_is_dispatched_is_ignored() 
                               steps=[PlannedStep(step_id="b", kind="run")]),
                   FunctionFinished(run_id=RUN, seq=3, ts=0, output_json="1")):
         assert advance(state, stale, POLICY) == (state, [])
+
+
+def test_a_result_past_the_run_state_budget_fails_the_run_with_the_results_it_had() -> None:
+    policy = RunPolicy(max_state_bytes=100)
+    state, _ = advance(run_started(policy), completed(1, "a", '"' + "x" * 50 + '"'), policy)
+    assert state.status == RUNNING and set(state.memo) == {"a"}
+
+    state, commands = advance(state, completed(2, "b", '"' + "y" * 50 + '"', ended_at=90),
+                              policy)
+
+    assert (state.status, state.ended_at, set(state.memo)) == (FAILED, 90, {"a"})
+    assert state.error is not None and state.error.type == "RunStateTooLarge"
+    assert "'b'" in state.error.message and "budget of 100" in state.error.message
+    assert only(commands, Dispatch) == []
+    assert [(c.record.kind, c.record.step_id) for c in only(commands, Record)] == [
+        ("step.failed", "b"), ("run.failed", None)]
