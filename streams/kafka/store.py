@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
@@ -202,6 +202,7 @@ class StateStore(Generic[V]):
         self.observers: list[Callable[[bytes, V | None], None]] = []
         """Told the committed value of every key a transaction wrote, once it committed
         or aborted (the monitor's runs in flight, indexes kept beside the store)."""
+        self._count = sum(layout.owner(key) == key for key, _ in backend.items())
 
     def get(self, key: bytes) -> V | None:
         """The value of ``key``, with this transaction's writes."""
@@ -217,8 +218,13 @@ class StateStore(Generic[V]):
         self._overlay[key] = _DELETED
 
     def __len__(self) -> int:
-        """Records in the store (a value may take several, see ``Layout``)."""
-        return len(self.backend)
+        """Values in the store (a value may take several records, see ``Layout``)."""
+        return self._count
+
+    def _counted(self, changes: dict[bytes, bytes | None], keys: Iterable[bytes]) -> None:
+        """Count the values ``changes`` (about to be applied) adds or deletes."""
+        for key in keys:
+            self._count += (changes[key] is not None) - (self.backend.get(key) is not None)
 
     def _committed(self, key: bytes) -> V | None:
         raw = self.backend.get(key)
@@ -257,6 +263,7 @@ class StateStore(Generic[V]):
     def committed(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
         """The transaction that carried ``changes`` committed: they are the store's now."""
         overlay, self._overlay = self._overlay, {}
+        self._counted(changes, overlay)
         self.backend.apply(changes, position)
         for key, value in overlay.items():
             raw = changes.get(key)
@@ -284,6 +291,7 @@ class StateStore(Generic[V]):
         """Records read back from the changelog (another owner's writes, or ours)."""
         for key in changes:
             self._decoded.pop(self.layout.owner(key), None)
+        self._counted(changes, (key for key in changes if self.layout.owner(key) == key))
         self.backend.apply(changes, position)
 
     def values(self, skip: Callable[[Exception], None]) -> Iterator[tuple[bytes, V]]:

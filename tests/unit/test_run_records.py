@@ -89,3 +89,12 @@ def test_a_memo_record_belongs_to_its_run_and_no_run_id_looks_like_one() -> None
     assert layout.owner(memo_key(KEY, 7)) == KEY
     assert layout.owner("ÿ-odd\x00id".encode()) == "ÿ-odd\x00id".encode()
     assert WholeValues(bytes, bytes).owner(b"\xffx") == b"\xffx"
+
+
+def test_the_store_counts_runs_not_records() -> None:
+    store = runs()
+    write(store, state(3))
+    assert len(store) == 1 and len(store.backend) == 4
+    assert len(StateStore("c", 0, store.backend, RunRecords(CODEC))) == 1
+    write(store, None)
+    assert len(store) == 0
