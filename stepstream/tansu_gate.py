@@ -15,6 +15,18 @@ that appends to a partition (Produce; EndTxn and InitProducerId, which write
 transaction markers) until the write before it has been answered. Nothing else waits.
 Real Kafka needs none of this; only the dev broker runs behind it.
 
+Tansu 0.6 also writes an aborted transaction's markers but lists no aborted transaction
+in its Fetch responses, and that list is what a ``read_committed`` client filters by: an
+aborted transaction's records that reached the broker (a SIGKILLed worker's last one,
+ended when the next owner of its task fenced it) were read as committed, and only those
+that had reached it, so a task's next owner restored changelog records whose history
+records never came, or the other way round. So the proxy also fills that list in: in a
+``read_committed`` Fetch response, a transactional batch whose producer's next control
+batch is an abort marker is listed as aborted, and the records are cut before the first
+transaction whose marker the response does not hold (read again by the next fetch). To
+parse the responses as they are, the proxy offers Fetch up to version 11 (the last one
+without flexible fields).
+
 Run as ``python -m stepstream.tansu_gate LISTEN_PORT BROKER_PORT``.
 """
 
@@ -25,10 +37,20 @@ import contextlib
 import struct
 import sys
 
-PRODUCE, INIT_PRODUCER_ID, END_TXN = 0, 22, 26
+PRODUCE, FETCH, API_VERSIONS, INIT_PRODUCER_ID, END_TXN = 0, 1, 18, 22, 26
 _WRITES = frozenset({PRODUCE, INIT_PRODUCER_ID, END_TXN})
 _FLEXIBLE_PRODUCE = 9  # Produce versions from here on use compact strings
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
+_READ_COMMITTED_FETCH = 4  # Fetch versions from here on have an isolation level
+_LAST_FETCH = 11  # the last Fetch version without flexible fields
+_FLEXIBLE_API_VERSIONS = 3
+_BATCH = struct.Struct(">qiibihiqqqhii")
+"""A record batch (magic 2) up to its records: base offset, length (of what follows it),
+leader epoch, magic, crc, attributes, last offset delta, first and max timestamps,
+producer id, producer epoch, base sequence, record count."""
+_BATCH_OVERHEAD = 12  # base offset and length, which the length does not count
+_TRANSACTIONAL, _CONTROL = 0x10, 0x20  # record batch attributes
+_ABORT = 0  # a control record's type (1: commit)
 
 
 class WriteGate:
@@ -56,8 +78,10 @@ class WriteGate:
             client_w.transport.abort()
             return
         answered: dict[int, asyncio.Event] = {}  # correlation id -> its response came
-        requests = asyncio.create_task(self._requests(client_r, broker_w, answered))
-        responses = asyncio.create_task(self._responses(broker_r, client_w, answered))
+        rewrite: dict[int, tuple[int, int]] = {}  # correlation id -> api key, version
+        requests = asyncio.create_task(self._requests(client_r, broker_w, answered, rewrite))
+        responses = asyncio.create_task(self._responses(broker_r, client_w, answered,
+                                                        rewrite))
         await asyncio.wait({requests, responses}, return_when=asyncio.FIRST_COMPLETED)
         for task in (requests, responses):
             task.cancel()
@@ -67,11 +91,14 @@ class WriteGate:
             writer.close()
 
     async def _requests(self, reader: asyncio.StreamReader, broker: asyncio.StreamWriter,
-                        answered: dict[int, asyncio.Event]) -> None:
+                        answered: dict[int, asyncio.Event],
+                        rewrite: dict[int, tuple[int, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
                 api_key, api_version, correlation_id = _HEADER.unpack_from(frame, 4)
+                if api_key == API_VERSIONS or _reads_committed(frame, api_key, api_version):
+                    rewrite[correlation_id] = (api_key, api_version)
                 if api_key not in _WRITES or _acks_none(frame, api_key, api_version):
                     broker.write(frame)
                     await broker.drain()
@@ -95,13 +122,19 @@ class WriteGate:
 
     @staticmethod
     async def _responses(reader: asyncio.StreamReader, client: asyncio.StreamWriter,
-                         answered: dict[int, asyncio.Event]) -> None:
+                         answered: dict[int, asyncio.Event],
+                         rewrite: dict[int, tuple[int, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
+                (correlation_id,) = struct.unpack_from(">i", frame, 4)
+                api_key, api_version = rewrite.pop(correlation_id, (None, 0))
+                if api_key == API_VERSIONS:
+                    frame = _fetch_capped(frame, api_version)
+                elif api_key == FETCH:
+                    frame = _aborted_listed(frame, api_version)
                 client.write(frame)
                 await client.drain()
-                (correlation_id,) = struct.unpack_from(">i", frame, 4)
                 event = answered.pop(correlation_id, None)
                 if event is not None:
                     event.set()
@@ -129,6 +162,108 @@ def _acks_none(frame: bytes, api_key: int, api_version: int) -> bool:
         at += 2 + max(transactional_id_length, 0)
     (acks,) = struct.unpack_from(">h", frame, at)
     return bool(acks == 0)
+
+
+def _reads_committed(frame: bytes, api_key: int, api_version: int) -> bool:
+    """Whether ``frame`` is a Fetch at ``read_committed`` (of a version parsed here)."""
+    if api_key != FETCH or not _READ_COMMITTED_FETCH <= api_version <= _LAST_FETCH:
+        return False
+    at = 4 + _HEADER.size
+    (client_id_length,) = struct.unpack_from(">h", frame, at)
+    at += 2 + max(client_id_length, 0) + 16  # replica id, max wait, min and max bytes
+    return bool(frame[at] == 1)
+
+
+def _fetch_capped(frame: bytes, api_version: int) -> bytes:
+    """An ApiVersions response that offers Fetch up to ``_LAST_FETCH`` at most."""
+    data = bytearray(frame)
+    at = 4 + 4 + 2  # size, correlation id (the response header has no tagged fields), error
+    if api_version >= _FLEXIBLE_API_VERSIONS:
+        count, at = _varint(frame, at)
+        count -= 1
+    else:
+        (count,) = struct.unpack_from(">i", data, at)
+        at += 4
+    for _ in range(max(count, 0)):
+        api_key, _, max_version = struct.unpack_from(">hhh", data, at)
+        if api_key == FETCH and max_version > _LAST_FETCH:
+            struct.pack_into(">h", data, at + 4, _LAST_FETCH)
+        at += 6
+        if api_version >= _FLEXIBLE_API_VERSIONS:
+            at = _skip_tagged_fields(frame, at)
+    return bytes(data)
+
+
+def _aborted_listed(frame: bytes, api_version: int) -> bytes:
+    """A ``read_committed`` Fetch response (version 4 to 11) with the aborted transactions
+    of its records listed, and its records cut before the first transaction whose end it
+    does not hold."""
+    out = bytearray(frame[:8])  # size (set below), correlation id
+    at = 8
+    head = 4 + (6 if api_version >= 7 else 0)  # throttle time; error code, session id
+    out += frame[at:at + head + 4]  # and the topic count
+    (topics,) = struct.unpack_from(">i", frame, at + head)
+    at += head + 4
+    for _ in range(topics):
+        (name_length,) = struct.unpack_from(">h", frame, at)
+        out += frame[at:at + 2 + name_length + 4]  # name, partition count
+        (partitions,) = struct.unpack_from(">i", frame, at + 2 + name_length)
+        at += 2 + name_length + 4
+        for _ in range(partitions):
+            fixed = 4 + 2 + 8 + 8 + (8 if api_version >= 5 else 0)  # to the log start
+            out += frame[at:at + fixed]
+            at += fixed
+            (listed,) = struct.unpack_from(">i", frame, at)
+            aborted = [struct.unpack_from(">qq", frame, at + 4 + 16 * i)
+                       for i in range(max(listed, 0))]
+            at += 4 + 16 * max(listed, 0)
+            replica = frame[at:at + 4] if api_version >= 11 else b""
+            at += len(replica)
+            (length,) = struct.unpack_from(">i", frame, at)
+            records = frame[at + 4:at + 4 + max(length, 0)]
+            at += 4 + max(length, 0)
+            if length >= 0:
+                records, found = _decided(records)
+                aborted += found
+                length = len(records)
+            out += struct.pack(">i", len(aborted))
+            out += b"".join(struct.pack(">qq", *entry) for entry in aborted)
+            out += replica + struct.pack(">i", length) + records
+    out += frame[at:]
+    struct.pack_into(">i", out, 0, len(out) - 4)
+    return bytes(out)
+
+
+def _decided(records: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    """``records`` up to the first transaction whose end they do not hold, and the
+    aborted transactions among them (producer id, first offset)."""
+    aborted: list[tuple[int, int]] = []
+    open_txns: dict[int, tuple[int, int]] = {}  # producer id -> first offset, position
+    at = 0
+    while at + _BATCH.size <= len(records):
+        (base, length, _, _, _, attributes, _, _, _, producer, _, _,
+         _) = _BATCH.unpack_from(records, at)
+        if at + _BATCH_OVERHEAD + length > len(records):
+            break  # cut at the fetch's size limit
+        if attributes & _CONTROL:
+            started = open_txns.pop(producer, None)
+            if started is not None and _control_type(records, at + _BATCH.size) == _ABORT:
+                aborted.append((producer, started[0]))
+        elif attributes & _TRANSACTIONAL:
+            open_txns.setdefault(producer, (base, at))
+        at += _BATCH_OVERHEAD + length
+    if open_txns:  # read again once their markers are there
+        return records[:min(position for _, position in open_txns.values())], aborted
+    return records, aborted
+
+
+def _control_type(data: bytes, at: int) -> int:
+    """The type of the control record at ``at``: its key is a version and a type."""
+    _, at = _varint(data, at)  # record length (varints, skipped whatever their sign)
+    at += 1  # attributes
+    for _ in range(3):  # timestamp delta, offset delta, key length
+        _, at = _varint(data, at)
+    return int(struct.unpack_from(">h", data, at + 2)[0])
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

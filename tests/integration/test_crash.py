@@ -55,6 +55,8 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(settings: Settings,
         record = codec.decode_as(message.value(), HistoryRecord)
         if record.kind == "step.completed":
             applied[(record.run_id, record.step_id or "")].add(record.seq)
+    missing = {(r, f"s{i}") for r in run_ids for i in range(STEPS)} - set(applied)
+    assert not missing, f"no step.completed for (run, step): {sorted(missing)}"
     assert len(applied) == RUNS * STEPS
     twice = {key: sorted(seqs) for key, seqs in applied.items() if len(seqs) != 1}
     assert not twice, f"step.completed at several seqs (run, step): {twice}"

@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from stepstream.tansu_gate import END_TXN, PRODUCE, WriteGate, _acks_none
+from stepstream.tansu_gate import (
+    _BATCH,
+    END_TXN,
+    PRODUCE,
+    WriteGate,
+    _aborted_listed,
+    _acks_none,
+)
 
 
 def _produce(version: int, acks: int, transactional_id: str | None) -> bytes:
@@ -33,6 +40,36 @@ def test_a_produce_without_acks_is_not_held(version: int, transactional_id: str 
     assert _acks_none(_produce(version, 0, transactional_id), PRODUCE, version)
     assert not _acks_none(_produce(version, -1, transactional_id), PRODUCE, version)
     assert not _acks_none(_produce(version, 1, transactional_id), PRODUCE, version)
+
+
+def _batch(offset: int, producer: int, *, marker: int | None = None) -> bytes:
+    """A transactional record batch of one record; ``marker``: a control batch (0 abort,
+    1 commit)."""
+    attributes = 0x10 | (0x20 if marker is not None else 0)
+    key = struct.pack(">hh", 0, marker or 0)
+    record = bytes([0, 0, 0, 2 * len(key)]) + key + bytes([0, 0])  # zigzag varints
+    record = bytes([2 * len(record)]) + record
+    return _BATCH.pack(offset, _BATCH.size - 12 + len(record), 0, 2, 0, attributes, 0, 0, 0,
+                       producer, 0, 0, 1) + record
+
+
+def _fetch_response(records: bytes, *aborted: tuple[int, int]) -> bytes:
+    """A Fetch v11 response for one partition; ``aborted``: (producer id, first offset)."""
+    body = struct.pack(">iihi", 7, 0, 0, 0) + struct.pack(">ih", 1, 1) + b"t"
+    body += struct.pack(">iihqqq", 1, 0, 0, 9, 9, 0)  # high watermark, stable, log start
+    body += struct.pack(">i", len(aborted)) + b"".join(struct.pack(">qq", *a) for a in aborted)
+    body += struct.pack(">i", -1)  # preferred read replica
+    body += struct.pack(">i", len(records)) + records
+    return struct.pack(">i", len(body)) + body
+
+
+def test_a_read_committed_fetch_lists_aborted_transactions_and_waits_for_open_ones(
+        ) -> None:
+    """Tansu 0.6 lists no aborted transaction: the gate does, from the markers."""
+    decided = (_batch(0, 7) + _batch(1, 8) + _batch(2, 7, marker=0) + _batch(3, 8)
+               + _batch(4, 8, marker=1))
+    frame = _aborted_listed(_fetch_response(decided + _batch(5, 9)), 11)
+    assert frame == _fetch_response(decided, (7, 0))  # producer 7 aborted, from offset 0
 
 
 def test_other_writes_are_always_answered() -> None:
