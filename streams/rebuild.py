@@ -49,10 +49,14 @@ def _consumer(settings: Settings) -> Any:
     from confluent_kafka import Consumer
 
     from stepstream.kafka_security import kafka_client_config
+    from streams.kafka.clients import PARTITION_FETCH_BYTES
 
     return Consumer(kafka_client_config(settings, **{
         "group.id": f"{settings.namespace}-history-rebuild-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        # What the projector reads: no record of an aborted transaction.
+        "isolation.level": "read_committed",
+        "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
         "fetch.wait.max.ms": settings.fetch_max_wait_ms}))
 
 

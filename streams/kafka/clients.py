@@ -22,6 +22,13 @@ def _isolation(settings: Settings) -> str:
     return "read_committed" if settings.read_committed else "read_uncommitted"
 
 
+PARTITION_FETCH_BYTES = 50 * 1024 * 1024
+"""A partition's share of a fetch: librdkafka's whole-fetch default. The dev broker's gate
+(``stepstream.tansu_gate``) hands out a transaction's records only with its end marker,
+so one transaction's records in a partition must fit one fetch (1 MiB by default: two
+large step outputs). On Kafka it only lets a fetch carry more of one partition."""
+
+
 def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
                    **extra: Any) -> Any:
     """A consumer in ``group_id`` that commits only what its owner commits."""
@@ -33,6 +40,7 @@ def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
         "auto.offset.reset": "earliest",
         "isolation.level": _isolation(settings),
         "fetch.wait.max.ms": fetch_wait_ms,
+        "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": 1000,
         **extra,
@@ -49,6 +57,7 @@ def reader(settings: Settings, *, fetch_wait_ms: int) -> Any:
         "isolation.level": _isolation(settings),
         "enable.partition.eof": True,
         "fetch.wait.max.ms": fetch_wait_ms,
+        "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
     }))
 
 
