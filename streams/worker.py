@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 from typing import Any
@@ -123,5 +124,7 @@ def _use_uvloop() -> None:
 def run_worker(ss: Stepstream, *, loglevel: str = "warning") -> None:
     """Run the engine until SIGTERM/SIGINT."""
     logging.getLogger().setLevel(loglevel.upper())
+    # kill -USR1 <pid> prints every thread's stack to stderr (a stuck worker's post-mortem).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     _use_uvloop()
     asyncio.run(run(ss))
