@@ -112,7 +112,9 @@ class Engine:
                                   raw, (Waiter, WaiterSet))))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
-        self.delays = DelayForwarder(self.outputs, targets=set(self.partitions))
+        self.delays = DelayForwarder(
+            self.outputs, targets=set(self.partitions),
+            hold_back=lambda *partition_until: self.delay_runtime.hold_back(*partition_until))
         self.delay_runtime = Runtime(
             settings, group_id=f"{settings.namespace}-delays",
             transactional_prefix=f"{settings.namespace}.delays",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -110,7 +111,9 @@ class Runtime:
         self._stopping = False
         self._rejoin = False
         self._throttled: set[str] = set()
-        self._paused_topics: set[str] = set()  # as applied to the consumer
+        self._held_back: dict[tuple[str, int], float] = {}  # partition -> until (monotonic)
+        self._held_lock = threading.Lock()  # held back on the loop, applied on the consumer's
+        self._paused: set[tuple[str, int]] = set()  # as applied to the consumer
         self._started_at: dict[tuple[str, int], int] = {}  # offsets at the assignment
         self._committed_at = 0.0  # when the loop last committed its tasks
 
@@ -144,18 +147,39 @@ class Runtime:
         else:
             self._throttled.discard(topic)
 
-    def _apply_throttle(self) -> None:
-        """Pause and resume partitions as ``throttle`` was told (on the consumer thread,
-        before each batch)."""
-        if self._throttled == self._paused_topics:
+    def hold_back(self, topic: str, partition: int, until_s: float) -> None:
+        """Take no more records of ``topic``[``partition``] until ``until_s`` (monotonic):
+        its processor has read as far ahead as it needs (the delay forwarder)."""
+        with self._held_lock:
+            self._held_back[(topic, partition)] = until_s
+
+    def _wanted_paused(self, assigned: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        now = time.monotonic()
+        with self._held_lock:
+            for tp in [tp for tp, until in self._held_back.items() if until <= now]:
+                del self._held_back[tp]
+            held = set(self._held_back)
+        return {tp for tp in assigned if tp[0] in self._throttled or tp in held}
+
+    def _apply_pauses(self) -> None:
+        """Pause and resume the partitions of started tasks as ``throttle`` and
+        ``hold_back`` say (on the consumer thread, before each batch)."""
+        from confluent_kafka import TopicPartition
+
+        if not (self._throttled or self._held_back or self._paused):
             return
-        for topic in self._throttled ^ self._paused_topics:
-            partitions = [tp for tp in self._consumer.assignment()
-                          if tp.topic == topic and self.task_for(tp.partition) is not None]
-            if partitions:
-                paused = topic in self._throttled
-                (self._consumer.pause if paused else self._consumer.resume)(partitions)
-        self._paused_topics = set(self._throttled)
+        assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()
+                    if self.task_for(tp.partition) is not None]
+        wanted = self._wanted_paused(assigned)
+        if wanted == self._paused:
+            return
+        pause, resume = wanted - self._paused, self._paused - wanted
+        if pause:
+            self._consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            self._consumer.resume([TopicPartition(t, p) for t, p in resume
+                                   if (t, p) in set(assigned)])
+        self._paused = wanted
 
     async def in_consumer_thread(self, call: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -205,7 +229,7 @@ class Runtime:
         Waits at most ``wait_s`` for the first record, then takes what is there without
         waiting: librdkafka's ``consume(n, timeout)`` waits the whole timeout unless n
         records arrive, which added a fetch wait to every hop."""
-        self._apply_throttle()
+        self._apply_pauses()
         consumer = self._consumer
         first = consumer.poll(wait_s)
         messages: list[Any] = [] if first is None else [first, *consumer.consume(
@@ -352,6 +376,7 @@ class Runtime:
                                 tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                  for tp in committed]
         consumer.assign(start)
+        self._paused = set()  # a new assignment: nothing held back by ``_apply_pauses``
         self._started_at = {(tp.topic, tp.partition): tp.offset for tp in start}
         if start:
             consumer.pause(start)  # until the tasks are started (producers, stores)
@@ -395,6 +420,9 @@ class Runtime:
     async def _drop(self, task: Task, *, keep_stores: bool = False) -> None:
         if self.tasks.get(task.partition) is task:
             del self.tasks[task.partition]
+        with self._held_lock:
+            for tp in [tp for tp in self._held_back if tp[1] == task.partition]:
+                del self._held_back[tp]
         for topic_partition in list(self.taken):
             if topic_partition[1] == task.partition:
                 del self.taken[topic_partition]
@@ -432,6 +460,8 @@ class Runtime:
         if self._pending is None:  # no rebalance meanwhile
             await self.in_consumer_thread(self._consumer.resume, [
                 tp for tp in assigned if tp.topic not in self._throttled])
+            self._paused = {(tp.topic, tp.partition) for tp in assigned
+                            if tp.topic in self._throttled}
             log.info("%s: tasks %s started", self.group_id, numbers)
 
     def _producer(self, partition: int) -> Any:

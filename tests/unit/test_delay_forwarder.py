@@ -4,6 +4,7 @@ producer is a fake; tests/integration run the real broker)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from schemas.codec import default_codec
@@ -12,7 +13,7 @@ from stepstream.settings import Settings
 from stepstream.step import now_ms
 from streams.delays import DelayTiers
 from streams.metrics import Metrics
-from streams.processors.delays import DelayForwarder
+from streams.processors.delays import WINDOW_S, DelayForwarder
 from streams.processors.outputs import Outputs
 from tests.fakes import FakeMessage, fake_task
 
@@ -21,9 +22,10 @@ PARTITIONS = {"ns.runs": 1, "ns.quarantine": 1, **{f"ns.delay.{t}": 1
                                                    for t in ("1s", "10s", "1m", "10m", "1h")}}
 
 
-def forwarder() -> DelayForwarder:
+def forwarder(held: list[tuple[str, int, float]] | None = None) -> DelayForwarder:
     outputs = Outputs(SETTINGS, default_codec(), Metrics(), PARTITIONS, DelayTiers(SETTINGS))
-    return DelayForwarder(outputs, targets={"ns.runs"})
+    return DelayForwarder(outputs, targets={"ns.runs"},
+                          hold_back=None if held is None else lambda *h: held.append(h))
 
 
 def delayed(offset: int, due_in_ms: int, *, topic: str = "ns.runs",
@@ -96,3 +98,18 @@ async def test_an_ended_task_stops_its_timers() -> None:
     assert producer.offsets() == {("ns.delay.1s", 0): 21}
     delays.task_ended(task)
     assert len(delays) == 0
+
+
+async def test_a_partition_is_read_only_a_window_ahead() -> None:
+    held: list[tuple[str, int, float]] = []
+    delays, (task, _) = forwarder(held), fake_task()
+    await processed(delays, task, delayed(1, 5_000, tier="ns.delay.1h"))  # within the window
+    assert held == []
+    message = delayed(2, 3_600_000, tier="ns.delay.1h")
+    before = time.monotonic()
+    await processed(delays, task, message)
+    [(topic, partition, until)] = held
+    assert (topic, partition) == ("ns.delay.1h", 0)
+    # Read on once the record is a window away from waking (its tier's hold, 1 h).
+    assert before + 3600 - WINDOW_S - 1 <= until <= time.monotonic() + 3600 - WINDOW_S
+    delays.task_ended(task)

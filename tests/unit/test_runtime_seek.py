@@ -1,7 +1,9 @@
-"""Rewinding a partition: one revoked meanwhile is skipped, a refused seek rejoins."""
+"""Rewinding a partition: one revoked meanwhile is skipped, a refused seek rejoins; and
+pausing partitions held back or throttled."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -11,11 +13,18 @@ from streams.kafka.runtime import Runtime
 
 
 class SeekingConsumer:
-    """What ``Runtime._seek`` asks of a consumer: its assignment and ``seek``."""
+    """What ``Runtime._seek`` and ``_apply_pauses`` ask of a consumer."""
 
     def __init__(self, assigned: list[tuple[str, int]], refuse: bool = False) -> None:
         self.assigned, self.refuse = assigned, refuse
         self.seeks: list[tuple[str, int, int]] = []
+        self.paused: set[tuple[str, int]] = set()
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in tps}
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in tps}
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(topic, partition) for topic, partition in self.assigned]
@@ -46,3 +55,28 @@ def test_a_refused_seek_makes_the_worker_rejoin_instead_of_skipping_records() ->
     runtime = runtime_with(SeekingConsumer(assigned=[("runs", 1)], refuse=True))
     runtime._seek({("runs", 1): 5})
     assert runtime._rejoin
+
+
+def test_a_partition_held_back_is_paused_until_its_time_and_throttling_pauses_a_topic(
+        ) -> None:
+    consumer = SeekingConsumer(assigned=[("tier", 0), ("tier", 1), ("steps", 0)])
+    runtime = runtime_with(consumer)
+    runtime.tasks = {0: Task(0), 1: Task(1)}  # type: ignore[dict-item]
+    runtime.hold_back("tier", 1, time.monotonic() + 3600)
+    runtime.hold_back("tier", 0, time.monotonic() - 1)  # its time has come already
+    runtime._apply_pauses()
+    assert consumer.paused == {("tier", 1)}
+    runtime.throttle("steps", True)
+    runtime._apply_pauses()
+    assert consumer.paused == {("tier", 1), ("steps", 0)}
+    runtime.throttle("steps", False)
+    runtime.hold_back("tier", 1, time.monotonic() - 1)
+    runtime._apply_pauses()
+    assert consumer.paused == set()
+
+
+class Task:
+    """A live task, as ``Runtime.task_for`` sees it."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition, self.live = partition, True
