@@ -46,3 +46,16 @@ async def await_approval(ctx: Context) -> dict[str, Any]:
         "approval", event="bench/approved", timeout=24 * 3600.0,
         if_="async.data.order == event.data.order")
     return {"approved": approval is not None}
+
+
+def kilobyte(i: int) -> str:
+    return f"{i:08d}" + "x" * 1016
+
+
+@ss.function(id="long-run", trigger="bench/long")
+async def long_run(ctx: Context) -> dict[str, Any]:
+    """``n`` steps in a row, each returning 1 KB (the run-length benchmark)."""
+    n = int(ctx.event.data["n"])
+    for i in range(n):
+        await ctx.step.run(f"step-{i}", kilobyte, i)
+    return {"n": n}
