@@ -168,17 +168,16 @@ class Runtime:
 
         if not (self._throttled or self._held_back or self._paused):
             return
-        assigned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()
-                    if self.task_for(tp.partition) is not None]
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()
+                    if self.task_for(tp.partition) is not None}
         wanted = self._wanted_paused(assigned)
         if wanted == self._paused:
             return
-        pause, resume = wanted - self._paused, self._paused - wanted
+        pause, resume = wanted - self._paused, (self._paused - wanted) & assigned
         if pause:
             self._consumer.pause([TopicPartition(t, p) for t, p in pause])
         if resume:
-            self._consumer.resume([TopicPartition(t, p) for t, p in resume
-                                   if (t, p) in set(assigned)])
+            self._consumer.resume([TopicPartition(t, p) for t, p in resume])
         self._paused = wanted
 
     async def in_consumer_thread(self, call: Callable[..., Any], *args: Any) -> Any:
