@@ -59,3 +59,10 @@ async def long_run(ctx: Context) -> dict[str, Any]:
     for i in range(n):
         await ctx.step.run(f"step-{i}", kilobyte, i)
     return {"n": n}
+
+
+@ss.function(id="nap-week", trigger="bench/nap")
+async def nap_week(ctx: Context) -> dict[str, Any]:
+    """Sleeps for a week (the sleeping-runs benchmark)."""
+    await ctx.step.sleep("nap", 7 * 24 * 3600.0)
+    return {}

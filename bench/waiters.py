@@ -31,15 +31,16 @@ from stepstream.settings import Settings
 _WAITERS = re.compile(r'^stepstream_table_keys\{table="waiters"\} (\S+)$', re.M)
 
 
-def produce(settings: Settings, name: str, tag: str, count: int) -> None:
-    """``count`` events ``name`` with ``data.order`` 0..count-1, as fast as the broker takes
-    them (any Kafka client could write them)."""
+def produce(settings: Settings, name: str, tag: str, count: int,
+            data: dict[str, Any] | None = None) -> None:
+    """``count`` events ``name`` with ``data.order`` 0..count-1 (and ``data``), as fast as
+    the broker takes them (any Kafka client could write them)."""
     codec = default_codec()
     producer = Producer({"bootstrap.servers": settings.brokers, "linger.ms": 5,
                          "enable.idempotence": True})
     topic = settings.topic("events")
     for i in range(count):
-        event = make_event(name, {"order": i}, id=f"{tag}-{name}-{i}",
+        event = make_event(name, {**(data or {}), "order": i}, id=f"{tag}-{name}-{i}",
                            ts=int(time.time() * 1000), limit=settings.max_payload_bytes)
         while True:
             try:
