@@ -46,6 +46,9 @@ def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
         "isolation.level": _isolation(settings),
         "fetch.wait.max.ms": fetch_wait_ms,
         "max.partition.fetch.bytes": PARTITION_FETCH_BYTES,
+        # What librdkafka fetches ahead, per consumer (64 MB by default): a batch takes
+        # at most 500 records, and memory stays bounded under a backlog.
+        "queued.max.messages.kbytes": 16 * 1024,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": 1000,
         **extra,

@@ -24,7 +24,7 @@ V = TypeVar("V")
 
 log = logging.getLogger("stepstream.store")
 
-_DECODED_KEPT = 4096
+_DECODED_KEPT = 512
 """Decoded values remembered per store (about the runs in flight of a partition)."""
 
 _DELETED = object()
