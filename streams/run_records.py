@@ -37,10 +37,12 @@ class RunRecords:
     def __init__(self, codec: AvroCodec) -> None:
         self.codec = codec
 
-    def records(self, key: bytes, value: RunState | None, before: RunState | None,
-                read: Read) -> dict[bytes, bytes | None]:
+    def records(self, key: bytes, value: RunState | None,
+                before: Callable[[], RunState | None], read: Read
+                ) -> dict[bytes, bytes | None]:
         out: dict[bytes, bytes | None] = {}
-        old = list(before.memo.items()) if before is not None else []
+        committed = before()
+        old = list(committed.memo.items()) if committed is not None else []
         if old and read(memo_key(key, 0)) is None:
             old = []  # held inline (the older layout): every entry gets its record now
         new = list(value.memo.items()) if value is not None else []

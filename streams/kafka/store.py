@@ -14,6 +14,7 @@ so a run with many steps is not decoded again at each of its messages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -160,10 +161,11 @@ def wipe_backend(url: str, data_dir: str, name: str) -> None:
 class Layout(Protocol[V]):
     """How a store keeps its values as records (key, bytes) in its backend and changelog."""
 
-    def records(self, key: bytes, value: V | None, before: V | None,
+    def records(self, key: bytes, value: V | None, before: Callable[[], V | None],
                 read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
-        """The records that change when ``key`` goes from ``before`` (committed; its
-        records are read with ``read``) to ``value`` (None: deleted); None deletes."""
+        """The records that change when ``key`` goes from its committed value (``before()``,
+        decoded only if asked; its records are read with ``read``) to ``value`` (None:
+        deleted); None deletes."""
 
     def value(self, key: bytes, raw: bytes, read: Callable[[bytes], bytes | None]) -> V:
         """The value of ``key``, whose own record is ``raw``; ``read`` reads its others."""
@@ -178,7 +180,7 @@ class WholeValues(Generic[V]):
     def __init__(self, encode: Callable[[V], bytes], decode: Callable[[bytes], V]) -> None:
         self.encode, self.decode = encode, decode
 
-    def records(self, key: bytes, value: V | None, before: V | None,
+    def records(self, key: bytes, value: V | None, before: Callable[[], V | None],
                 read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
         return {key: None if value is None else self.encode(value)}
 
@@ -256,8 +258,8 @@ class StateStore(Generic[V]):
         records: dict[bytes, bytes | None] = {}
         for key, value in self._overlay.items():
             records.update(self.layout.records(
-                key, None if value is _DELETED else value, self._committed(key),
-                self.backend.get))
+                key, None if value is _DELETED else value,
+                functools.partial(self._committed, key), self.backend.get))
         return records
 
     def committed(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
