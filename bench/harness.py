@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.measure import Reports, closed_loop, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
 from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
-from stepstream.events import run_id_for
+from stepstream.events import make_event, run_id_for
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,8 +121,38 @@ class History:
                 done.append(record.run_id)
         return done
 
+    def wait_for(self, kind: str, count: int, timeout: float) -> None:
+        """Until ``count`` records of ``kind`` have arrived (``TimeoutError`` after
+        ``timeout`` seconds)."""
+        seen, deadline = 0, time.monotonic() + timeout
+        while seen < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen} of {count} {kind} after {timeout}s")
+            seen += sum(r.kind == kind for r in self.records(0.5))
+
     def close(self) -> None:
         self.consumer.close()
+
+
+def produce_events(settings: Settings, name: str, tag: str, count: int,
+            data: dict[str, Any] | None = None) -> None:
+    """``count`` events ``name`` with ``data.order`` 0..count-1 (and ``data``), as fast as
+    the broker takes them (any Kafka client could write them)."""
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": settings.brokers, "linger.ms": 5,
+                         "enable.idempotence": True})
+    topic = settings.topic("events")
+    for i in range(count):
+        event = make_event(name, {**(data or {}), "order": i}, id=f"{tag}-{name}-{i}",
+                           ts=int(time.time() * 1000), limit=settings.max_payload_bytes)
+        while True:
+            try:
+                producer.produce(topic, key=event.id.encode(), value=codec.encode(event))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60) > 0:
+        raise TimeoutError("events not acknowledged")
 
 
 def message_counts(settings: Settings) -> dict[str, int]:

@@ -22,9 +22,8 @@ import json
 import time
 from typing import Any
 
-from bench.harness import History, running_engine, write_results
+from bench.harness import History, produce_events, running_engine, write_results
 from bench.measure import format_table, loadavg, log
-from bench.waiters import produce
 
 WINDOW_S = 30
 
@@ -35,14 +34,6 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def count(history: History, kind: str, total: int, timeout: float) -> None:
-    seen, deadline = 0, time.monotonic() + timeout
-    while seen < total:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{seen} of {total} {kind} after {timeout}s")
-        seen += sum(r.kind == kind for r in history.records(0.5))
 
 
 def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
@@ -56,8 +47,8 @@ def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
         before = rss_mb(worker.process.pid)
         history = History(cluster.settings)
         started = time.perf_counter()
-        produce(cluster.settings, event, scenario, runs, data=data)
-        count(history, kind, runs, timeout)
+        produce_events(cluster.settings, event, scenario, runs, data=data)
+        history.wait_for(kind, runs, timeout)
         took = time.perf_counter() - started
         history.close()
         if scenario == "finished":

@@ -20,50 +20,16 @@ import time
 import urllib.request
 from typing import Any
 
-from confluent_kafka import Producer
-
-from bench.harness import History, running_engine, write_results
+from bench.harness import History, produce_events, running_engine, write_results
 from bench.measure import CpuMeter, format_table, loadavg, log
-from schemas.codec import default_codec
-from stepstream.events import make_event
-from stepstream.settings import Settings
 
 _WAITERS = re.compile(r'^stepstream_table_keys\{table="waiters"\} (\S+)$', re.M)
-
-
-def produce(settings: Settings, name: str, tag: str, count: int,
-            data: dict[str, Any] | None = None) -> None:
-    """``count`` events ``name`` with ``data.order`` 0..count-1 (and ``data``), as fast as
-    the broker takes them (any Kafka client could write them)."""
-    codec = default_codec()
-    producer = Producer({"bootstrap.servers": settings.brokers, "linger.ms": 5,
-                         "enable.idempotence": True})
-    topic = settings.topic("events")
-    for i in range(count):
-        event = make_event(name, {**(data or {}), "order": i}, id=f"{tag}-{name}-{i}",
-                           ts=int(time.time() * 1000), limit=settings.max_payload_bytes)
-        while True:
-            try:
-                producer.produce(topic, key=event.id.encode(), value=codec.encode(event))
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(60) > 0:
-        raise TimeoutError("events not acknowledged")
 
 
 def waiters_in_table(url: str) -> int:
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
         found = _WAITERS.search(reply.read().decode())
     return int(float(found.group(1))) if found else 0
-
-
-def until(history: History, kind: str, count: int, timeout: float) -> None:
-    seen, deadline = 0, time.monotonic() + timeout
-    while seen < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{seen} of {count} {kind} after {timeout}s")
-        seen += sum(r.kind == kind for r in history.records(0.5))
 
 
 def measure_one(count: int, timeout: float) -> dict[str, Any]:
@@ -73,16 +39,16 @@ def measure_one(count: int, timeout: float) -> dict[str, Any]:
         meter = CpuMeter({"worker": cluster.pids(), "broker": cluster.broker_pids()})
         try:
             started = time.perf_counter()
-            produce(settings, "bench/order", "o", count)
-            until(history, "step.waiting", count, timeout)
+            produce_events(settings, "bench/order", "o", count)
+            history.wait_for("step.waiting", count, timeout)
             while waiters_in_table(worker.url) < count:
                 if time.perf_counter() - started > timeout:
                     raise TimeoutError("waiters not all in the table")
                 time.sleep(0.1)
             registered = time.perf_counter() - started
             started = time.perf_counter()
-            produce(settings, "bench/approved", "a", count)
-            until(history, "run.completed", count, timeout)
+            produce_events(settings, "bench/approved", "a", count)
+            history.wait_for("run.completed", count, timeout)
             approved = time.perf_counter() - started
         finally:
             history.close()
