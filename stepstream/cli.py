@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from stepstream.cli_runs import add_commands
-from stepstream.errors import ConfigError, StepstreamError
+from stepstream.errors import ConfigError, RunFailed, StepstreamError
+from stepstream.options import parse_duration
 from stepstream.settings import Settings
 
 
@@ -33,10 +34,27 @@ def _send(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise ConfigError("--data must be a JSON object")
     client = Stepstream("cli", settings=Settings.from_env())
-    event_id = client.send(args.name, data, id=args.id)
-    client.close()
-    print(event_id)
-    return 0
+    try:
+        if args.wait is None:
+            print(client.send(args.name, data, id=args.id))
+            return 0
+        try:
+            output = client.send(args.name, data, id=args.id, wait=args.wait,
+                                 function=args.function)
+        except RunFailed as exc:
+            print(f"stepstream: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(output, indent=2))
+        return 0
+    finally:
+        client.close()
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -85,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("name")
     send.add_argument("--data", default="{}", help="JSON object")
     send.add_argument("--id", default=None, help="event id (idempotency key)")
+    send.add_argument("--wait", nargs="?", type=_seconds, const=60.0, default=None,
+                      metavar="DURATION", help="wait for the run to end and print its output "
+                      "(exit 1 if it failed); up to DURATION (default 60s)")
+    send.add_argument("--function", default=None,
+                      help="with --wait: the function whose run to wait for (when the event "
+                      "starts several)")
     send.set_defaults(run=_send)
 
     topics = sub.add_parser("topics", help="create or check the namespace's topics")

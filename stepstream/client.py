@@ -7,11 +7,11 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal, overload
 
 from schemas.codec import default_codec
 from stepstream.errors import ConfigError
-from stepstream.events import FUNCTION_FAILED, make_event
+from stepstream.events import FUNCTION_FAILED, make_event, run_id_for
 from stepstream.expressions import compile_condition
 from stepstream.function import FunctionDef, Handler, literal_conditions
 from stepstream.options import (
@@ -27,10 +27,13 @@ from stepstream.options import (
     concurrency_options,
     option,
 )
+from stepstream.results import event_result, run_result
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 from stepstream.step import now_ms
 
+DEFAULT_RESULT_TIMEOUT_S = 60.0
+"""How long ``result`` and ``send(wait=True)`` wait for a run to end."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
@@ -172,18 +175,38 @@ class Stepstream:
 
         return register
 
+    @overload
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
-             timeout: float = 10.0) -> str:
-        """Produce an event to the events topic and wait until the broker has it.
+             timeout: float = 10.0, wait: Literal[False] = False,
+             function: str | None = None) -> str: ...
+
+    @overload
+    def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
+             timeout: float = 10.0, wait: Literal[True] | float,
+             function: str | None = None) -> Any: ...
+
+    def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
+             timeout: float = 10.0, wait: bool | float = False,
+             function: str | None = None) -> Any:
+        """Produce an event to the events topic and wait until the broker has it; with
+        ``wait``, wait for the run it starts too and return its output.
 
         Args:
             name: event name, e.g. ``"api/contact_list.uploaded"``.
             data: JSON-serializable payload.
             id: idempotency key: the same id never starts a function twice.
             timeout: seconds to wait for the broker's acknowledgement.
+            wait: ``True`` (up to ``DEFAULT_RESULT_TIMEOUT_S``) or seconds: wait for the
+                run the event starts to end, as ``result`` does.
+            function: with ``wait``, the function whose run to wait for (needed when the
+                event starts runs of several functions).
 
         Returns:
-            The event id.
+            The event id; with ``wait``, the run's output.
+
+        Raises:
+            RunFailed: with ``wait``, the run failed or was cancelled.
+            TimeoutError: the broker, or with ``wait`` the run, took longer.
         """
         event = make_event(name, data, id=id, ts=now_ms(),
                            limit=self.settings.max_payload_bytes)
@@ -197,12 +220,34 @@ class Stepstream:
                                f"{self.settings.brokers} within {timeout}s")
         if errors and errors[0] is not None:
             raise ConnectionError(f"event {event.id} not delivered: {errors[0]}")
-        return event.id
+        if wait is False:
+            return event.id
+        wait_s = DEFAULT_RESULT_TIMEOUT_S if wait is True else float(wait)
+        if function is not None:
+            return run_result(self.settings, run_id_for(function, event.id), wait_s)
+        return event_result(self.settings, event.id, wait_s)
 
     async def send_async(self, name: str, data: dict[str, Any] | None = None, *,
-                         id: str | None = None) -> str:
+                         id: str | None = None, wait: bool | float = False,
+                         function: str | None = None) -> Any:
         """``send`` without blocking the event loop."""
-        return await asyncio.to_thread(self.send, name, data, id=id)
+        return await asyncio.to_thread(self.send, name, data, id=id, wait=wait,
+                                       function=function)
+
+    def result(self, run_id: str, *, timeout: float = DEFAULT_RESULT_TIMEOUT_S) -> Any:
+        """The output of a run once it has completed (a worker of this namespace must be
+        running: the result is read from its read model, woken as the run ends).
+
+        Raises:
+            RunFailed: the run failed or was cancelled.
+            TimeoutError: it had not ended within ``timeout`` seconds.
+        """
+        return run_result(self.settings, run_id, timeout)
+
+    async def result_async(self, run_id: str, *,
+                           timeout: float = DEFAULT_RESULT_TIMEOUT_S) -> Any:
+        """``result`` without blocking the event loop."""
+        return await asyncio.to_thread(self.result, run_id, timeout=timeout)
 
     def _get_producer(self) -> Any:
         if self._producer is None:

@@ -7,7 +7,8 @@
     ├── NondeterminismError    replay found the handler calling steps in another order
     ├── ConfigError            settings or a function definition that cannot work
     ├── SerializationError     a step output or event that is not JSON, or too large
-    └── ApiError               a worker's HTTP API refused a request, or did not answer
+    ├── ApiError               a worker's HTTP API refused a request, or did not answer
+    └── RunFailed              a run waited for (``Stepstream.result``) failed or was cancelled
 
 Control flow inside the executor (a step finished, the handler must stop here) is
 signalled with ``BaseException`` subclasses that live in ``stepstream.execution`` and
@@ -77,3 +78,22 @@ class ApiError(StepstreamError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RunFailed(StepstreamError):
+    """A run whose result was waited for ended ``failed`` or ``cancelled``.
+
+    Attributes:
+        run_id: the run.
+        status: ``"failed"`` or ``"cancelled"``.
+        error_type: the class name of the error that ended it ("" when it has none).
+        error_message: its message.
+    """
+
+    def __init__(self, run_id: str, status: str, error_type: str, error_message: str) -> None:
+        detail = f": {error_type}: {error_message}" if error_type else ""
+        super().__init__(f"run {run_id} {status}{detail}")
+        self.run_id = run_id
+        self.status = status
+        self.error_type = error_type
+        self.error_message = error_message

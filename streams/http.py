@@ -74,6 +74,7 @@ class HttpApi:
         """The aiohttp application."""
         app = web.Application(client_max_size=_MAX_BODY,
                               middlewares=[bearer_auth(token), json_errors])
+        app.on_shutdown.append(lambda _: self.runs.waits.close())
         app.add_routes([
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
@@ -94,16 +95,6 @@ class HttpApi:
     async def prometheus(self, _: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(),
                             content_type="text/plain", charset="utf-8")
-
-    async def get_run(self, request: web.Request) -> web.Response:
-        run = await self.store.get_run(request.match_info["run_id"])
-        if run is None:
-            return _problem(404, f"no run {request.match_info['run_id']!r}")
-        return _json(run)
-
-    async def event_runs(self, request: web.Request) -> web.Response:
-        event_id = request.match_info["event_id"]
-        return _json({"event_id": event_id, "runs": await self.store.runs_for_event(event_id)})
 
     async def post_event(self, request: web.Request) -> web.Response:
         try:

@@ -6,6 +6,10 @@ orchestrator applies like any other, so they are answered ``202 Accepted``: the
 run changes once the orchestrator has the message, visible in the read model a
 moment later. The read model is checked first so that a request for an unknown
 run (404) or one in the wrong state (409) says so at once.
+
+``GET /v1/runs/{id}?wait=30s`` and ``GET /v1/events/{id}/runs?wait=30s`` hold the
+request until the run (every run of the event) has ended, and answer at once then
+(``streams.run_waits``); at the timeout they answer with what stands.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from schemas.messages import CancelRequested, ReplayRequested
+from stepstream.options import parse_duration
 from streams.http_params import (
     BadInput,
     json_body,
@@ -29,12 +34,16 @@ from streams.http_params import (
 )
 from streams.paging import decode_cursor
 from streams.readmodel import RunStore
+from streams.run_waits import RunWaits
 from streams.timeline import FINAL
 
 SendControl = Callable[[CancelRequested | ReplayRequested], Awaitable[None]]
 """Produces a control message to the runs topic, keyed by its run id."""
 REPLAYABLE = ("failed", "cancelled")
 MAX_BULK_REPLAY = 10_000
+MAX_WAIT_S = 60.0
+"""Longest ``wait`` a request may ask for (proxies and load balancers cut idle requests
+at about a minute): a client that needs longer asks again."""
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,6 +59,20 @@ def _cursor(query: Any) -> str | None:
         except ValueError as exc:
             raise BadInput(str(exc)) from None
     return cursor
+
+
+def _wait_s(query: Any) -> float:
+    """``wait`` from a query string, in seconds (0: answer at once)."""
+    text = query.get("wait") or ""
+    if not text:
+        return 0.0
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise BadInput(f"wait={text!r}: {exc}") from None
+    if seconds > MAX_WAIT_S:
+        raise BadInput(f"wait={text!r}: at most {MAX_WAIT_S:.0f}s; ask again to wait longer")
+    return seconds
 
 
 def _answers_bad_input(handler: Handler) -> Handler:
@@ -78,6 +101,7 @@ class RunsApi:
                  functions: Iterable[str] = (), *, replay_window_s: float | None = None
                  ) -> None:
         self.store, self.send_control = store, send_control
+        self.waits = RunWaits(store)
         self.registered = sorted(functions)
         self.replay_window_s = replay_window_s
 
@@ -119,13 +143,19 @@ class RunsApi:
 
     @_answers_bad_input
     async def get_run(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(await self._run(request))
+        # A run not seen yet is waited for too: its id is known before it starts.
+        run_id, wait_s = request.match_info["run_id"], _wait_s(request.query)
+        run = await (self.waits.run(run_id, wait_s) if wait_s else self.store.get_run(run_id))
+        if run is None:
+            raise BadInput(f"no run {run_id!r}", status=404)
+        return web.json_response(run)
 
     @_answers_bad_input
     async def event_runs(self, request: web.Request) -> web.StreamResponse:
-        event_id = request.match_info["event_id"]
-        return web.json_response({"event_id": event_id,
-                                  "runs": await self.store.runs_for_event(event_id)})
+        event_id, wait_s = request.match_info["event_id"], _wait_s(request.query)
+        runs = await (self.waits.event_runs(event_id, wait_s) if wait_s
+                      else self.store.runs_for_event(event_id))
+        return web.json_response({"event_id": event_id, "runs": runs})
 
     @_answers_bad_input
     async def cancel(self, request: web.Request) -> web.StreamResponse:

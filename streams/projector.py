@@ -4,6 +4,11 @@ It is a plain consumer in a group of its own, outside the engine's tasks: its ou
 Redis, not Kafka, so a Kafka transaction would not cover it. A batch of hundreds of
 records costs one Redis read and one Redis transaction.
 
+Batches adapt to the load: a batch is what has arrived when the projector is ready for
+the next one, never a wait for more. Idle, a run's end is in Redis one fetch after it is
+on the history topic; under load, the records that arrived while a batch was written
+make the next batch, so a batch grows with the rate (up to ``BATCH``).
+
 At-least-once: offsets are committed after their batch is in Redis, and applying a
 record twice changes nothing (``RunStore.apply_many``). Redis down: the batch waits and
 is retried; the partitions stay where they are.
@@ -33,14 +38,8 @@ Quarantine = Callable[[Any, str], Awaitable[None]]
 BATCH = 500
 """Most records taken and applied at once."""
 
-BATCH_WAIT_S = 0.1
-"""How long a batch is gathered: librdkafka's ``consume`` waits this long unless the
-batch fills, so the read model trails the history by about this much."""
-
-FETCH_WAIT_MS = 50
-"""The least fetch wait: the batches are 100 ms apart anyway, and on the dev broker every
-fetch costs its CPU whether it brings records or not (Kafka answers as soon as records
-arrive, where the engine's own, longer setting applies)."""
+POLL_S = 1.0
+"""Longest wait for the first record of a batch (the loop's pace when nothing comes)."""
 
 
 class HistoryProjector:
@@ -60,8 +59,8 @@ class HistoryProjector:
     async def run(self) -> None:
         """Project until cancelled; then leave the group."""
         loop = asyncio.get_running_loop()
-        consumer = group_consumer(self.settings, self.group_id, fetch_wait_ms=max(
-            self.settings.fetch_max_wait_ms, FETCH_WAIT_MS))
+        consumer = group_consumer(self.settings, self.group_id,
+                                  fetch_wait_ms=self.settings.fetch_max_wait_ms)
         try:
             await loop.run_in_executor(self._thread, consumer.subscribe, self.topics)
             while True:
@@ -73,8 +72,11 @@ class HistoryProjector:
             await asyncio.shield(loop.run_in_executor(self._thread, consumer.close))
 
     def _take(self, consumer: Any) -> list[Any]:
-        """The next batch; notes the lag behind each partition's end as it goes."""
-        messages: list[Any] = consumer.consume(BATCH, BATCH_WAIT_S)
+        """The next batch: the first record to come, and what has arrived with it
+        (librdkafka's ``consume(n, timeout)`` would wait the whole timeout unless n records
+        come). Notes the lag behind each partition's end as it goes."""
+        first = consumer.poll(POLL_S)
+        messages: list[Any] = [] if first is None else [first, *consumer.consume(BATCH - 1, 0)]
         self.lag = lag_of(consumer)
         return messages
 

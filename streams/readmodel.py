@@ -19,6 +19,10 @@ replaying the history topic (``streams.rebuild``). Keys, under ``{namespace}:``:
 - ``readmodel:rebuilding``: set while a rebuild runs; the projectors wait for it
   to go, so they do not write into a half-rebuilt view.
 
+And one pub/sub channel, ``ended``: each run that reaches a final status is published
+there (``[run id, event id]``, in the transaction that writes it), for whoever waits for
+a result (``streams.run_waits``).
+
 A run's status index moves with the run (running → failed → running again on a
 replay → completed): the old status entry is removed in the same transaction
 that writes the document.
@@ -38,6 +42,7 @@ from redis.exceptions import WatchError
 from schemas.messages import HistoryRecord
 from streams.paging import Page, page
 from streams.timeline import (
+    FINAL,
     STATUSES,
     apply_record,
     error_doc,
@@ -53,6 +58,8 @@ READ_MODEL_PATTERNS = ("run:*", "runs", "runs:*", "functions", "event:*:runs", "
 """Key patterns (under the namespace prefix) of everything the read model owns."""
 _LOCK_WAIT_S = 0.2
 _ENDED = "runs:ended"
+ENDED_CHANNEL = "ended"
+"""The pub/sub channel (under the namespace prefix) where runs that end are announced."""
 
 
 def _text(value: bytes | str) -> str:
@@ -150,11 +157,20 @@ class RunStore:
         async with self.redis.pipeline(transaction=True) as tx:
             for run_id in changed:
                 self._write(tx, before[run_id], after[run_id])
+                self._announce_end(tx, before[run_id], after[run_id])
             for record in letters:
                 doc = after[record.run_id]
                 if doc is not None and record.step_id in doc["dead_letters"]:
                     self._index_letter(tx, record, doc)
             await tx.execute()
+
+    def _announce_end(self, tx: Any, old: _Indexed | None, doc: dict[str, Any] | None) -> None:
+        assert doc is not None
+        if doc["status"] in FINAL and (old is None or old.status not in FINAL):
+            new = _Indexed.of(doc)
+            assert new is not None
+            tx.publish(self.key(ENDED_CHANNEL),
+                       json.dumps([doc["run_id"], new.event_id], separators=(",", ":")))
 
     def _write(self, tx: Any, old: _Indexed | None, doc: dict[str, Any] | None) -> None:
         assert doc is not None

@@ -19,10 +19,10 @@ from streams.run_records import RunRecords
 FINAL = {"completed", "failed", "cancelled"}
 
 
-def get_json(url: str) -> Any:
+def get_json(url: str, timeout: float = 5.0) -> Any:
     """GET ``url`` and decode its JSON; None on 404."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
             return json.load(reply)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

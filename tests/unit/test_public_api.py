@@ -24,6 +24,7 @@ EXPORTS = [
     "RateLimit",
     "RetryAfterError",
     "RetryPolicy",
+    "RunFailed",
     "SerializationError",
     "Settings",
     "StepError",
