@@ -42,6 +42,9 @@ class Cluster:
     stack: contextlib.ExitStack
     workers: list[WorkerProcess] = field(default_factory=list)
     broker: DevBroker | None = None
+    static: bool = False
+    """Workers are static group members (``STEPSTREAM_INSTANCE_ID``), as a StatefulSet's
+    pods would be."""
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process is not None]
@@ -51,27 +54,38 @@ class Cluster:
 
     def add_workers(self, count: int = 1) -> Cluster:
         """Start ``count`` more workers and wait until they own partitions."""
-        s, log_dir = self.settings, os.environ.get("BENCH_LOG_DIR")
-        new = []
-        for _ in range(count):
-            name = f"{s.namespace}-worker{len(self.workers)}.log"
-            worker = WorkerProcess(self.module, cwd=str(ROOT), env={
-                "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
-                "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(s.partitions),
-                **self.env}, log_path=Path(log_dir, name) if log_dir else None)
-            self.stack.callback(worker.stop)  # registered before start: stopped by pid
-            self.workers.append(worker.start())
-            new.append(worker)
+        new = [self._start(len(self.workers) + i) for i in range(count)]
+        self.workers += new
         for worker in new:
             worker.wait_ready()
         if len(self.workers) > 1:
             time.sleep(2.0)  # let the group settle: readiness comes before the last rebalance
         return self
 
+    def restart(self, pid: int) -> WorkerProcess:
+        """Start the worker that ran as ``pid`` again, under its name, as a supervisor
+        (Kubernetes, systemd) does once it has died; it is not waited for."""
+        index = next(i for i, w in enumerate(self.workers)
+                     if w.process is not None and w.process.pid == pid)
+        self.workers[index] = self._start(index)
+        return self.workers[index]
+
+    def _start(self, index: int) -> WorkerProcess:
+        s, log_dir = self.settings, os.environ.get("BENCH_LOG_DIR")
+        name = f"{s.namespace}-worker{index}-{time.monotonic_ns()}.log"
+        worker = WorkerProcess(self.module, cwd=str(ROOT), env={
+            "STEPSTREAM_BROKERS": s.brokers, "STEPSTREAM_REDIS_URL": s.redis_url,
+            "STEPSTREAM_NAMESPACE": s.namespace, "STEPSTREAM_PARTITIONS": str(s.partitions),
+            "STEPSTREAM_INSTANCE_ID": f"worker-{index}" if self.static else "",
+            **self.env}, log_path=Path(log_dir, name) if log_dir else None)
+        self.stack.callback(worker.stop)  # registered before start: stopped by pid
+        return worker.start()
+
 
 @contextlib.contextmanager
 def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
-                   partitions: int = PARTITIONS, **env: str) -> Iterator[Cluster]:
+                   partitions: int = PARTITIONS, static: bool = False,
+                   **env: str) -> Iterator[Cluster]:
     """``workers`` worker processes running ``module`` in a fresh namespace.
 
     On ``brokers`` when given, else on a dev broker of its own (stopped afterwards).
@@ -86,7 +100,8 @@ def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
         stack.callback(redis.stop)
         settings = Settings(brokers=brokers, redis_url=redis.url,
                             namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=partitions)
-        yield Cluster(settings, module, env, stack, broker=broker).add_workers(workers)
+        yield Cluster(settings, module, env, stack, broker=broker,
+                      static=static).add_workers(workers)
 
 
 class History:

@@ -55,6 +55,13 @@ class Settings:
     transactions do not work."""
     session_timeout_s: float = 8.0
     """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
+    instance_id: str = ""
+    """A name of this worker that stays the same across its restarts and that no other
+    worker of the namespace has (a StatefulSet pod's name, a systemd instance name). Set,
+    the worker is a static member of its consumer groups (Kafka's ``group.instance.id``):
+    restarted, it takes its partitions back at once, without a rebalance; stopped for
+    good, its partitions move after ``session_timeout_s``. Empty (the default): dynamic
+    membership."""
     chain_max_steps: int = 100
     """Eager execution: most steps one dispatch runs before handing back."""
     chain_max_ms: int = 2000

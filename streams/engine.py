@@ -38,7 +38,7 @@ from streams.kafka.sender import Sender
 from streams.kafka.store import WholeValues
 from streams.kafka.task import Task
 from streams.leases import LeaseClock
-from streams.machine import RunPolicy, holds_lease
+from streams.machine import RunPolicy, holds_lease, takeover_timers
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
@@ -123,7 +123,8 @@ class Engine:
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
-        self._table_observers: list[TableObserver] = [self._arm_leases, self.finished.rebuild]
+        self._table_observers: list[TableObserver] = [self._take_over_chains,
+                                                       self.finished.rebuild]
         self.runtime.started.append(self._scan_runs)
         self.runtime.ended.append(self.executor.task_ended)
         self.runtime.started.append(matcher.task_started)
@@ -188,9 +189,18 @@ class Engine:
         task.stores[RUNS].observers.append(functools.partial(self.finished.written,
                                                              task.partition))
 
-    def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
-        for _, state in states:
-            self.leases.arm_held(state)
+    def _take_over_chains(self, task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
+        """Re-dispatch at once the chains that the partition's previous owner ran
+        (``machine.takeover_timers``)."""
+        now = now_ms()
+        records = [self.outputs.to("runs", state.run_id, timer)
+                   for _, state in states for timer in takeover_timers(state, now)]
+        if records:
+            log.info("task %d: %d chains of the partition's previous owner dispatched again",
+                     task.partition, len(records))
+            # Not awaited: a task that ends first leaves them to its next owner.
+            task.send_later(records).add_done_callback(
+                lambda sent: sent.cancelled() or sent.exception())
 
     # --- running ------------------------------------------------------------------------
 

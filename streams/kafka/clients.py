@@ -51,6 +51,8 @@ def group_consumer(settings: Settings, group_id: str, *, fetch_wait_ms: int,
         "queued.max.messages.kbytes": 16 * 1024,
         "session.timeout.ms": int(settings.session_timeout_s * 1000),
         "heartbeat.interval.ms": 1000,
+        # Each group of the worker knows it by the same name (ids are per group).
+        **({"group.instance.id": settings.instance_id} if settings.instance_id else {}),
         **extra,
     }))
 
