@@ -41,6 +41,8 @@ log = logging.getLogger("stepstream.runtime")
 
 _REVOKE_TIMEOUT_S = 60.0
 _RESTORE_APPLY_EVERY = 10_000
+_RESTORE_REPORT_S = 10.0
+"""A restore that takes longer logs what it still waits for this often."""
 _LOCAL_ROUNDS = 64
 COMMIT_LINGER_S = 0.05
 """While records wait to be taken, tasks commit at most this often: fewer, larger
@@ -507,8 +509,14 @@ class Runtime:
         changes: dict[tuple[str, int], dict[bytes, bytes | None]] = {tp: {} for tp in by_tp}
         positions: dict[tuple[str, int], int] = {}
         remaining, read = set(by_tp), 0
+        report_at = started + _RESTORE_REPORT_S
         try:
             while remaining:
+                if time.monotonic() >= report_at:  # say what it waits for, never silently
+                    report_at += _RESTORE_REPORT_S
+                    log.warning("still restoring after %.0fs: %s", time.monotonic() - started,
+                                ", ".join(f"{t}[{p}] at {positions.get((t, p), '?')}"
+                                          for t, p in sorted(remaining)))
                 for message in consumer.consume(1000, 0.1):
                     tp = (message.topic(), message.partition())
                     error = message.error()

@@ -46,6 +46,9 @@ _FENCED_CODES = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH
                            "INVALID_PRODUCER_ID_MAPPING", "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
                            "_NOT_IMPLEMENTED"})
 _CALL_TIMEOUT_S = 10.0
+_TRANSACTION_CALLS = 3
+"""Producer calls of a transaction that wait up to ``_CALL_TIMEOUT_S`` besides the
+retried commit: the bound of ``Task._transacted``'s deadline."""
 REFRESH_AFTER_S = 1.0
 """How long a task that committed input offsets waits, quiet, before it commits them
 once more (``Task.refresh_due``)."""
@@ -256,8 +259,7 @@ class Task:
             for name, store in self.stores.items():
                 out += [Record(store.changelog, store.partition, key, value)
                         for key, value in changes[name].items()]
-            loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self._thread, self._transact, out, offsets)
+            outcome = await self._transacted(out, offsets)
             if outcome is Outcome.COMMITTED:
                 for name, store in self.stores.items():
                     store.committed(changes[name], self._changelog_ends.get(store.changelog))
@@ -284,6 +286,26 @@ class Task:
             else:
                 self._end(later)
             return outcome
+
+    async def _transacted(self, records: list[Record], offsets: dict[TopicPartition, int]
+                          ) -> Outcome:
+        """``_transact`` on the task's thread, given up after a deadline: seen after a
+        broker outage on the dev broker, a producer call can hang far past its timeout,
+        and the runtime loop, which waits for every commit, with it. Given up, the task
+        ends as fenced: the runtime rejoins the group, and the partition's next producer
+        (``init_transactions``) ends the transaction whatever became of it. Everything
+        the task holds is derived from Kafka, so a transaction that commits after all
+        is read back by the next owner."""
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._thread, self._transact, records, offsets)
+        deadline_s = self._retry_for_s + _TRANSACTION_CALLS * _CALL_TIMEOUT_S
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), deadline_s)
+        except TimeoutError:
+            log.warning("task %d: the transaction did not end within %.0fs (a producer call "
+                        "hangs); giving the task up", self.partition, deadline_s)
+            call.add_done_callback(lambda done: done.cancelled() or done.exception())
+            return Outcome.FENCED
 
     def _transact(self, records: list[Record], offsets: dict[TopicPartition, int]) -> Outcome:
         """One transaction, on the task's thread (librdkafka's calls block)."""
@@ -319,6 +341,14 @@ class Task:
                             self.partition, again)
                 return Outcome.FENCED
             return Outcome.ABORTED
+        except Exception as exc:
+            # Not a KafkaException: the client binding failed (seen right after a broker
+            # outage: confluent-kafka 2.16's flush raised "SystemError: _PyErr_SetObject:
+            # exception <class 'str'> is not a BaseException subclass"). The producer's
+            # state is unknown: give the task up as fenced (the worker used to exit here).
+            log.warning("task %d: producer call failed (%r); giving the task up",
+                        self.partition, exc)
+            return Outcome.FENCED
 
     def _commit_offsets_alone(self, offsets: dict[TopicPartition, int]) -> Outcome:
         """Offsets with nothing written: the consumer commits them. It is the same commit

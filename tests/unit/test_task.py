@@ -126,3 +126,35 @@ async def test_a_task_commits_its_offsets_once_more_when_quiet(
     assert not task.refresh_due
     await task.commit()
     assert len(producer.transactions) == 3
+
+
+async def test_a_producer_call_that_fails_outside_kafka_errors_gives_the_task_up() -> None:
+    task, producer = fake_task()
+    task.processed("ns.runs", 3)
+    task.send(Record("ns.steps", 0, b"r1", b"request"))
+
+    def broken_flush(_timeout: float = 0) -> int:  # as confluent-kafka 2.16 once did
+        raise SystemError("_PyErr_SetObject: exception <class 'str'> is not a BaseException")
+
+    producer.flush = broken_flush
+    assert await task.commit() is Outcome.FENCED
+    assert not task.live and producer.transactions == []
+
+
+async def test_a_transaction_hung_past_its_deadline_gives_the_task_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import streams.kafka.task as task_module
+
+    monkeypatch.setattr(task_module, "_CALL_TIMEOUT_S", 0.05)
+    task, producer = fake_task()
+    task.processed("ns.runs", 3)
+    task.send(Record("ns.steps", 0, b"r1", b"request"))
+    release = threading.Event()
+    producer.commit_transaction = lambda _timeout: release.wait(30)  # hangs, as seen
+    try:
+        assert await task.commit() is Outcome.FENCED
+        assert not task.live
+    finally:
+        release.set()
