@@ -241,7 +241,8 @@ def _load(r: dict[str, Any]) -> str:
 def per_step_table(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for system, res in results.items():
-        for key, label in (("per_step", system), ("per_step_fsync", f"{system} (fsync)")):
+        for key, label in (("per_step", system), ("per_step_api", f"{system} (result via API)"),
+                           ("per_step_fsync", f"{system} (fsync)")):
             for r in res.get(key) or []:
                 if not isinstance(r, dict) or "latency_ms" not in r:
                     continue

@@ -1,9 +1,11 @@
 """All of stepstream's measurements on one cluster, as ``python -m bench.compare`` wants them.
 
-Per-step overhead on a cluster of one worker; then each throughput window on a fresh
+Per-step overhead on a cluster of one worker, seen on the history topic and through the
+API (``bench.client_view``); then each throughput window on a fresh
 cluster (a new namespace: Tansu's memory storage slows down as a topic grows), and the
 recovery on the last of them, which has two workers (it kills one).
-``bench.step_overhead``, ``bench.throughput`` and ``bench.recovery`` run each part alone.
+``bench.step_overhead``, ``bench.client_view``, ``bench.throughput`` and ``bench.recovery``
+run each part alone.
 
     python -m bench.stepstream_suite [--runs 30] [--workers 1 2] [--in-flight 1 10 50]
                                      [--seconds 10] [--recovery-timeout 120]
@@ -16,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-from bench import recovery, step_overhead, throughput
+from bench import client_view, recovery, step_overhead, throughput
 from bench.harness import running_engine
 from bench.measure import emit, exit_on_sigterm
 
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if "per_step" in args.sections:
         with running_engine("bench.functions") as cluster:
             out["per_step"] = step_overhead.measure_on(cluster, args.runs)
+            out["per_step_api"] = client_view.measure_on(cluster, args.runs)
     windows = [(w, k) for w in args.workers for k in args.in_flight]
     if "throughput" not in args.sections:
         windows = []

@@ -118,15 +118,18 @@ def lag_of(consumer: Any, positions: dict[tuple[str, int], int] | None = None) -
 
 def commit(consumer: Any, offsets: dict[tuple[str, int], int],
            failed: Callable[[Exception], None]) -> bool:
-    """Commit ``offsets`` (the next offset to read, by partition) and wait for it; a
-    failure (a rebalance under way) goes to ``failed``: the records are read again."""
+    """Commit ``offsets`` (the next offset to read, by partition) without waiting for
+    the broker: for a consumer whose records may be applied twice (the history
+    projector), where waiting would hold its next batch back a round trip. A failure
+    seen at once goes to ``failed``; a later one (a rebalance under way) goes unseen:
+    either way the records are read again."""
     from confluent_kafka import KafkaException, TopicPartition
 
     if not offsets:
         return True
     try:
         consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                        asynchronous=False)
+                        asynchronous=True)
     except KafkaException as exc:
         failed(exc)
         return False
