@@ -11,15 +11,14 @@ and the wait's share.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.request
 from typing import Any
 
-from bench.harness import Cluster, running_engine, write_results
-from bench.measure import closed_loop, emit, exit_on_sigterm, format_table, log, summarize
+from bench.harness import Cluster, running_engine, runs_main
+from bench.measure import closed_loop, format_table, log, summarize
 from stepstream import Stepstream
 from stepstream.events import run_id_for
 
@@ -86,22 +85,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--brokers", help="use this broker instead of starting one")
-    parser.add_argument("--json", action="store_true", help="print a RESULT line (bench.compare)")
-    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    rows = measure(args.brokers, args.runs)
-    if args.json:
-        emit({"system": "stepstream", "per_step_api": rows})
-        return 0
-    print(table(rows))
-    if args.write:
-        write_results("Latency from the client's view (event sent, result through the API)",
-                      f"python -m bench.client_view --runs {args.runs} --write", table(rows))
-    return 0
+    return runs_main(argv, doc=__doc__, key="per_step_api", module="bench.client_view",
+                     title="Latency from the client's view (event sent, result through the API)",
+                     measure=measure, table=table)
 
 
 if __name__ == "__main__":

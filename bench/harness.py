@@ -6,12 +6,13 @@ history topic, read by a plain confluent-kafka consumer.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.measure import Reports, closed_loop, machine
+from bench.measure import Reports, closed_loop, emit, exit_on_sigterm, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
@@ -280,3 +281,26 @@ def write_results(title: str, command: str, table: str) -> None:
               f"dev broker Tansu (memory storage).\n\n")
     with open(ROOT / "bench" / "RESULTS.md", "a") as out:
         out.write(header + table + "\n")
+
+
+def runs_main(argv: list[str] | None, *, doc: str | None, key: str, title: str, module: str,
+              measure: Callable[[str | None, int], list[dict[str, Any]]],
+              table: Callable[[list[dict[str, Any]]], str]) -> int:
+    """The command line of a benchmark of sequential runs (``--runs``): prints its table,
+    a RESULT line for bench.compare (``--json``, under ``key``), or appends the table to
+    bench/RESULTS.md (``--write``)."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--brokers", help="use this broker instead of starting one")
+    parser.add_argument("--json", action="store_true", help="print a RESULT line (bench.compare)")
+    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+    rows = measure(args.brokers, args.runs)
+    if args.json:
+        emit({"system": "stepstream", key: rows})
+        return 0
+    print(table(rows))
+    if args.write:
+        write_results(title, f"python -m {module} --runs {args.runs} --write", table(rows))
+    return 0

@@ -8,7 +8,6 @@ event being produced to ``run.completed`` arriving on the history topic.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -18,9 +17,9 @@ from bench.harness import (
     message_counts,
     run_loop,
     running_engine,
-    write_results,
+    runs_main,
 )
-from bench.measure import emit, exit_on_sigterm, format_table, log
+from bench.measure import format_table, log
 
 STEPS = (1, 10, 50)
 
@@ -60,22 +59,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--brokers", help="use this broker instead of starting one")
-    parser.add_argument("--json", action="store_true", help="print a RESULT line (bench.compare)")
-    parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    rows = measure(args.brokers, args.runs)
-    if args.json:
-        emit({"system": "stepstream", "per_step": rows})
-        return 0
-    print(table(rows))
-    if args.write:
-        write_results("Per-step overhead (no-op steps, sequential runs)",
-                      f"python -m bench.step_overhead --runs {args.runs} --write", table(rows))
-    return 0
+    return runs_main(argv, doc=__doc__, key="per_step", module="bench.step_overhead",
+                     title="Per-step overhead (no-op steps, sequential runs)",
+                     measure=measure, table=table)
 
 
 if __name__ == "__main__":
