@@ -62,13 +62,16 @@ class HttpApi:
         send_control: produces cancel and replay requests to the runs topic.
         functions: ids of the functions the worker registers.
         replay_window_s: how long after its end a run can be replayed.
+        retention_s: how long after its end a run stays in the read model.
     """
 
     def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any, *,
                  send_control: SendControl | None = None, functions: Iterable[str] = (),
-                 replay_window_s: float | None = None) -> None:
+                 replay_window_s: float | None = None, retention_s: float | None = None
+                 ) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
-        self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s)
+        self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
+                            retention_s=retention_s)
 
     def application(self, *, token: str = "") -> web.Application:
         """The aiohttp application."""

@@ -95,15 +95,17 @@ class RunsApi:
         functions: ids of the functions this worker registers (listed even without runs).
         replay_window_s: how long after its end a run can be replayed: the engine keeps
             its state that long (``Settings.finished_run_retention_s``).
+        retention_s: how long after its end a run stays in the read model
+            (``Settings.readmodel_retention_s``): a 404 says so.
     """
 
     def __init__(self, store: RunStore, send_control: SendControl | None,
-                 functions: Iterable[str] = (), *, replay_window_s: float | None = None
-                 ) -> None:
+                 functions: Iterable[str] = (), *, replay_window_s: float | None = None,
+                 retention_s: float | None = None) -> None:
         self.store, self.send_control = store, send_control
         self.waits = RunWaits(store)
         self.registered = sorted(functions)
-        self.replay_window_s = replay_window_s
+        self.replay_window_s, self.retention_s = replay_window_s, retention_s
 
     def routes(self) -> list[web.RouteDef]:
         """The routes, for ``web.Application.add_routes``."""
@@ -128,8 +130,14 @@ class RunsApi:
         run_id = request.match_info["run_id"]
         run = await self.store.get_run(run_id)
         if run is None:
-            raise BadInput(f"no run {run_id!r}", status=404)
+            raise self._unknown(run_id)
         return run
+
+    def _unknown(self, run_id: str) -> BadInput:
+        kept = "" if self.retention_s is None else (
+            f" (finished runs leave the history {self.retention_s / 86400:g} days after "
+            "they end)")
+        return BadInput(f"no run {run_id!r}{kept}", status=404)
 
     @_answers_bad_input
     async def list_runs(self, request: web.Request) -> web.StreamResponse:
@@ -147,7 +155,7 @@ class RunsApi:
         run_id, wait_s = request.match_info["run_id"], _wait_s(request.query)
         run = await (self.waits.run(run_id, wait_s) if wait_s else self.store.get_run(run_id))
         if run is None:
-            raise BadInput(f"no run {run_id!r}", status=404)
+            raise self._unknown(run_id)
         return web.json_response(run)
 
     @_answers_bad_input

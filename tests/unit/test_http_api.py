@@ -51,7 +51,8 @@ async def serving() -> AsyncIterator[tuple[TestClient, list[Any]]]:  # type: ign
         sent.append(message)
 
     api = HttpApi(FakeStore(), Metrics(), send_event, lambda: True,  # type: ignore[arg-type]
-                  send_control=send_control, functions=["fn"], replay_window_s=3600)
+                  send_control=send_control, functions=["fn"], replay_window_s=3600,
+                  retention_s=30 * 86400)
     client = TestClient(TestServer(api.application()))
     await client.start_server()
     try:
@@ -98,7 +99,8 @@ async def test_the_dashboard_is_served(path: str) -> None:
 
 
 @pytest.mark.parametrize("method, path, body, status, says", [
-    ("GET", "/v1/runs/nope", None, 404, "no run 'nope'"),
+    ("GET", "/v1/runs/nope", None, 404,
+     "no run 'nope' (finished runs leave the history 30 days after they end)"),
     ("GET", "/v1/nowhere", None, 404, "Not Found: GET /v1/nowhere"),
     ("DELETE", "/v1/runs/r1", None, 405, "Method Not Allowed"),
     ("GET", "/dashboard/secrets.txt", None, 404, "no dashboard file"),
