@@ -133,6 +133,7 @@ class Engine:
         self.runtime.ended.append(self.finished.forget)
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
+        self._sending: set[asyncio.Future[None]] = set()
 
     # --- sending outside the tasks ------------------------------------------------------
 
@@ -190,17 +191,29 @@ class Engine:
                                                              task.partition))
 
     def _take_over_chains(self, task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
-        """Re-dispatch at once the chains that the partition's previous owner ran
-        (``machine.takeover_timers``)."""
+        """Re-dispatch the chains that the partition's previous owner ran
+        (``machine.takeover_timers``), as soon as the runs records before them are
+        applied. So they go through the runs topic, not to the task's processors at
+        once: the partition may hold records of the previous owner's last transaction
+        that the restored state does not have yet (its links, read again from the
+        committed offset), and those must come first."""
         now = now_ms()
-        records = [self.outputs.to("runs", state.run_id, timer)
-                   for _, state in states for timer in takeover_timers(state, now)]
-        if records:
-            log.info("task %d: %d chains of the partition's previous owner dispatched again",
-                     task.partition, len(records))
-            # Not awaited: a task that ends first leaves them to its next owner.
-            task.send_later(records).add_done_callback(
-                lambda sent: sent.cancelled() or sent.exception())
+        timers = [timer for _, state in states for timer in takeover_timers(state, now)]
+        if not timers:
+            return
+        log.info("task %d: %d chains of the partition's previous owner to dispatch again",
+                 task.partition, len(timers))
+        for timer in timers:
+            # Not awaited: a worker that stops first leaves them to the next owner.
+            sending = asyncio.ensure_future(self.send("runs", timer.run_id, timer))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.warning("a chain's takeover was not sent (the next owner sends it): %s",
+                        sending.exception())
 
     # --- running ------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ The run state is the durable part: the lease is in it (``Dispatched.lease_due``)
 clock times the chains this worker runs. A worker that is assigned runs partitions does
 not wait for the leases it finds in the table once it has recovered them: the chains
 they guard ran on the partition's previous owner, which cancelled them when it handed
-the partition over, or died, or is fenced. It re-dispatches them at once
-(``machine.takeover_timers``), so a kill -9 loses nothing and costs no lease. A lease
+the partition over, or died, or is fenced. It re-dispatches them at once, behind the
+records already in the partition (``Engine._take_over_chains``), so a kill -9 loses
+nothing and costs no lease. A lease
 armed twice (a replayed message) is timed once; one fired twice is ignored by the
 machine.
 """
