@@ -19,10 +19,10 @@ from typing import Any
 
 from bench.harness import Cluster, running_engine, runs_main
 from bench.measure import closed_loop, format_table, log, summarize
+from bench.step_overhead import STEPS, runs_of
 from stepstream import Stepstream
 from stepstream.events import run_id_for
 
-STEPS = (1, 10, 50)
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -34,8 +34,7 @@ def measure(brokers: str | None, runs: int) -> list[dict[str, Any]]:
 def measure_on(cluster: Cluster, runs: int) -> list[dict[str, Any]]:
     out = []
     for n in STEPS:
-        row = api_loop(cluster, "noop-steps", "bench/noop", {"n": n},
-                       runs=max(5, runs if n < 50 else runs // 2))
+        row = api_loop(cluster, "noop-steps", "bench/noop", {"n": n}, runs=runs_of(n, runs))
         out.append({"n": n, **row})
         log(f"stepstream via the API N={n}: p50 {row['latency_ms']['p50']:.1f} ms, answer "
             f"{row['answer_after_end_ms'].get('p50', 0):.1f} ms after the run's end")

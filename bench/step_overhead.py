@@ -30,12 +30,17 @@ def measure(brokers: str | None, runs: int) -> list[dict[str, Any]]:
         return measure_on(cluster, runs)
 
 
+def runs_of(n: int, runs: int) -> int:
+    """Runs measured for N steps: half as many for the longest runs."""
+    return max(5, runs if n < 50 else runs // 2)
+
+
 def measure_on(cluster: Cluster, runs: int) -> list[dict[str, Any]]:
     out = []
     for n in STEPS:
         before = message_counts(cluster.settings)
         result = run_loop(cluster.settings, "noop-steps", "bench/noop", {"n": n},
-                          runs=max(5, runs if n < 50 else runs // 2), warmup=2)
+                          runs=runs_of(n, runs), warmup=2)
         after = message_counts(cluster.settings)
         # Broker messages per run, by topic: the hops a run took (warm-up runs included).
         total_runs = result["runs"] + 2
