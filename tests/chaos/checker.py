@@ -34,7 +34,7 @@ from schemas.codec import default_codec
 from schemas.messages import Delayed, Event, HistoryRecord
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
-from tests.integration.helpers import get_json, read_all, run_states
+from tests.integration.helpers import get_json, held_partitions, read_all, run_states
 
 
 @dataclass
@@ -205,6 +205,11 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
             lines.append(f"{run_id} table p{p}@{o}: {state.status} memo={sorted(state.memo)} "
                          f"dispatched={state.dispatched} pending={state.pending}")
     lines.extend(_tail_probe(settings, "history", tails.get("history", {})))
+    for suffix in ("events", "runs", "steps", "history", "runs-changelog"):
+        topic = changelog if suffix == "runs-changelog" else settings.topic(suffix)
+        if held := held_partitions(settings.brokers, topic):
+            lines.append(f"{topic}: held back by an open transaction (partition: committed "
+                         f"end, end): {held}")
     for run_id in sorted(run_ids)[:5]:
         lines.append(f"{run_id} executions: "
                      f"{sorted((s, n) for (r, s), n in rows.items() if r == run_id)}")

@@ -115,6 +115,26 @@ def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
         consumer.close()
 
 
+def held_partitions(brokers: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Partitions whose end differs for a read_committed and a read_uncommitted reader:
+    partition -> (committed end, end). An open transaction holds the first back (the dev
+    broker then reports a committed end of 0); ``read_all`` does not read past it."""
+    from confluent_kafka import TopicPartition
+
+    ends = []
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
+                             "isolation.level": isolation})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            ends.append({p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                           timeout=10)[1] for p in partitions})
+        finally:
+            consumer.close()
+    committed, written = ends
+    return {p: (committed[p], written[p]) for p in written if committed[p] != written[p]}
+
+
 def run_states(messages: Iterable[Any]) -> list[tuple[Any, RunState]]:
     """The run states a runs changelog holds, in its order, each with its memo as it was
     then (``streams.run_records``: a state's memo records come before it), and the
