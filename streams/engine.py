@@ -38,7 +38,7 @@ from streams.kafka.sender import Sender
 from streams.kafka.store import WholeValues
 from streams.kafka.task import Task
 from streams.leases import LeaseClock
-from streams.machine import RunPolicy, holds_lease, takeover_timers
+from streams.machine import RunPolicy, holds_lease
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
@@ -123,8 +123,7 @@ class Engine:
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
-        self._table_observers: list[TableObserver] = [self._take_over_chains,
-                                                       self.finished.rebuild]
+        self._table_observers: list[TableObserver] = [self._arm_leases, self.finished.rebuild]
         self.runtime.started.append(self._scan_runs)
         self.runtime.ended.append(self.executor.task_ended)
         self.runtime.started.append(matcher.task_started)
@@ -133,7 +132,6 @@ class Engine:
         self.runtime.ended.append(self.finished.forget)
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
-        self._sending: set[asyncio.Future[None]] = set()
 
     # --- sending outside the tasks ------------------------------------------------------
 
@@ -190,30 +188,9 @@ class Engine:
         task.stores[RUNS].observers.append(functools.partial(self.finished.written,
                                                              task.partition))
 
-    def _take_over_chains(self, task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
-        """Re-dispatch the chains that the partition's previous owner ran
-        (``machine.takeover_timers``), as soon as the runs records before them are
-        applied. So they go through the runs topic, not to the task's processors at
-        once: the partition may hold records of the previous owner's last transaction
-        that the restored state does not have yet (its links, read again from the
-        committed offset), and those must come first."""
-        now = now_ms()
-        timers = [timer for _, state in states for timer in takeover_timers(state, now)]
-        if not timers:
-            return
-        log.info("task %d: %d chains of the partition's previous owner to dispatch again",
-                 task.partition, len(timers))
-        for timer in timers:
-            # Not awaited: a worker that stops first leaves them to the next owner.
-            sending = asyncio.ensure_future(self.send("runs", timer.run_id, timer))
-            self._sending.add(sending)
-            sending.add_done_callback(self._sent)
-
-    def _sent(self, sending: asyncio.Future[None]) -> None:
-        self._sending.discard(sending)
-        if not sending.cancelled() and sending.exception() is not None:
-            log.warning("a chain's takeover was not sent (the next owner sends it): %s",
-                        sending.exception())
+    def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
+        for _, state in states:
+            self.leases.arm_held(state)
 
     # --- running ------------------------------------------------------------------------
 

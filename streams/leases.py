@@ -8,15 +8,11 @@ chain, one that had ended long before. Here the orchestrator keeps the timer in 
 and, when it is due, sends the lease's ``TimerFired`` to the runs topic only if the
 run's state still holds that lease.
 
-The run state is the durable part: the lease is in it (``Dispatched.lease_due``). The
-clock times the chains this worker runs. A worker that is assigned runs partitions does
-not wait for the leases it finds in the table once it has recovered them: the chains
-they guard ran on the partition's previous owner, which cancelled them when it handed
-the partition over, or died, or is fenced. It re-dispatches them at once, behind the
-records already in the partition (``Engine._take_over_chains``), so a kill -9 loses
-nothing and costs no lease. A lease
-armed twice (a replayed message) is timed once; one fired twice is ignored by the
-machine.
+The run state is the durable part: the lease is in it (``Dispatched.lease_due``), and
+a worker that is assigned runs partitions arms the leases it finds in the table once it
+has recovered them, so a kill -9 of the worker that armed a lease loses nothing. A lease
+armed twice (a rescan, a replayed message) is timed once; one fired twice is ignored by
+the machine.
 """
 
 from __future__ import annotations
@@ -26,8 +22,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from schemas.messages import TimerFired
+from schemas.messages import RunState, TimerFired
 from stepstream.step import now_ms
+from streams.machine import lease_timer
 
 log = logging.getLogger("stepstream.leases")
 
@@ -53,6 +50,12 @@ class LeaseClock:
             return
         delay_s = max(0.0, (timer.ts - now_ms()) / 1000)
         self._armed[key] = asyncio.get_running_loop().call_later(delay_s, self._due, timer)
+
+    def arm_held(self, state: RunState) -> None:
+        """Arm the leases ``state`` holds (a run found in a recovered table partition)."""
+        for seq, dispatched in state.dispatched.items():
+            if dispatched.lease_due is not None:
+                self.arm(lease_timer(state.run_id, seq, dispatched.lease_due))
 
     def _due(self, timer: TimerFired) -> None:
         del self._armed[(timer.run_id, timer.timer_id)]

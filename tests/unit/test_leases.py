@@ -67,3 +67,11 @@ async def test_a_lease_the_run_no_longer_holds_sends_nothing() -> None:
     await asyncio.sleep(0.2)
     assert runs.sent == []
     assert len(runs.clock) == 0
+
+
+async def test_the_leases_of_a_recovered_run_are_armed_from_its_state() -> None:
+    runs = Runs()
+    overdue = now_ms() - 1000  # expired while nobody owned the partition
+    runs.clock.arm_held(runs.chain("r", overdue))
+    await asyncio.wait_for(runs.arrived.wait(), 5)
+    assert runs.sent == [lease_timer("r", 1, overdue)]
