@@ -38,9 +38,8 @@ Quarantine = Callable[[Any, str], Awaitable[None]]
 BATCH = 500
 """Most records taken and applied at once."""
 
-POLL_S = 0.25
-"""Longest wait for the first record of a batch: the loop's pace when nothing comes, and
-how long a stopping worker may wait for its projector's thread."""
+POLL_S = 1.0
+"""Longest wait for the first record of a batch (the loop's pace when nothing comes)."""
 
 
 class HistoryProjector:
