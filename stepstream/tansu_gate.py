@@ -15,16 +15,24 @@ that appends to a partition (Produce; EndTxn and InitProducerId, which write
 transaction markers) until the write before it has been answered. Nothing else waits.
 Real Kafka needs none of this; only the dev broker runs behind it.
 
-Tansu 0.6 also writes an aborted transaction's markers but lists no aborted transaction
-in its Fetch responses, and that list is what a ``read_committed`` client filters by: an
-aborted transaction's records that reached the broker (a SIGKILLed worker's last one,
-ended when the next owner of its task fenced it) were read as committed, and only those
-that had reached it, so a task's next owner restored changelog records whose history
-records never came, or the other way round. So the proxy also fills that list in: in a
-``read_committed`` Fetch response, a transactional batch whose producer's next control
-batch is an abort marker is listed as aborted, and the records are cut before the first
-transaction whose marker the response does not hold (read again by the next fetch). To
-parse the responses as they are, the proxy offers Fetch up to version 11 (the last one
+Tansu 0.6 also gets ``read_committed`` wrong in two ways, so the proxy does that
+isolation itself. It lists no aborted transaction in its Fetch responses, and that list
+is what a ``read_committed`` client filters by: an aborted transaction's records that
+reached the broker (a SIGKILLed worker's last one, ended when the next owner of its task
+fenced it) were read as committed. And it ends a transaction (commit or abort, markers
+written) for good only if every transaction overlapping it in some partition is ended
+too, and looks again only when a later transaction in one of its partitions ends: until
+then its records stay beyond the partition's stable end, a ``read_committed`` reader
+sees nothing past them and ListOffsets reports an end of 0 (tansu-storage/src/
+dynostore.rs, ``txn_end`` and ``overlapping_transactions``). After a SIGKILL, the
+partitions that nobody writes again are held for good (seen in the chaos suite: runs
+stuck behind a transaction that had committed). So a ``read_committed`` Fetch or
+ListOffsets goes to the broker as ``read_uncommitted``, and in the Fetch response the
+proxy lists as aborted each transactional batch whose producer's next control batch is
+an abort marker, cuts the records before the first transaction whose marker the
+response does not hold (read again by the next fetch), and reports the stable end
+there: what Kafka does with its last stable offset, taken from the markers. To parse
+the responses as they are, the proxy offers Fetch up to version 11 (the last one
 without flexible fields).
 
 Run as ``python -m stepstream.tansu_gate LISTEN_PORT BROKER_PORT``.
@@ -37,11 +45,13 @@ import contextlib
 import struct
 import sys
 
-PRODUCE, FETCH, API_VERSIONS, INIT_PRODUCER_ID, END_TXN = 0, 1, 18, 22, 26
+PRODUCE, FETCH, LIST_OFFSETS, API_VERSIONS, INIT_PRODUCER_ID, END_TXN = 0, 1, 2, 18, 22, 26
 _WRITES = frozenset({PRODUCE, INIT_PRODUCER_ID, END_TXN})
 _FLEXIBLE_PRODUCE = 9  # Produce versions from here on use compact strings
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 _READ_COMMITTED_FETCH = 4  # Fetch versions from here on have an isolation level
+_READ_COMMITTED_LIST_OFFSETS = 2  # ListOffsets versions from here on have one
+_FLEXIBLE_LIST_OFFSETS = 6  # ListOffsets versions from here on have header tagged fields
 _LAST_FETCH = 11  # the last Fetch version without flexible fields
 _FLEXIBLE_API_VERSIONS = 3
 _BATCH = struct.Struct(">qiibihiqqqhii")
@@ -51,6 +61,8 @@ producer id, producer epoch, base sequence, record count."""
 _BATCH_OVERHEAD = 12  # base offset and length, which the length does not count
 _TRANSACTIONAL, _CONTROL = 0x10, 0x20  # record batch attributes
 _ABORT = 0  # a control record's type (1: commit)
+_HIGH_WATERMARK_AT = 4 + 2  # in a Fetch response's partition: after its index, error
+_STABLE_END_AT = _HIGH_WATERMARK_AT + 8  # the last stable offset, after the watermark
 
 
 class WriteGate:
@@ -97,7 +109,12 @@ class WriteGate:
             while True:
                 frame = await _frame(reader)
                 api_key, api_version, correlation_id = _HEADER.unpack_from(frame, 4)
-                if api_key == API_VERSIONS or _reads_committed(frame, api_key, api_version):
+                isolation = _isolation_at(frame, api_key, api_version)
+                if isolation is not None and frame[isolation] == 1:  # read_committed
+                    frame = frame[:isolation] + b"\x00" + frame[isolation + 1:]
+                    if api_key == FETCH:
+                        rewrite[correlation_id] = (api_key, api_version)
+                elif api_key == API_VERSIONS:
                     rewrite[correlation_id] = (api_key, api_version)
                 if api_key not in _WRITES or _acks_none(frame, api_key, api_version):
                     broker.write(frame)
@@ -132,7 +149,7 @@ class WriteGate:
                 if api_key == API_VERSIONS:
                     frame = _fetch_capped(frame, api_version)
                 elif api_key == FETCH:
-                    frame = _aborted_listed(frame, api_version)
+                    frame = _read_committed(frame, api_version)
                 client.write(frame)
                 await client.drain()
                 event = answered.pop(correlation_id, None)
@@ -164,14 +181,19 @@ def _acks_none(frame: bytes, api_key: int, api_version: int) -> bool:
     return bool(acks == 0)
 
 
-def _reads_committed(frame: bytes, api_key: int, api_version: int) -> bool:
-    """Whether ``frame`` is a Fetch at ``read_committed`` (of a version parsed here)."""
-    if api_key != FETCH or not _READ_COMMITTED_FETCH <= api_version <= _LAST_FETCH:
-        return False
+def _isolation_at(frame: bytes, api_key: int, api_version: int) -> int | None:
+    """Where the isolation level of a Fetch (of a version parsed here) or a ListOffsets
+    request is in ``frame``; None for other requests."""
     at = 4 + _HEADER.size
-    (client_id_length,) = struct.unpack_from(">h", frame, at)
-    at += 2 + max(client_id_length, 0) + 16  # replica id, max wait, min and max bytes
-    return bool(frame[at] == 1)
+    client_id_length: int = struct.unpack_from(">h", frame, at)[0]
+    at += 2 + max(client_id_length, 0)
+    if api_key == FETCH and _READ_COMMITTED_FETCH <= api_version <= _LAST_FETCH:
+        return at + 16  # replica id, max wait, min and max bytes
+    if api_key == LIST_OFFSETS and api_version >= _READ_COMMITTED_LIST_OFFSETS:
+        if api_version >= _FLEXIBLE_LIST_OFFSETS:
+            at = _skip_tagged_fields(frame, at)
+        return at + 4  # replica id
+    return None
 
 
 def _fetch_capped(frame: bytes, api_version: int) -> bytes:
@@ -194,10 +216,11 @@ def _fetch_capped(frame: bytes, api_version: int) -> bytes:
     return bytes(data)
 
 
-def _aborted_listed(frame: bytes, api_version: int) -> bytes:
-    """A ``read_committed`` Fetch response (version 4 to 11) with the aborted transactions
-    of its records listed, and its records cut before the first transaction whose end it
-    does not hold."""
+def _read_committed(frame: bytes, api_version: int) -> bytes:
+    """A Fetch response (version 4 to 11) for a ``read_committed`` reader, made of the
+    broker's ``read_uncommitted`` one: the aborted transactions of its records listed,
+    its records cut before the first transaction whose end it does not hold, and its
+    stable end there (else at the high watermark)."""
     out = bytearray(frame[:8])  # size (set below), correlation id
     at = 8
     head = 4 + (6 if api_version >= 7 else 0)  # throttle time; error code, session id
@@ -210,8 +233,9 @@ def _aborted_listed(frame: bytes, api_version: int) -> bytes:
         (partitions,) = struct.unpack_from(">i", frame, at + 2 + name_length)
         at += 2 + name_length + 4
         for _ in range(partitions):
-            fixed = 4 + 2 + 8 + 8 + (8 if api_version >= 5 else 0)  # to the log start
-            out += frame[at:at + fixed]
+            (high_watermark,) = struct.unpack_from(">q", frame, at + _HIGH_WATERMARK_AT)
+            fixed = _STABLE_END_AT + 8 + (8 if api_version >= 5 else 0)  # to the log start
+            partition = bytearray(frame[at:at + fixed])
             at += fixed
             (listed,) = struct.unpack_from(">i", frame, at)
             aborted = [struct.unpack_from(">qq", frame, at + 4 + 16 * i)
@@ -222,11 +246,14 @@ def _aborted_listed(frame: bytes, api_version: int) -> bytes:
             (length,) = struct.unpack_from(">i", frame, at)
             records = frame[at + 4:at + 4 + max(length, 0)]
             at += 4 + max(length, 0)
+            stable_end = high_watermark
             if length >= 0:
-                records, found = _decided(records)
+                records, found, undecided = _decided(records)
                 aborted += found
                 length = len(records)
-            out += struct.pack(">i", len(aborted))
+                stable_end = high_watermark if undecided is None else undecided
+            struct.pack_into(">q", partition, _STABLE_END_AT, stable_end)
+            out += partition + struct.pack(">i", len(aborted))
             out += b"".join(struct.pack(">qq", *entry) for entry in aborted)
             out += replica + struct.pack(">i", length) + records
     out += frame[at:]
@@ -234,9 +261,10 @@ def _aborted_listed(frame: bytes, api_version: int) -> bytes:
     return bytes(out)
 
 
-def _decided(records: bytes) -> tuple[bytes, list[tuple[int, int]]]:
-    """``records`` up to the first transaction whose end they do not hold, and the
-    aborted transactions among them (producer id, first offset)."""
+def _decided(records: bytes) -> tuple[bytes, list[tuple[int, int]], int | None]:
+    """``records`` up to the first transaction whose end they do not hold, the aborted
+    transactions among them (producer id, first offset), and the offset of the cut
+    (None: not cut)."""
     aborted: list[tuple[int, int]] = []
     open_txns: dict[int, tuple[int, int]] = {}  # producer id -> first offset, position
     at = 0
@@ -253,8 +281,9 @@ def _decided(records: bytes) -> tuple[bytes, list[tuple[int, int]]]:
             open_txns.setdefault(producer, (base, at))
         at += _BATCH_OVERHEAD + length
     if open_txns:  # read again once their markers are there
-        return records[:min(position for _, position in open_txns.values())], aborted
-    return records, aborted
+        offset, position = min(open_txns.values())
+        return records[:position], aborted, offset
+    return records, aborted, None
 
 
 def _control_type(data: bytes, at: int) -> int:

@@ -208,7 +208,7 @@ def explain(settings: Settings, run_ids: set[str], dsn: str) -> str:
     for suffix in ("events", "runs", "steps", "history", "runs-changelog"):
         topic = changelog if suffix == "runs-changelog" else settings.topic(suffix)
         if held := held_partitions(settings.brokers, topic):
-            lines.append(f"{topic}: held back by an open transaction (partition: committed "
+            lines.append(f"{topic}: held back by an open transaction (partition: stable "
                          f"end, end): {held}")
     for run_id in sorted(run_ids)[:5]:
         lines.append(f"{run_id} executions: "

@@ -115,24 +115,33 @@ def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
         consumer.close()
 
 
-def held_partitions(brokers: str, topic: str) -> dict[int, tuple[int, int]]:
-    """Partitions whose end differs for a read_committed and a read_uncommitted reader:
-    partition -> (committed end, end). An open transaction holds the first back (the dev
-    broker then reports a committed end of 0); ``read_all`` does not read past it."""
+def held_partitions(brokers: str, topic: str, timeout: float = 20.0
+                    ) -> dict[int, tuple[int, int]]:
+    """Partitions whose stable end (what a read_committed reader can reach) is short of
+    their end: partition -> (stable end, end). An open transaction holds the first back;
+    ``read_all`` does not read past it."""
     from confluent_kafka import TopicPartition
 
-    ends = []
-    for isolation in ("read_committed", "read_uncommitted"):
-        consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
-                             "isolation.level": isolation})
-        try:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            ends.append({p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                           timeout=10)[1] for p in partitions})
-        finally:
-            consumer.close()
-    committed, written = ends
-    return {p: (committed[p], written[p]) for p in written if committed[p] != written[p]}
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while at_end != set(partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                error = message.error()
+                if error is not None and error.name().endswith("PARTITION_EOF"):
+                    at_end.add(message.partition())
+        # A read_committed reader's cached end is the stable end of its last fetch.
+        stable = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1]
+                  for p in partitions}
+    finally:
+        consumer.close()
+    return {p: (stable[p], ends[p]) for p in partitions if stable[p] < ends[p]}
 
 
 def run_states(messages: Iterable[Any]) -> list[tuple[Any, RunState]]:

@@ -13,10 +13,13 @@ import pytest
 from stepstream.tansu_gate import (
     _BATCH,
     END_TXN,
+    FETCH,
+    LIST_OFFSETS,
     PRODUCE,
     WriteGate,
-    _aborted_listed,
     _acks_none,
+    _isolation_at,
+    _read_committed,
 )
 
 
@@ -53,10 +56,11 @@ def _batch(offset: int, producer: int, *, marker: int | None = None) -> bytes:
                        producer, 0, 0, 1) + record
 
 
-def _fetch_response(records: bytes, *aborted: tuple[int, int]) -> bytes:
-    """A Fetch v11 response for one partition; ``aborted``: (producer id, first offset)."""
+def _fetch_response(records: bytes, *aborted: tuple[int, int], stable_end: int = 9) -> bytes:
+    """A Fetch v11 response for one partition whose high watermark is 9; ``aborted``:
+    (producer id, first offset)."""
     body = struct.pack(">iihi", 7, 0, 0, 0) + struct.pack(">ih", 1, 1) + b"t"
-    body += struct.pack(">iihqqq", 1, 0, 0, 9, 9, 0)  # high watermark, stable, log start
+    body += struct.pack(">iihqqq", 1, 0, 0, 9, stable_end, 0)  # watermark, stable, log start
     body += struct.pack(">i", len(aborted)) + b"".join(struct.pack(">qq", *a) for a in aborted)
     body += struct.pack(">i", -1)  # preferred read replica
     body += struct.pack(">i", len(records)) + records
@@ -65,11 +69,44 @@ def _fetch_response(records: bytes, *aborted: tuple[int, int]) -> bytes:
 
 def test_a_read_committed_fetch_lists_aborted_transactions_and_waits_for_open_ones(
         ) -> None:
-    """Tansu 0.6 lists no aborted transaction: the gate does, from the markers."""
+    """Tansu 0.6 lists no aborted transaction: the gate does, from the markers, and its
+    stable end is where the first transaction without a marker starts."""
     decided = (_batch(0, 7) + _batch(1, 8) + _batch(2, 7, marker=0) + _batch(3, 8)
                + _batch(4, 8, marker=1))
-    frame = _aborted_listed(_fetch_response(decided + _batch(5, 9)), 11)
-    assert frame == _fetch_response(decided, (7, 0))  # producer 7 aborted, from offset 0
+    frame = _read_committed(_fetch_response(decided + _batch(5, 9), stable_end=0), 11)
+    # producer 7 aborted from offset 0; producer 9's transaction is open from offset 5
+    assert frame == _fetch_response(decided, (7, 0), stable_end=5)
+
+
+def test_a_read_committed_fetch_with_every_transaction_ended_is_stable_to_its_end() -> None:
+    """Tansu can report a stable end short of transactions that ended (0 here): with
+    every marker in the response, the gate reports the high watermark."""
+    decided = _batch(0, 7) + _batch(1, 7, marker=1)
+    assert (_read_committed(_fetch_response(decided, stable_end=0), 11)
+            == _fetch_response(decided, stable_end=9))
+
+
+def _request(api_key: int, version: int, body: bytes, *, tagged: bool = False) -> bytes:
+    client_id = b"rdkafka"
+    frame = struct.pack(">hhih", api_key, version, 7, len(client_id)) + client_id
+    frame += (b"\x00" if tagged else b"") + body
+    return struct.pack(">i", len(frame)) + frame
+
+
+@pytest.mark.parametrize(("api_key", "version", "body", "tagged"), [
+    (FETCH, 11, struct.pack(">iiiib", -1, 500, 1, 1 << 20, 1), False),
+    (LIST_OFFSETS, 5, struct.pack(">ib", -1, 1), False),
+    (LIST_OFFSETS, 7, struct.pack(">ib", -1, 1), True)])
+def test_the_isolation_level_of_reads_is_found(api_key: int, version: int, body: bytes,
+                                                tagged: bool) -> None:
+    frame = _request(api_key, version, body, tagged=tagged)
+    at = _isolation_at(frame, api_key, version)
+    assert at == len(frame) - 1 and frame[at] == 1
+
+
+def test_other_requests_have_no_isolation_level() -> None:
+    assert _isolation_at(_produce(9, -1, "t.0"), PRODUCE, 9) is None
+    assert _isolation_at(_request(FETCH, 12, b"\x00" * 30, tagged=True), FETCH, 12) is None
 
 
 def test_other_writes_are_always_answered() -> None:
