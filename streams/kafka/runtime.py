@@ -495,7 +495,7 @@ class Runtime:
         position) rather than left to the consumer's ``OFFSET_BEGINNING``, whose reset
         cost about 0.5 s on the dev broker. Every changelog is read to an end-of-partition,
         even one whose end offset says there is nothing to read: the dev broker reports
-        an end of 0 to a read_committed reader while a transaction is open there."""
+        the end of a partition whose last batch holds several records short of it."""
         from confluent_kafka import TopicPartition
 
         if not stores:

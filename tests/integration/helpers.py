@@ -118,8 +118,8 @@ def read_all(brokers: str, topic: str, timeout: float = 30.0) -> list[Any]:
 def held_partitions(brokers: str, topic: str, timeout: float = 20.0
                     ) -> dict[int, tuple[int, int]]:
     """Partitions whose stable end (what a read_committed reader can reach) is short of
-    their end: partition -> (stable end, end). An open transaction holds the first back;
-    ``read_all`` does not read past it."""
+    their end: partition -> (stable end, end; -1: no end reached in ``timeout``). An open
+    transaction holds the first back; ``read_all`` does not read past it."""
     from confluent_kafka import TopicPartition
 
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"test-{uuid.uuid4().hex}",
@@ -129,19 +129,16 @@ def held_partitions(brokers: str, topic: str, timeout: float = 20.0
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in partitions}
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        at_end: set[int] = set()
+        stable: dict[int, int] = {}  # where a read_committed reader reports its end
         deadline = time.monotonic() + timeout
-        while at_end != set(partitions) and time.monotonic() < deadline:
+        while stable.keys() != set(partitions) and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
                 error = message.error()
                 if error is not None and error.name().endswith("PARTITION_EOF"):
-                    at_end.add(message.partition())
-        # A read_committed reader's cached end is the stable end of its last fetch.
-        stable = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1]
-                  for p in partitions}
+                    stable[message.partition()] = message.offset()
     finally:
         consumer.close()
-    return {p: (stable[p], ends[p]) for p in partitions if stable[p] < ends[p]}
+    return {p: (stable.get(p, -1), ends[p]) for p in partitions if stable.get(p, -1) < ends[p]}
 
 
 def run_states(messages: Iterable[Any]) -> list[tuple[Any, RunState]]:
