@@ -90,7 +90,7 @@ class WriteGate:
             client_w.transport.abort()
             return
         answered: dict[int, asyncio.Event] = {}  # correlation id -> its response came
-        rewrite: dict[int, tuple[int, int]] = {}  # correlation id -> api key, version
+        rewrite: dict[int, tuple[int, int, int]] = {}  # correlation id -> key, version, wait
         requests = asyncio.create_task(self._requests(client_r, broker_w, answered, rewrite))
         responses = asyncio.create_task(self._responses(broker_r, client_w, answered,
                                                         rewrite))
@@ -104,7 +104,7 @@ class WriteGate:
 
     async def _requests(self, reader: asyncio.StreamReader, broker: asyncio.StreamWriter,
                         answered: dict[int, asyncio.Event],
-                        rewrite: dict[int, tuple[int, int]]) -> None:
+                        rewrite: dict[int, tuple[int, int, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
@@ -113,9 +113,10 @@ class WriteGate:
                 if isolation is not None and frame[isolation] == 1:  # read_committed
                     frame = frame[:isolation] + b"\x00" + frame[isolation + 1:]
                     if api_key == FETCH:
-                        rewrite[correlation_id] = (api_key, api_version)
+                        (max_wait_ms,) = struct.unpack_from(">i", frame, isolation - 12)
+                        rewrite[correlation_id] = (api_key, api_version, max_wait_ms)
                 elif api_key == API_VERSIONS:
-                    rewrite[correlation_id] = (api_key, api_version)
+                    rewrite[correlation_id] = (api_key, api_version, 0)
                 if api_key not in _WRITES or _acks_none(frame, api_key, api_version):
                     broker.write(frame)
                     await broker.drain()
@@ -140,16 +141,23 @@ class WriteGate:
     @staticmethod
     async def _responses(reader: asyncio.StreamReader, client: asyncio.StreamWriter,
                          answered: dict[int, asyncio.Event],
-                         rewrite: dict[int, tuple[int, int]]) -> None:
+                         rewrite: dict[int, tuple[int, int, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
                 (correlation_id,) = struct.unpack_from(">i", frame, 4)
-                api_key, api_version = rewrite.pop(correlation_id, (None, 0))
+                api_key, api_version, max_wait_ms = rewrite.pop(correlation_id, (None, 0, 0))
                 if api_key == API_VERSIONS:
                     frame = _fetch_capped(frame, api_version)
                 elif api_key == FETCH:
-                    frame = _read_committed(frame, api_version)
+                    frame, all_cut = _read_committed(frame, api_version)
+                    if all_cut:
+                        # The broker answered at once, with records of open transactions
+                        # only: answered now, the reader would ask again at once, in a
+                        # loop, until they end. Kafka waits up to the fetch's max wait
+                        # for committed records; so does the gate (the broker itself
+                        # waits it out when it has nothing).
+                        await asyncio.sleep(max_wait_ms / 1000)
                 client.write(frame)
                 await client.drain()
                 event = answered.pop(correlation_id, None)
@@ -216,11 +224,13 @@ def _fetch_capped(frame: bytes, api_version: int) -> bytes:
     return bytes(data)
 
 
-def _read_committed(frame: bytes, api_version: int) -> bytes:
+def _read_committed(frame: bytes, api_version: int) -> tuple[bytes, bool]:
     """A Fetch response (version 4 to 11) for a ``read_committed`` reader, made of the
     broker's ``read_uncommitted`` one: the aborted transactions of its records listed,
     its records cut before the first transaction whose end it does not hold, and its
-    stable end there (else at the high watermark)."""
+    stable end there (else at the high watermark); and whether it had records and
+    none are left."""
+    had_records = kept_records = False
     out = bytearray(frame[:8])  # size (set below), correlation id
     at = 8
     head = 4 + (6 if api_version >= 7 else 0)  # throttle time; error code, session id
@@ -247,8 +257,10 @@ def _read_committed(frame: bytes, api_version: int) -> bytes:
             records = frame[at + 4:at + 4 + max(length, 0)]
             at += 4 + max(length, 0)
             stable_end = high_watermark
-            if length >= 0:
+            if length > 0:
+                had_records = True
                 records, found, undecided = _decided(records)
+                kept_records = kept_records or bool(records)
                 aborted += found
                 length = len(records)
                 stable_end = high_watermark if undecided is None else undecided
@@ -258,7 +270,7 @@ def _read_committed(frame: bytes, api_version: int) -> bytes:
             out += replica + struct.pack(">i", length) + records
     out += frame[at:]
     struct.pack_into(">i", out, 0, len(out) - 4)
-    return bytes(out)
+    return bytes(out), had_records and not kept_records
 
 
 def _decided(records: bytes) -> tuple[bytes, list[tuple[int, int]], int | None]:

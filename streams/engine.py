@@ -111,6 +111,7 @@ class Engine:
                               WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
                                   raw, (Waiter, WaiterSet))))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
+            refused=self.outputs.quarantined,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
         self.delays = DelayForwarder(
             self.outputs, targets=set(self.partitions),
@@ -119,7 +120,8 @@ class Engine:
             settings, group_id=f"{settings.namespace}-delays",
             transactional_prefix=f"{settings.namespace}.delays",
             processors=dict.fromkeys(self.delays.topics, self.delays),
-            fetch_wait_ms=DELAY_FETCH_WAIT_MS, quarantine=self._quarantine_in)
+            fetch_wait_ms=DELAY_FETCH_WAIT_MS, quarantine=self._quarantine_in,
+            refused=self.outputs.quarantined)
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)

@@ -40,7 +40,8 @@ class FakeMessage:
 
 class FakeTransactionalProducer:
     """Records each committed transaction: its records and offsets. ``fail_next`` makes
-    the next commit raise that KafkaError code (e.g. an abortable or a fencing one)."""
+    the next commit raise that KafkaError code (e.g. an abortable or a fencing one);
+    ``max_bytes`` refuses larger values as librdkafka does (``message.max.bytes``)."""
 
     def __init__(self) -> None:
         self.transactions: list[tuple[list[tuple[str, int, bytes | None, bytes | None]],
@@ -48,6 +49,7 @@ class FakeTransactionalProducer:
         self.aborted = 0
         self.consumer_commits = 0
         self.fail_next: Any = None
+        self.max_bytes: int | None = None
         self._open: list[tuple[str, int, bytes | None, bytes | None]] = []
         self._offsets: dict[tuple[str, int], int] = {}
 
@@ -56,6 +58,10 @@ class FakeTransactionalProducer:
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, *, partition: int,
                 on_delivery: Any) -> None:
+        if self.max_bytes is not None and len(value or b"") > self.max_bytes:
+            from confluent_kafka import KafkaError, KafkaException
+
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "too large"))
         self._open.append((topic, partition, key, value))
 
     def send_offsets_to_transaction(self, offsets: list[Any], _metadata: Any,

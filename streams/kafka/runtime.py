@@ -35,7 +35,7 @@ from stepstream.settings import Settings
 from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
 from streams.kafka.local import LocalMessage
 from streams.kafka.store import Backend, Layout, MemoryBackend, StateStore, open_backend
-from streams.kafka.task import Outcome, Task
+from streams.kafka.task import Outcome, Refused, Task
 
 log = logging.getLogger("stepstream.runtime")
 T = TypeVar("T")
@@ -85,16 +85,19 @@ class Runtime:
     def __init__(self, settings: Settings, *, group_id: str, transactional_prefix: str,
                  processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
                  fetch_wait_ms: int, batch: int = 500, local_topics: Iterable[str] = (),
-                 quarantine: Quarantine, settle: Settle | None = None) -> None:
+                 quarantine: Quarantine, settle: Settle | None = None,
+                 refused: Refused | None = None) -> None:
         """``local_topics``: inputs whose records a task hands to their processor as it
         sends them (``streams.kafka.local``). ``settle(within_s)``: called before each
         commit, to let work the batch started send its first records (``SETTLE_S``
-        when nothing waits, else 0)."""
+        when nothing waits, else 0). ``refused``: what a task sends instead of a record
+        the producer refuses for its size."""
         self.settings, self.group_id = settings, group_id
         self.transactional_prefix = transactional_prefix
         self.processors, self.store_specs = processors, tuple(stores)
         self.fetch_wait_ms, self.batch, self.quarantine = fetch_wait_ms, batch, quarantine
         self.local_topics, self.settle = frozenset(local_topics), settle
+        self.refused = refused
         self.tasks: dict[int, Task] = {}
         self.started: list[TaskHook] = []
         """Called with each task once it is restored, before it processes anything."""
@@ -455,7 +458,7 @@ class Runtime:
                         commit_offsets=self._commit_offsets,
                         stopping=lambda: self._stopping,
                         retry_for_s=self.settings.session_timeout_s * 2,
-                        local_topics=self.local_topics)
+                        local_topics=self.local_topics, refused=self.refused)
             self.tasks[p] = task
             for hook in self.started:
                 await _called(hook, task)

@@ -77,6 +77,33 @@ class Record:
     value: bytes | None
 
 
+class Unwritten:
+    """A record the producer refused, seen as a consumed message (offset -1), so that
+    it can be set aside like one (``Task``'s ``refused``)."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+
+    def topic(self) -> str:
+        return self.record.topic
+
+    def partition(self) -> int:
+        return self.record.partition
+
+    def offset(self) -> int:
+        return -1
+
+    def key(self) -> bytes | None:
+        return self.record.key
+
+    def value(self) -> bytes | None:
+        return self.record.value
+
+
+Refused = Callable[[Unwritten, str], Record]
+"""What to send instead of a record the producer refuses for its size, and why."""
+
+
 @dataclass
 class _Later:
     """Records sent by work that outlives its batch, and the input it releases."""
@@ -118,8 +145,10 @@ class Task:
     def __init__(self, partition: int, producer: Any, stores: dict[str, StateStore[Any]],
                  group_metadata: Callable[[], Any], *,
                  commit_offsets: Callable[[list[Any]], Any], stopping: Callable[[], bool],
-                 retry_for_s: float, local_topics: frozenset[str] = frozenset()) -> None:
+                 retry_for_s: float, local_topics: frozenset[str] = frozenset(),
+                 refused: Refused | None = None) -> None:
         self.partition, self.producer, self.stores = partition, producer, stores
+        self._refused = refused
         self._group_metadata, self._commit_offsets = group_metadata, commit_offsets
         self._stopping, self._retry_for_s = stopping, retry_for_s
         self._records: list[Record] = []
@@ -384,12 +413,16 @@ class Task:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise
-                # Sending it again would fail the same way forever: the record is lost
-                # here, loudly (hardening: such outputs are refused where they are made).
-                log.error("task %d: a record for %s of %d bytes is over the producer's "
-                          "size limit and was dropped", self.partition, record.topic,
-                          len(record.value or b""))
-                return
+                # Sending it again would fail the same way forever. Outputs are held to
+                # their limits where they are made; what still passes the producer's is
+                # set aside in its place (cut), a final and visible error.
+                reason = (f"a record of {len(record.value or b'')} bytes for "
+                          f"{record.topic} is over the producer's size limit")
+                log.error("task %d: %s; %s", self.partition, reason,
+                          "dropped" if self._refused is None else "quarantined")
+                if self._refused is None or record.topic.endswith(".quarantine"):
+                    return
+                record = self._refused(Unwritten(record), reason)
 
     def _retrying(self, call: Callable[[float], Any]) -> None:
         """``call(timeout)`` again while it fails with a retriable error (a broker outage),

@@ -39,7 +39,7 @@ from streams.flow.gate import FlowGate
 from streams.kafka.local import is_local
 from streams.kafka.task import Fenced, Task
 from streams.processors.orchestrator import RUNS, unknown_function_finished
-from streams.processors.outputs import Outputs
+from streams.processors.outputs import Outputs, by_run_id
 
 log = logging.getLogger("stepstream.executor")
 
@@ -91,7 +91,7 @@ class Executor:
         return len(self._running) + len(self._waiting)
 
     async def process(self, task: Task, message: Any) -> None:
-        request = self.outputs.decoded(task, message, StepRequest)
+        request = self.outputs.decoded(task, message, StepRequest, owner=by_run_id)
         if request is None:
             return
         key, topic = (request.run_id, request.seq), message.topic()

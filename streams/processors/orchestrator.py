@@ -38,7 +38,7 @@ from streams.machine import (
 from streams.machine import (
     Record as HistoryCommand,
 )
-from streams.processors.outputs import Outputs
+from streams.processors.outputs import Outputs, by_run_id
 
 log = logging.getLogger("stepstream.orchestrator")
 
@@ -56,7 +56,7 @@ class Orchestrator:
         self.codec, self.metrics = outputs.codec, outputs.metrics
 
     async def process(self, task: Task, message: Any) -> None:
-        decoded = self.outputs.decoded(task, message, RUN_MESSAGES)
+        decoded = self.outputs.decoded(task, message, RUN_MESSAGES, owner=by_run_id)
         if decoded is None:
             return
         store: StateStore[RunState] = task.stores[RUNS]

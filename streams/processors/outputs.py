@@ -5,7 +5,7 @@ one task)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas.codec import AvroCodec, DecodeError
@@ -21,6 +21,11 @@ log = logging.getLogger("stepstream.quarantine")
 
 QUARANTINED_VALUE_BYTES = 64 * 1024
 """Most bytes of a quarantined record's key and value kept (the rest is cut)."""
+
+
+def by_run_id(record: Any) -> str:
+    """What a record of a run is about: the key ``Outputs.decoded`` checks."""
+    return str(record.run_id)
 
 
 class Outputs:
@@ -46,20 +51,42 @@ class Outputs:
         self.metrics.retries_scheduled.labels(tier).inc()
         return self.to(f"delay.{tier}", key, wrapped)
 
-    def decoded(self, task: Task, message: Any, kinds: Any) -> Any:
-        """``message``'s record if it decodes to one of ``kinds``; else it is set aside in
-        ``task``'s transaction and None is returned."""
+    def decoded(self, task: Task, message: Any, kinds: Any,
+                owner: Callable[[Any], str] | None = None) -> Any:
+        """``message``'s record if it decodes to one of ``kinds`` and lies where its key
+        routes it; else it is set aside in ``task``'s transaction and None is returned.
+
+        ``owner`` names what the record is about (a run id): the key it must carry, since
+        the task that reads it holds that state and no other task does."""
         try:
             record = self.codec.decode(message.value())
             if not isinstance(record, kinds):
                 raise DecodeError(
                     f"{type(record).__name__} does not belong on {message.topic()}")
+            reason = self._misrouted(message, owner(record) if owner else None)
         except DecodeError as exc:
-            log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
-                        message.offset(), exc)
-            task.send(self.quarantined(message, str(exc)))
+            reason = str(exc)
+        except Exception as exc:  # the codec on hostile bytes: nothing undecodable goes on
+            reason = f"undecodable: {type(exc).__name__}: {exc}"
+        if reason is None:
+            return record
+        log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
+                    message.offset(), reason)
+        task.send(self.quarantined(message, reason))
+        return None
+
+    def _misrouted(self, message: Any, owner: str | None) -> str | None:
+        """Why ``message`` is not where the engine would have put it (None: it is)."""
+        key: bytes | None = message.key()
+        if owner is not None and key != owner.encode():
+            return f"keyed {key!r}, not by {owner!r}, what it is about"
+        partitions = self.partitions.get(message.topic())
+        if key is None or partitions is None:
             return None
-        return record
+        home = partition_of(key, partitions)
+        if home != message.partition():
+            return f"key {key[:100]!r} belongs to partition {home}"
+        return None
 
     def quarantined(self, message: Any, reason: str) -> Record:
         """A confluent-kafka ``message`` set aside, with the reason (its bytes cut)."""

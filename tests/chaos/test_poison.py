@@ -1,6 +1,8 @@
 """Poison input: each bad thing gets a clear error where operators look, and nothing else stops.
 
-- undecodable events, and events over the size limit: quarantined with the reason;
+- undecodable events, events over a limit of the envelope (size, name, ts, nesting) and
+  what the JSON and Avro encoders refuse (lone surrogates): quarantined with the reason;
+- a record on a partition its key does not route to: quarantined with the reason;
 - events no function listens to: no run, counted;
 - garbage on an internal topic: quarantined, the orchestrator goes on;
 - a handler that calls its steps in another order on replay: its run fails with
@@ -11,21 +13,33 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from schemas.codec import default_codec
-from schemas.messages import HistoryRecord, Quarantined
+from schemas.messages import HistoryRecord, Quarantined, TimerFired
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
+from streams.partitioner import partition_of
 from tests.chaos.test_outages import send_runs, wait_completed
 from tests.conftest import ROOT, settings_env, worker_factory
 from tests.integration.helpers import produce_raw, read_all, read_topic, wait_for, wait_for_run
 
 MODULE = "tests.chaos.functions"
 LIMIT = 2048
+HOSTILE = {  # key -> value: what once got past the decoder and failed further in
+    b"ts-huge": b'{"name": "chaos/ledger", "ts": 1000000000000000000000000000000}',
+    b"surrogate-data": b'{"name": "chaos/ledger", "data": {"x": "\\ud800"}}',
+    b"surrogate-name": b'{"name": "chaos/ledger\\ud800"}',
+    b"deep": b'{"name": "chaos/ledger", "data": {"x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}}",
+    b"long-name": json.dumps({"name": "n" * 1000}).encode(),
+}
+HOSTILE_REASONS = {b"ts-huge": "ts must be", b"surrogate-data": "not JSON-serializable",
+                   b"surrogate-name": "not valid Unicode", b"deep": "nests deeper",
+                   b"long-name": "over the limit of 256"}
 
 
 def test_poison_is_quarantined_or_failed_clearly_and_other_runs_go_on(
@@ -40,6 +54,12 @@ def test_poison_is_quarantined_or_failed_clearly_and_other_runs_go_on(
         produce_raw(settings.brokers, events,
                     b'{"name": "nobody/listens", "id": "stray-1", "data": {}}', b"stray-1")
         produce_raw(settings.brokers, runs, b"\x00\x01 not a run message", b"some-run")
+        for key, value in HOSTILE.items():
+            produce_raw(settings.brokers, events, value, key)
+        misrouted = default_codec().encode(TimerFired(run_id="elsewhere", timer_id="t", ts=1))
+        home = partition_of(b"elsewhere", settings.partitions)
+        produce_raw(settings.brokers, runs, misrouted, b"elsewhere",
+                    partition=(home + 1) % settings.partitions)
         produce_raw(settings.brokers, events,
                     b'{"name": "chaos/fickle", "id": "fickle-1", "data": {}}', b"fickle-1")
         healthy = send_runs(settings, 3, steps=3, pause=0.0)
@@ -59,11 +79,18 @@ def test_poison_is_quarantined_or_failed_clearly_and_other_runs_go_on(
     assert failed[0].error.type == "NondeterminismError"  # in the history topic itself
 
     quarantined = [default_codec().decode_as(m.value(), Quarantined)
-                   for m in read_topic(settings.brokers, settings.topic("quarantine"), 3)]
+                   for m in read_topic(settings.brokers, settings.topic("quarantine"),
+                                       4 + len(HOSTILE))]
     reasons = {q.key: q.reason for q in quarantined}
     assert "neither Avro nor JSON" in reasons[b"garbage"]
     assert "over the limit" in reasons[b"too-big"]
     assert reasons[b"some-run"]  # the orchestrator's own input, quarantined too
+    assert f"belongs to partition {home}" in reasons[b"elsewhere"]
+    for key, reason in HOSTILE_REASONS.items():
+        assert reason in reasons[key], (key, reasons[key])
+    # each one set aside at its edge, none by the runtime's catch-all for processor bugs
+    assert worker.log_path is not None
+    assert not re.findall(r"processing \S+ failed", worker.log_path.read_text())
     assert run_id_for("ledger", "too-big") not in {r.run_id for r in _history(settings)}
 
     assert _metric(metrics, 'stepstream_events_received_total{outcome="unmatched"}') >= 1

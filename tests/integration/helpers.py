@@ -51,10 +51,12 @@ def wait_for_run(base_url: str, run_id: str, timeout: float = 60.0) -> dict[str,
     return wait_for(finished, timeout, f"run {run_id} finished")  # type: ignore[no-any-return]
 
 
-def produce_raw(brokers: str, topic: str, value: bytes, key: bytes | None = None) -> None:
-    """Produce bytes as any Kafka client would."""
+def produce_raw(brokers: str, topic: str, value: bytes, key: bytes | None = None, *,
+                partition: int | None = None) -> None:
+    """Produce bytes as any Kafka client would (to ``partition``, if given)."""
     producer = Producer({"bootstrap.servers": brokers})
-    producer.produce(topic, value=value, key=key)
+    producer.produce(topic, value=value, key=key,
+                     **({} if partition is None else {"partition": partition}))
     assert producer.flush(10) == 0
 
 

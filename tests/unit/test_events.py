@@ -9,7 +9,16 @@ import pytest
 from schemas.codec import DecodeError, default_codec
 from schemas.messages import Event, TimerFired
 from stepstream.errors import SerializationError
-from stepstream.events import TriggerEvent, decode_event, make_event, run_id_for
+from stepstream.events import (
+    DATA_MAX_DEPTH,
+    EVENT_ID_MAX_BYTES,
+    EVENT_NAME_MAX_BYTES,
+    TS_MAX_MS,
+    TriggerEvent,
+    decode_event,
+    make_event,
+    run_id_for,
+)
 
 LIMIT = 1_000
 
@@ -118,6 +127,55 @@ def test_a_message_far_over_the_limit_is_refused_before_parsing() -> None:
         decode(value)
 
 
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (as_json({"name": "n", "ts": 10**30}), "ts must be"),
+    (as_json({"name": "n", "ts": -1}), "ts must be"),
+    (as_json({"name": "n", "ts": TS_MAX_MS + 1}), "ts must be"),
+    (as_json({"name": "n", "ts": True}), "ts must be"),
+    (b'{"name": "n", "data": {"x": "\\ud800"}}', "not JSON-serializable"),
+    (b'{"name": "n\\ud800"}', "name is not valid Unicode"),
+    (b'{"name": "n", "id": "\\udfff"}', "id is not valid Unicode"),
+    (as_json({"name": "n" * (EVENT_NAME_MAX_BYTES + 1)}), "name is 257 bytes"),
+    (as_json({"name": "é" * (EVENT_NAME_MAX_BYTES // 2 + 1)}), "name is 258 bytes"),
+    (as_json({"name": "n", "id": "i" * (EVENT_ID_MAX_BYTES + 1)}), "id is 257 bytes"),
+    (b'{"name": "n", "data": {"x": ' + _nested(100_000).encode() + b"}}", "nests deeper"),
+    (b'{"name": "n", "data": {"x": ' + _nested(DATA_MAX_DEPTH).encode() + b"}}",
+     "nests deeper"),
+], ids=lambda value: repr(value)[:60])
+def test_hostile_envelopes_are_refused_with_their_reason(value: bytes, reason: str) -> None:
+    """Each of these once got past the decoder and failed further in (the Avro encoder,
+    the by-name copy's size limit, the JSON encoder's recursion)."""
+    with pytest.raises(DecodeError, match=reason):
+        decode(value, limit=1024 * 1024)
+
+
+@pytest.mark.parametrize(("name", "event_id", "ts", "data_json"), [
+    ("n" * (EVENT_NAME_MAX_BYTES + 1), "e", 1, "{}"),
+    ("n", "e", -5, "{}"),
+    ("n", "e", 1, '{"x": ' + _nested(DATA_MAX_DEPTH + 5) + "}"),
+    ("n", "e", 1, '{"x": ' + _nested(50_000) + "}"),
+], ids=repr)
+def test_avro_events_meet_the_same_limits(name: str, event_id: str, ts: int,
+                                         data_json: str) -> None:
+    value = default_codec().encode(Event(id=event_id, name=name, data_json=data_json, ts=ts))
+
+    with pytest.raises(DecodeError):
+        decode(value, limit=1024 * 1024)
+
+
+def test_envelopes_at_the_limits_are_accepted() -> None:
+    event = decode(as_json({"name": "n" * EVENT_NAME_MAX_BYTES,
+                            "id": "i" * EVENT_ID_MAX_BYTES, "ts": TS_MAX_MS,
+                            "data": {"x": json.loads(_nested(DATA_MAX_DEPTH - 1))}}))
+
+    assert (len(event.name), len(event.id), event.ts) == (
+        EVENT_NAME_MAX_BYTES, EVENT_ID_MAX_BYTES, TS_MAX_MS)
+
+
 def test_data_at_the_limit_is_accepted() -> None:
     data = {"blob": "x" * (LIMIT - len('{"blob":""}'))}
 
@@ -139,7 +197,8 @@ def test_make_event_gives_a_random_id_when_none_is_given() -> None:
 
 @pytest.mark.parametrize(("name", "data"), [
     ("", {}), ("n", {"when": object()}), ("n", {"big": "x" * LIMIT}),
-    ("n", {"nan": float("nan")}),
+    ("n", {"nan": float("nan")}), ("n", {"lone": "\ud800"}), ("n\udfff", {}),
+    ("n" * (EVENT_NAME_MAX_BYTES + 1), {}), ("n", {"deep": json.loads(_nested(100))}),
 ])
 def test_make_event_refuses_what_cannot_be_carried(name: str, data: dict) -> None:
     with pytest.raises(SerializationError):

@@ -73,9 +73,18 @@ def test_a_read_committed_fetch_lists_aborted_transactions_and_waits_for_open_on
     stable end is where the first transaction without a marker starts."""
     decided = (_batch(0, 7) + _batch(1, 8) + _batch(2, 7, marker=0) + _batch(3, 8)
                + _batch(4, 8, marker=1))
-    frame = _read_committed(_fetch_response(decided + _batch(5, 9), stable_end=0), 11)
+    frame, all_cut = _read_committed(_fetch_response(decided + _batch(5, 9), stable_end=0), 11)
     # producer 7 aborted from offset 0; producer 9's transaction is open from offset 5
-    assert frame == _fetch_response(decided, (7, 0), stable_end=5)
+    assert frame == _fetch_response(decided, (7, 0), stable_end=5) and not all_cut
+
+
+def test_a_fetch_of_open_transactions_only_is_answered_empty_and_said_to_wait() -> None:
+    """Answered at once, the reader would fetch again at once until the transaction
+    ends: the gate holds such an answer for the fetch's max wait."""
+    frame, all_cut = _read_committed(_fetch_response(_batch(5, 9), stable_end=0), 11)
+
+    assert frame == _fetch_response(b"", stable_end=5) and all_cut
+    assert not _read_committed(_fetch_response(b""), 11)[1]  # nothing to cut: no wait
 
 
 def test_a_read_committed_fetch_with_every_transaction_ended_is_stable_to_its_end() -> None:
@@ -83,7 +92,7 @@ def test_a_read_committed_fetch_with_every_transaction_ended_is_stable_to_its_en
     every marker in the response, the gate reports the high watermark."""
     decided = _batch(0, 7) + _batch(1, 7, marker=1)
     assert (_read_committed(_fetch_response(decided, stable_end=0), 11)
-            == _fetch_response(decided, stable_end=9))
+            == (_fetch_response(decided, stable_end=9), False))
 
 
 def _request(api_key: int, version: int, body: bytes, *, tagged: bool = False) -> bytes:

@@ -1,0 +1,70 @@
+"""What a processor reads passes one boundary (``Outputs.decoded``): a record that does
+not decode, or does not lie where its key routes it, is quarantined with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from schemas.codec import MARKER, default_codec
+from schemas.messages import RUN_MESSAGES, Quarantined, TimerFired
+from stepstream.settings import Settings
+from streams.delays import DelayTiers
+from streams.metrics import Metrics
+from streams.partitioner import partition_of
+from streams.processors.outputs import Outputs, by_run_id
+from tests.fakes import FakeMessage, fake_task
+
+SETTINGS = Settings(namespace="ns", partitions=4)
+TOPICS = {"ns.runs": 4, "ns.quarantine": 1}
+CODEC = default_codec()
+
+
+def decoded(message: FakeMessage) -> tuple[Any, list[Quarantined]]:
+    outputs = Outputs(SETTINGS, CODEC, Metrics(), TOPICS, DelayTiers(SETTINGS))
+    task, producer = fake_task()
+    record = outputs.decoded(task, message, RUN_MESSAGES, owner=by_run_id)
+    asyncio.run(task.commit())
+    quarantined = [CODEC.decode_as(value, Quarantined)
+                   for records, _ in producer.transactions for _, _, _, value in records]
+    return record, quarantined
+
+
+def runs_message(run_id: str, *, key: bytes | None = None, partition: int | None = None,
+                 value: bytes | None = None) -> FakeMessage:
+    key = run_id.encode() if key is None else key
+    partition = partition_of(key, 4) if partition is None else partition
+    value = CODEC.encode(TimerFired(run_id=run_id, timer_id="t", ts=1)) if value is None else value
+    return FakeMessage("ns.runs", partition, 7, value, key=key)
+
+
+def test_a_record_where_its_key_routes_it_is_read() -> None:
+    record, quarantined = decoded(runs_message("run-1"))
+
+    assert isinstance(record, TimerFired) and quarantined == []
+
+
+def test_a_record_on_another_partition_than_its_keys_is_quarantined() -> None:
+    home = partition_of(b"run-1", 4)
+    record, quarantined = decoded(runs_message("run-1", partition=(home + 1) % 4))
+
+    assert record is None
+    assert [q.reason for q in quarantined] == [f"key b'run-1' belongs to partition {home}"]
+    assert (quarantined[0].topic, quarantined[0].offset) == ("ns.runs", 7)
+
+
+def test_a_record_keyed_by_another_run_than_its_own_is_quarantined() -> None:
+    """The key routes it to the task of another run's state."""
+    record, quarantined = decoded(runs_message("run-1", key=b"run-2"))
+
+    assert record is None and "not by 'run-1'" in quarantined[0].reason
+
+
+@pytest.mark.parametrize("value", [b"garbage", MARKER + b"\x00" * 8, b""], ids=repr)
+def test_what_does_not_decode_is_quarantined_with_the_reason(value: bytes) -> None:
+    record, quarantined = decoded(runs_message("run-1", value=value))
+
+    assert record is None and quarantined and quarantined[0].reason
+    assert quarantined[0].value == value
