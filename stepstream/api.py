@@ -39,6 +39,8 @@ class ApiClient:
         """
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        if body is None and method not in ("GET", "HEAD"):
+            body = {}  # the API takes state-changing requests as JSON only
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Accept", "application/json")

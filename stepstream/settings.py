@@ -86,7 +86,17 @@ class Settings:
     ssl_keyfile: str = ""
     """PEM private key of ``ssl_certfile``."""
     http_token: str = field(default="", repr=False)
-    """Bearer token the HTTP API requires (except health and metrics); empty: no auth."""
+    """Bearer token the HTTP API requires (except health and metrics); empty: no auth. The
+    dashboard's login page exchanges it for a session cookie."""
+    http_allowed_hosts: str = ""
+    """Host names the HTTP API answers to, comma-separated (``.example.com`` also matches its
+    subdomains; ``*``: any): a browser page on another name that resolves to the worker (DNS
+    rebinding) is refused. Loopback names always pass. Empty: loopback names only while
+    ``http_host`` is loopback and there is no token; any IP address and the bound name too
+    when bound beyond loopback without a token; any host with a token (the token already
+    protects)."""
+    http_session_s: float = 12 * 3600.0
+    """How long a dashboard login (its session cookie) lasts."""
     monitor_interval_s: float = 10.0
     """How often a worker refreshes its heartbeat, consumer-lag and runs-in-flight gauges."""
     concurrency_lease_ms: int = 30_000
@@ -139,6 +149,8 @@ class Settings:
             raise ConfigError("run_state_max_bytes must be >= max_payload_bytes")
         if self.finished_run_retention_s <= 0:
             raise ConfigError("finished_run_retention_s must be > 0")
+        if self.http_session_s <= 0:
+            raise ConfigError("http_session_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigError("ssl_certfile and ssl_keyfile go together")
 

@@ -2,7 +2,8 @@
 
 Documented in ``streams/openapi.json`` (served at ``/openapi.json``); a test checks that
 every route is in it. Errors are JSON, ``{"error": "..."}``, with a 4xx that says what
-was wrong.
+was wrong. Every request passes the browser rules of ``streams.http_guard`` (Host,
+Origin, Content-Type), then the token check of ``streams.http_auth``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from stepstream.errors import SerializationError
+from stepstream.settings import Settings
 from streams import http_static
-from streams.http_auth import Handler, bearer_auth
+from streams.http_auth import Handler, token_auth
+from streams.http_guard import HostRule, browser_guard
+from streams.http_login import Login
 from streams.http_params import BadInput, json_body
 from streams.http_runs import RunsApi, SendControl
+from streams.http_session import Sessions
 from streams.metrics import Metrics
 from streams.readmodel import RunStore
 
@@ -73,10 +78,21 @@ class HttpApi:
         self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
                             retention_s=retention_s)
 
-    def application(self, *, token: str = "") -> web.Application:
-        """The aiohttp application."""
-        app = web.Application(client_max_size=_MAX_BODY,
-                              middlewares=[bearer_auth(token), json_errors])
+    def application(self, *, token: str = "", bind_host: str = "127.0.0.1",
+                    allowed_hosts: str = "", session_s: float = Settings.http_session_s
+                    ) -> web.Application:
+        """The aiohttp application.
+
+        Args:
+            token: the API token (``Settings.http_token``); empty: no auth.
+            bind_host: where it is served (``Settings.http_host``), for the Host rule.
+            allowed_hosts: ``Settings.http_allowed_hosts``.
+            session_s: how long a dashboard login lasts (``Settings.http_session_s``).
+        """
+        sessions = Sessions(token, session_s)
+        hosts = HostRule.of(allowed_hosts, bind_host=bind_host, token=token)
+        app = web.Application(client_max_size=_MAX_BODY, middlewares=[
+            browser_guard(hosts), token_auth(token, sessions), json_errors])
         app.on_shutdown.append(lambda _: self.runs.waits.close())
         app.add_routes([
             web.get("/healthz", self.healthz),
@@ -84,6 +100,7 @@ class HttpApi:
             web.get("/metrics", self.prometheus),
             web.post("/v1/events", self.post_event),
             *self.runs.routes(),
+            *Login(token, sessions).routes(),
             *http_static.routes(),
         ])
         return app

@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 _HERE = Path(__file__).parent
-DASHBOARD_FILES = {"app.js": "application/javascript", "app.css": "text/css"}
+DASHBOARD_FILES = {"app.js": "application/javascript", "app.css": "text/css",
+                   "login.js": "application/javascript"}
 
 
 @cache
@@ -34,6 +35,13 @@ async def openapi(_: web.Request) -> web.Response:
 async def dashboard(_: web.Request) -> web.Response:
     """``GET /`` and ``GET /dashboard``: the dashboard page."""
     return web.Response(body=_read(_HERE / "dashboard" / "index.html"),
+                        content_type="text/html", charset="utf-8")
+
+
+async def login_page(_: web.Request) -> web.Response:
+    """``GET /login`` (``streams.http_login``): the form that trades the token for a
+    session."""
+    return web.Response(body=_read(_HERE / "dashboard" / "login.html"),
                         content_type="text/html", charset="utf-8")
 
 

@@ -69,7 +69,10 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
 async def serve_http(api: HttpApi, engine: Engine) -> None:
     """Serve ``api`` until cancelled."""
     settings = engine.settings
-    runner = web.AppRunner(api.application(token=settings.http_token), access_log=None)
+    app = api.application(token=settings.http_token, bind_host=settings.http_host,
+                          allowed_hosts=settings.http_allowed_hosts,
+                          session_s=settings.http_session_s)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.http_host, settings.http_port)

@@ -26,18 +26,15 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// With a token set, the session cookie (from /login) goes along by itself: same origin,
+// HttpOnly. A 401 means it has ended: back to the login page, keeping the view.
 async function api(path, options = {}) {
   const headers = { Accept: "application/json" };
   if (options.body) headers["Content-Type"] = "application/json";
-  const token = sessionStorage.getItem("stepstream-token");
-  if (token) headers.Authorization = "Bearer " + token;
   const reply = await fetch(path, { ...options, headers });
-  if (reply.status === 401 && !options.retried) {
-    const given = window.prompt("This worker's API needs a token (STEPSTREAM_HTTP_TOKEN):");
-    if (given) {
-      sessionStorage.setItem("stepstream-token", given);
-      return api(path, { ...options, retried: true });
-    }
+  if (reply.status === 401) {
+    location.assign("/login" + location.hash);
+    throw new Error("not logged in");
   }
   const body = await reply.json().catch(() => ({}));
   if (!reply.ok) throw new Error(body.error || `${reply.status} ${reply.statusText}`);
@@ -46,6 +43,18 @@ async function api(path, options = {}) {
 
 function post(path, body) {
   return api(path, { method: "POST", body: JSON.stringify(body || {}) });
+}
+
+// The log out button, for a browser signed in with the session cookie.
+async function showLogout() {
+  const session = await api("/v1/session").catch(() => null);
+  const button = document.getElementById("logout");
+  if (!session || session.via !== "cookie") return;
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    await post("/logout").catch(() => null);
+    location.assign("/login");
+  });
 }
 
 function fmtTime(ms) {
@@ -349,3 +358,4 @@ function route() {
 
 window.addEventListener("hashchange", route);
 route();
+showLogout();

@@ -122,3 +122,42 @@ def test_the_dashboard_shows_runs_and_replays_and_cancels_them(
     napper = page.locator('#functions-table tr[data-function="napper"]')
     expect(napper).to_contain_text("\u2013")  # no rate: none of its runs completed or failed
     page.screenshot(path=str(tmp_path / "dashboard-functions.png"), full_page=True)
+
+
+def test_with_a_token_the_dashboard_logs_in_with_a_session_cookie(
+        settings: Settings, start_worker: WorkerFactory, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    token = "e2e-dashboard-token"
+    worker = start_worker("tests.integration.history_functions", STEPSTREAM_HTTP_TOKEN=token)
+    narrated = run_id_for("narrated", Stepstream("t", settings=settings).send(
+        "test/narrated", {}))
+
+    # No session: the dashboard sends the browser to the login form, keeping the view.
+    page.goto(f"{worker.url}/#/functions")
+    expect(page.locator("form#login")).to_be_visible()
+    assert page.url == f"{worker.url}/login#/functions"
+
+    page.fill("#token", "not-the-token")
+    page.click("form#login button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("wrong token")
+
+    # The token buys an HttpOnly, SameSite=Strict cookie that is not the token.
+    page.fill("#token", token)
+    page.click("form#login button[type=submit]")
+    expect(page.locator('#functions-table tr[data-function="narrated"]')).to_be_visible()
+    assert page.url == f"{worker.url}/#/functions"
+    (cookie,) = page.context.cookies(worker.url)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]
+    assert token not in cookie["value"]
+
+    # The API answers the page's requests: the run shows up in the list.
+    page.click("header nav a[data-view=runs]")
+    expect(page.locator(f'#runs-table tr[data-run-id="{narrated}"]')).to_be_visible()
+
+    # Logging out ends it: the dashboard asks for the token again.
+    page.click("#logout")
+    expect(page.locator("form#login")).to_be_visible()
+    assert page.context.cookies(worker.url) == []
+    page.goto(worker.url + "/")
+    expect(page.locator("form#login")).to_be_visible()

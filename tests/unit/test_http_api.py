@@ -131,7 +131,8 @@ async def test_the_dashboard_is_served(path: str) -> None:
 async def test_bad_input_gets_a_4xx_that_says_why(method: str, path: str, body: bytes | None,
                                                  status: int, says: str) -> None:
     async with serving() as (client, sent):
-        reply = await client.request(method, path, data=body)
+        reply = await client.request(method, path, data=body,
+                                     headers={"Content-Type": "application/json"})
         assert reply.status == status
         assert reply.content_type == "application/json"
         assert says in (await reply.json())["error"]
