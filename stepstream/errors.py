@@ -8,6 +8,7 @@
     ├── ConfigError            settings or a function definition that cannot work
     ├── SerializationError     a step output or event that is not JSON, or too large
     ├── ApiError               a worker's HTTP API refused a request, or did not answer
+    ├── ExpressionError        a CEL expression failed, or was over budget (engine-side)
     └── RunFailed              a run waited for (``Stepstream.result``) failed or was cancelled
 
 Control flow inside the executor (a step finished, the handler must stop here) is
@@ -18,6 +19,7 @@ are never exported, so a user's ``except Exception`` cannot swallow them.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 
 class StepstreamError(Exception):
@@ -69,6 +71,16 @@ class ConfigError(StepstreamError):
 
 class SerializationError(StepstreamError):
     """A value that cannot be carried: not JSON-serializable, or over the size limit."""
+
+
+class ExpressionError(StepstreamError):
+    """A CEL expression failed when evaluated (``reason`` ``error``) or would have taken
+    more than its budget (``budget``); the message names the expression."""
+
+    def __init__(self, source: str, reason: Literal["error", "budget"], detail: str) -> None:
+        what = "is over its evaluation budget" if reason == "budget" else "failed"
+        super().__init__(f"CEL expression {source!r} {what}: {detail}")
+        self.source, self.reason, self.detail = source, reason, detail
 
 
 class ApiError(StepstreamError):

@@ -95,7 +95,7 @@ class Engine:
             ChainBudget(max_steps=settings.chain_max_steps, max_ms=settings.chain_max_ms),
             send_events=self.send_events,
             backpressure=lambda paused: self.runtime.throttle(topic("steps"), paused))
-        matcher = Matcher(self.outputs)
+        matcher = Matcher(self.outputs, ss.functions)
         self.runtime = Runtime(
             settings, group_id=settings.namespace,
             transactional_prefix=f"{settings.namespace}.engine",

@@ -24,6 +24,9 @@ MAX_STEP_LABELS = 200
 (step ids made from data, ``f"fetch-{user_id}"``, would grow the series without end)."""
 OTHER_STEPS = "_other"
 
+MAX_FAILED_EXPRESSIONS = 1024
+"""Failed expressions remembered so that each is logged once (the oldest is forgotten)."""
+
 
 def step_label(step_id: str) -> str:
     """A step id as a metric label: ``send:3`` (the 4th ``send`` of a loop) counts as ``send``."""
@@ -38,6 +41,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self._step_labels: dict[str, set[str]] = {}
+        self._failed: dict[tuple[str, str, str], None] = {}  # insertion-ordered
         r = self.registry
         self.events_received = Counter(
             "stepstream_events_received", "Events read from the events topic", ["outcome"],
@@ -110,6 +114,10 @@ class Metrics:
         self.flow_deferred = Counter(
             "stepstream_flow_deferred", "Dispatches held back by flow control, by reason "
             "(concurrency, throttle, unavailable)", ["function", "reason"], registry=r)
+        self.expression_failures = Counter(
+            "stepstream_expression_failures", "CEL expressions that failed when evaluated, by "
+            "kind (filter, wait, key) and reason (error, budget)", ["function", "kind", "reason"],
+            registry=r)
         self.concurrency_in_use = Gauge(
             "stepstream_concurrency_in_use", "Dispatches holding concurrency slots on this "
             "worker now", ["function"], registry=r)
@@ -125,6 +133,17 @@ class Metrics:
             return OTHER_STEPS
         seen.add(label)
         return label
+
+    def first_failure(self, function_id: str, kind: str, source: str) -> bool:
+        """Whether this is the first failure of expression ``source`` seen here (it is logged
+        then, not at every event); remembers the last ``MAX_FAILED_EXPRESSIONS``."""
+        seen = (function_id, kind, source)
+        if seen in self._failed:
+            return False
+        if len(self._failed) >= MAX_FAILED_EXPRESSIONS:
+            self._failed.pop(next(iter(self._failed)))
+        self._failed[seen] = None
+        return True
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

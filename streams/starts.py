@@ -6,19 +6,22 @@ import asyncio
 import functools
 import json
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from croniter import croniter
 
-from schemas.messages import Event, FlowTimer, RunStarted
+from schemas.messages import ErrorInfo, Event, FlowTimer, RunStarted
 from stepstream.client import Stepstream
+from stepstream.errors import ExpressionError
 from stepstream.events import run_id_for
-from stepstream.expressions import evaluate, matches
+from stepstream.expressions import evaluate, matches, size_of
 from stepstream.function import FunctionDef
 from stepstream.options import to_ms
 from stepstream.step import now_ms
 from streams.backoff import until_done
-from streams.flow.trigger import Decision, FlowTrigger
+from streams.expression_failures import report
+from streams.flow.trigger import Decision, FlowTrigger, never_ran
 from streams.machine import MAX_STATE_BYTES, CancelRule, RunPolicy
 from streams.metrics import Metrics
 from streams.redis_client import STORE_ERRORS
@@ -75,24 +78,42 @@ class Starter:
         functions = self.by_trigger.get(event.name)
         if not functions:
             return decision
-        context = {"event": event_context(event)}
-        starts = decision.starts
+        context, size = {"event": event_context(event)}, size_of(event.data_json)
         for function in functions:
-            if not matches(function.trigger_if, context):
-                continue
+            try:
+                if not matches(function.trigger_if, context, size):
+                    continue
+            except ExpressionError as error:
+                report(self.metrics, function.id, "filter", error)
+                continue  # as if it did not match: the event may be for other functions
             run_id = run_id_for(function.id, event.id)
-            if function.idempotency is not None and not await self._claim(
-                    function, evaluate(function.idempotency, context), run_id):
-                self.metrics.events_received.labels("idempotent_skip").inc()
-                continue
-            if function.flow.at_trigger:
-                decision.extend(await until_done(
-                    functools.partial(self.flow.admit, function, event, run_id),
-                    what=f"flow control of {function.id}", errors=STORE_ERRORS))
-                continue
-            starts.append(RunStarted(run_id=run_id, function_id=function.id, event=event,
-                                     ts=now_ms()))
+            try:
+                decision.extend(await self._start(function, event, context, run_id))
+            except ExpressionError as error:
+                # No key for this run: deduplicating or limiting it under a made-up one
+                # ("" or none) would silently break what the option promises, and the
+                # same event fails the same way on every delivery. The run fails at once,
+                # the expression and its error in its history; the event's other
+                # functions start as usual.
+                report(self.metrics, function.id, "key", error)
+                decision.records += never_ran(function, event, run_id, "failed", ErrorInfo(
+                    type=type(error).__name__, message=str(error)))
         return decision
+
+    async def _start(self, function: FunctionDef, event: Event, context: dict[str, Any],
+                     run_id: str) -> Decision:
+        """What ``event`` does for ``function``, whose filter it matched."""
+        if function.idempotency is not None and not await self._claim(
+                function, evaluate(function.idempotency, context, size_of(event.data_json)),
+                run_id):
+            self.metrics.events_received.labels("idempotent_skip").inc()
+            return Decision()
+        if function.flow.at_trigger:
+            return await until_done(
+                functools.partial(self.flow.admit, function, event, run_id),
+                what=f"flow control of {function.id}", errors=STORE_ERRORS)
+        return Decision(starts=[RunStarted(run_id=run_id, function_id=function.id, event=event,
+                                           ts=now_ms())])
 
     async def settle(self, timer: FlowTimer) -> Decision:
         """A debounce or batch timer came back: the run it starts, if any."""

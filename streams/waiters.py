@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.messages import CancelRequested, Event, EventMatched, Waiter
-from stepstream.expressions import matches
+from stepstream.events import run_id_for
+from stepstream.expressions import matches, size_of
+from stepstream.function import FunctionDef
 
 _FIELD = r"(async|event)\.data((?:\.[A-Za-z_][A-Za-z0-9_]*)+)"
 _EQUALITY = re.compile(rf"^\s*{_FIELD}\s*==\s*{_FIELD}\s*$")
 _NOT_A_CONJUNCTION = re.compile(r"\|\||[?!\"'`()\[\]{}]")
 """Anything that could make ``&&`` other than the top-level operator: then scanned."""
+
+UNKNOWN_FUNCTION = "_unknown"
 
 Path = tuple[str, ...]
 """Keys from ``data`` down to a value, e.g. ``("order", "id")``."""
@@ -38,6 +42,17 @@ def event_context(event: Event) -> dict[str, Any]:
             "ts": event.ts}
 
 
+def function_of(waiter: Waiter, functions: Mapping[str, FunctionDef]) -> str:
+    """The id of the function whose run waits (for metrics): the one whose run of the
+    triggering event has the waiter's run id, else the only one of that trigger (a batch
+    or child run), else ``UNKNOWN_FUNCTION``."""
+    for function_id in functions:
+        if run_id_for(function_id, waiter.trigger.id) == waiter.run_id:
+            return function_id
+    same = [f.id for f in functions.values() if f.trigger == waiter.trigger.name]
+    return same[0] if len(same) == 1 else UNKNOWN_FUNCTION
+
+
 def entry_key(waiter: Waiter) -> bytes:
     """The waiters table key of one waiting (run, step)."""
     return "\x00".join((waiter.event_name, waiter.run_id, waiter.step_id)).encode()
@@ -46,12 +61,14 @@ def entry_key(waiter: Waiter) -> bytes:
 def fires(waiter: Waiter, event: Event, incoming: dict[str, Any] | None = None
           ) -> EventMatched | CancelRequested | None:
     """What ``event`` does to ``waiter``'s run, if it matches. A waiter that expired
-    before the event happened does not match (its timeout fired)."""
+    before the event happened does not match (its timeout fired). Raises
+    ``ExpressionError`` if the condition fails."""
     if waiter.expires_at <= event.ts:
         return None
     context = {"event": event_context(waiter.trigger),
                "async": event_context(event) if incoming is None else incoming}
-    if not matches(waiter.condition, context):
+    if not matches(waiter.condition, context,
+                   size_of(waiter.trigger.data_json, event.data_json)):
         return None
     if waiter.kind == "cancel":
         return CancelRequested(run_id=waiter.run_id, ts=event.ts,

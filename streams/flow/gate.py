@@ -5,7 +5,8 @@ of each of its function's limits (and, for a run's first dispatch, a throttle to
 slots' leases while the steps run and gives them back at the end) or a
 ``StepDeferred``, which the executor reports instead of running anything: the state
 machine parks the dispatch on a timer in the delay topics and dispatches it again when
-the timer fires. Nothing waits in a process's memory.
+the timer fires. Nothing waits in a process's memory. A key or priority expression that
+fails answers a ``FunctionFinished`` with the error: the run fails.
 
 Eager chains: the slot is taken for the dispatch, and before each further step of its
 chain ``Held.keep`` asks to hold on to it, which succeeds only if no run waits ahead
@@ -23,11 +24,13 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from schemas.messages import StepDeferred, StepRequest
+from schemas.messages import ErrorInfo, FunctionFinished, StepDeferred, StepRequest
+from stepstream.errors import ExpressionError
 from stepstream.function import FunctionDef
 from stepstream.options import Concurrency, to_ms
 from stepstream.settings import Settings
 from stepstream.step import ChainBudget, now_ms
+from streams.expression_failures import report
 from streams.flow.concurrency import ConcurrencySlots, Limit
 from streams.flow.keys import FlowKeys, key_value, queue_score
 from streams.flow.throttle import REMEMBER_MS, ThrottleKeys, Throttler
@@ -116,7 +119,8 @@ class FlowGate:
                                       poll_ms=settings.flow_poll_ms)
         self.throttler = Throttler(redis)
 
-    async def enter(self, function: FunctionDef, request: StepRequest) -> Held | StepDeferred:
+    async def enter(self, function: FunctionDef, request: StepRequest
+                    ) -> Held | StepDeferred | FunctionFinished:
         """Take what ``request`` needs to run now, or say when to try again."""
         flow = function.flow
         throttled = flow.throttle is not None and starts_run(request)
@@ -128,12 +132,22 @@ class FlowGate:
             log.warning("flow control of %s waits for Redis: %s", function.id, error)
             return self._defer(function, request, now_ms() + self.poll_ms,
                                "flow-control store unavailable", "unavailable")
+        except ExpressionError as error:
+            # The run has no key (or priority): limiting it under a made-up one ("")
+            # would silently share another key's limit, and every attempt computes the
+            # same error from the same event. The run fails, naming the expression.
+            report(self.metrics, function.id, "key", error)
+            return FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
+                                    error=ErrorInfo(type=type(error).__name__,
+                                                    message=str(error)))
 
     async def _enter(self, function: FunctionDef, request: StepRequest,
                      throttled: bool) -> Held | StepDeferred:
         flow = function.flow
         score = queue_score(request.event, flow.priority.run if flow.priority else None)
         limits = [self._limit(function.id, i, c, request) for i, c in enumerate(flow.concurrency)]
+        throttle_key = key_value(flow.throttle.key, request.event) if throttled and \
+            flow.throttle is not None else ""  # every key before any slot is taken
         holder = f"{request.run_id}:{request.seq}"
         waiter = f"{request.run_id}:{request.target or ''}"
         if limits:
@@ -144,9 +158,8 @@ class FlowGate:
                                    "waiting for a concurrency slot", "concurrency")
         if throttled and flow.throttle is not None:
             throttle = flow.throttle
-            key = key_value(throttle.key, request.event)
             turn = await self.throttler.admit(
-                ThrottleKeys(*(self.keys.of(function.id, "throttle", key, part)
+                ThrottleKeys(*(self.keys.of(function.id, "throttle", throttle_key, part)
                                for part in ("tat", "waiting", "wexp", "admitted"))),
                 interval_ms=to_ms(throttle.period) // throttle.limit, burst=throttle.burst,
                 run_id=request.run_id, score=score,

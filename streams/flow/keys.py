@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from schemas.messages import Event
-from stepstream.expressions import evaluate
+from stepstream.expressions import evaluate, size_of
 from stepstream.options import PRIORITY_BOUND_S
 from streams.waiters import event_context
 
@@ -19,11 +19,11 @@ def key_value(expression: str | None, event: Event) -> str:
 
     No expression: ``""`` (one limit for the function). An expression that finds nothing
     (a missing field) also gives ``""``: such events share one limit. Long values are
-    hashed so that keys stay short.
+    hashed so that keys stay short. One that fails raises ``ExpressionError``.
     """
     if expression is None:
         return ""
-    value: Any = evaluate(expression, {"event": event_context(event)})
+    value: Any = evaluate(expression, {"event": event_context(event)}, size_of(event.data_json))
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
@@ -33,10 +33,11 @@ def key_value(expression: str | None, event: Event) -> str:
 
 
 def priority_ms(expression: str | None, event: Event) -> int:
-    """How far ahead a run goes in the queues, in ms (clamped to +-600 s; 0 if not a number)."""
+    """How far ahead a run goes in the queues, in ms (clamped to +-600 s; 0 if not a number;
+    ``ExpressionError`` if the expression fails)."""
     if expression is None:
         return 0
-    value = evaluate(expression, {"event": event_context(event)})
+    value = evaluate(expression, {"event": event_context(event)}, size_of(event.data_json))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     return round(max(-PRIORITY_BOUND_S, min(PRIORITY_BOUND_S, float(value))) * 1000)

@@ -53,13 +53,18 @@ def dropped(function: FunctionDef, event: Event, run_id: str, key: str) -> list[
     """The history of an event a rate limit dropped: a run that never ran, ``cancelled``."""
     limit = function.flow.rate_limit
     assert limit is not None
-    ts = now_ms()
     where = f" for key {key!r}" if key else ""
-    error = ErrorInfo(type=RATE_LIMITED, message=(
-        f"dropped: rate limit of {limit.limit} runs per {limit.period} reached{where}"))
+    return never_ran(function, event, run_id, "cancelled", ErrorInfo(type=RATE_LIMITED, message=(
+        f"dropped: rate limit of {limit.limit} runs per {limit.period} reached{where}")))
+
+
+def never_ran(function: FunctionDef, event: Event, run_id: str, status: str,
+              error: ErrorInfo) -> list[HistoryRecord]:
+    """The history of a run that ended (``status``) with ``error`` before it started."""
+    ts = now_ms()
     return [HistoryRecord(run_id=run_id, seq=1, ts=ts, kind="run.started",
                           function_id=function.id, event=event),
-            HistoryRecord(run_id=run_id, seq=2, ts=ts, kind="run.cancelled",
+            HistoryRecord(run_id=run_id, seq=2, ts=ts, kind=f"run.{status}",
                           function_id=function.id, error=error)]
 
 
@@ -76,8 +81,12 @@ class FlowTrigger:
     async def admit(self, function: FunctionDef, event: Event, run_id: str) -> Decision:
         """What ``event`` does, given that it matched ``function``."""
         flow, decision = function.flow, Decision()
+        # Every key first: one that fails (ExpressionError) leaves Redis untouched.
+        rate_key, debounce_key, batch_key = (
+            key_value(o.key if o else None, event)
+            for o in (flow.rate_limit, flow.debounce, flow.batch_events))
         if flow.rate_limit is not None:
-            key = key_value(flow.rate_limit.key, event)
+            key = rate_key
             verdict = await self.rates.decide(
                 self.keys.of(function.id, "rate", key, "admitted"),
                 self.keys.of(function.id, "rate", key, "dropped"),
@@ -89,7 +98,7 @@ class FlowTrigger:
                 decision.records += dropped(function, event, run_id, key)
                 return decision
         if flow.debounce is not None:
-            key = key_value(flow.debounce.key, event)
+            key = debounce_key
             pushed = await self.debouncer.push(
                 self._debounce_keys(function.id, key), event_id=event.id, event_ts=event.ts,
                 period_ms=to_ms(flow.debounce.period))
@@ -101,7 +110,7 @@ class FlowTrigger:
                                                  due_ms=pushed.timer_due, event=event))
             return decision
         if flow.batch_events is not None:
-            key = key_value(flow.batch_events.key, event)
+            key = batch_key
             added = await self.batcher.add(self._batch_keys(function.id, key), event,
                                            max_size=flow.batch_events.max_size,
                                            timeout_ms=to_ms(flow.batch_events.timeout))

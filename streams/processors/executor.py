@@ -30,7 +30,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from schemas.messages import ChainAlive, Event, StepCompleted, StepDeferred, StepFailed, StepRequest
+from schemas.messages import (
+    ChainAlive,
+    Event,
+    FunctionFinished,
+    StepCompleted,
+    StepDeferred,
+    StepFailed,
+    StepRequest,
+)
 from stepstream.client import Stepstream
 from stepstream.execution import execute
 from stepstream.step import ChainBudget, GoAhead
@@ -209,7 +217,7 @@ class Executor:
             return after_commit if first else None
 
         held = await self.flow.enter(function, request)  # concurrency slots, throttle
-        if isinstance(held, StepDeferred):
+        if isinstance(held, StepDeferred | FunctionFinished):
             await task.send_later([out.to("runs", run_id, held)], release=claim.release())
             return
         async with held, heartbeat:

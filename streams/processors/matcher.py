@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from schemas.messages import Event, Waiter, WaiterChanged, WaiterSet
+from stepstream.errors import ExpressionError
+from stepstream.function import FunctionDef
+from streams.expression_failures import report
 from streams.kafka.store import StateStore
 from streams.kafka.task import Task
 from streams.processors.outputs import Outputs
-from streams.waiters import WaiterIndex, entry_key, event_context, fires
+from streams.waiters import WaiterIndex, entry_key, event_context, fires, function_of
 
 log = logging.getLogger("stepstream.matcher")
 
@@ -32,8 +36,11 @@ WAITERS = "waiters"
 class Matcher:
     """Processes ``{namespace}.waiters`` and ``{namespace}.events.by-name``."""
 
-    def __init__(self, outputs: Outputs) -> None:
+    def __init__(self, outputs: Outputs, functions: Mapping[str, FunctionDef] | None = None
+                 ) -> None:
         self.outputs, self.codec = outputs, outputs.codec
+        self.functions = functions or {}
+        """The app's functions, to label the failures of their conditions."""
         self.indexes: dict[int, WaiterIndex] = {}
 
     def task_started(self, task: Task) -> None:
@@ -76,7 +83,14 @@ class Matcher:
         incoming = event_context(record)
         for key in index.candidates(record, incoming["data"]):
             waiter = store.get(key)
-            fired = fires(waiter, record, incoming) if isinstance(waiter, Waiter) else None
+            if not isinstance(waiter, Waiter):
+                continue
+            try:
+                fired = fires(waiter, record, incoming)
+            except ExpressionError as error:  # no match: the run waits on, as for a miss
+                report(self.outputs.metrics, function_of(waiter, self.functions), "wait",
+                       error)
+                continue
             if fired is not None:
                 task.send(self.outputs.to("runs", fired.run_id, fired))
                 self._delete(store, index, key)
