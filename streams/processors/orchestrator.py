@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from schemas.codec import DecodeError
 from schemas.messages import (
     RUN_MESSAGES,
     ChildFinished,
@@ -61,7 +62,15 @@ class Orchestrator:
             return
         store: StateStore[RunState] = task.stores[RUNS]
         key = decoded.run_id.encode()
-        state = store.get(key)
+        try:
+            state = store.get(key)
+        except DecodeError as exc:
+            # Nothing can advance a run whose state is unreadable (a corrupt changelog
+            # record, a schema this version cannot read): its messages are set aside,
+            # visibly, until the state is repaired; the partition goes on.
+            task.send(self.outputs.quarantined(
+                message, f"the state of run {decoded.run_id} cannot be decoded: {exc}"))
+            return
         function_id = state.function_id if state else getattr(decoded, "function_id", "")
         policy = self.policies.get(function_id)
         if policy is None and state is None and isinstance(decoded, RunStarted):

@@ -68,3 +68,32 @@ def test_what_does_not_decode_is_quarantined_with_the_reason(value: bytes) -> No
 
     assert record is None and quarantined and quarantined[0].reason
     assert quarantined[0].value == value
+
+
+def test_a_message_of_a_run_whose_state_cannot_be_decoded_is_set_aside() -> None:
+    """The orchestrator cannot advance it: the message is quarantined with the reason,
+    and the next message of the partition is processed."""
+    from streams.kafka.store import MemoryBackend, StateStore
+    from streams.leases import LeaseClock
+    from streams.processors.orchestrator import RUNS, Orchestrator
+    from streams.run_records import RunRecords
+
+    backend = MemoryBackend()
+    backend.apply({b"run-1": b"\x00\x01 not a run state"}, 1)
+    store = StateStore("ns-runs-changelog", partition_of(b"run-1", 4), backend,
+                       RunRecords(CODEC))
+    outputs = Outputs(SETTINGS, CODEC, Metrics(), TOPICS, DelayTiers(SETTINGS))
+    orchestrator = Orchestrator(outputs, {}, LeaseClock(lambda _: False, _never), "app")
+    task, producer = fake_task(store.partition, **{RUNS: store})
+
+    asyncio.run(orchestrator.process(task, runs_message("run-1")))
+    asyncio.run(task.commit())
+
+    (records, _), = producer.transactions
+    quarantined = [CODEC.decode_as(value, Quarantined) for _, _, _, value in records]
+    assert [q.reason.split(":")[0] for q in quarantined] == [
+        "the state of run run-1 cannot be decoded"]
+
+
+async def _never(_: Any) -> None:
+    raise AssertionError("no lease fires here")
