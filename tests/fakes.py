@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams.kafka.store import MemoryBackend, StateStore, WholeValues
-from streams.kafka.task import Task
+from streams.kafka.task import Refused, Task
 
 
 class FakeMessage:
@@ -108,11 +108,12 @@ class FakeTransactionalProducer:
         return merged
 
 
-def fake_task(partition: int = 0, **stores: StateStore[Any]) -> tuple[Task, Any]:
+def fake_task(partition: int = 0, *, refused: Refused | None = None,
+              **stores: StateStore[Any]) -> tuple[Task, Any]:
     producer = FakeTransactionalProducer()
     return Task(partition, producer, dict(stores), lambda: None,
                 commit_offsets=producer.commit_offsets, stopping=lambda: False,
-                retry_for_s=0), producer
+                retry_for_s=0, refused=refused), producer
 
 
 def bytes_store(changelog: str = "ns-runs-changelog", partition: int = 0) -> StateStore[bytes]:

@@ -35,7 +35,7 @@ from stepstream.settings import Settings
 from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
 from streams.kafka.local import LocalMessage
 from streams.kafka.store import Backend, Layout, MemoryBackend, StateStore, open_backend
-from streams.kafka.task import Outcome, Refused, Task
+from streams.kafka.task import Outcome, Record, Task
 
 log = logging.getLogger("stepstream.runtime")
 T = TypeVar("T")
@@ -86,12 +86,13 @@ class Runtime:
                  processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
                  fetch_wait_ms: int, batch: int = 500, local_topics: Iterable[str] = (),
                  quarantine: Quarantine, settle: Settle | None = None,
-                 refused: Refused | None = None) -> None:
+                 refused: Callable[[Any, str], Record] | None = None) -> None:
         """``local_topics``: inputs whose records a task hands to their processor as it
         sends them (``streams.kafka.local``). ``settle(within_s)``: called before each
         commit, to let work the batch started send its first records (``SETTLE_S``
-        when nothing waits, else 0). ``refused``: what a task sends instead of a record
-        the producer refuses for its size."""
+        when nothing waits, else 0). ``refused(message, reason)``: what a task sends
+        instead of a record the producer refuses for its size, given as a message that
+        has no offset (``LocalMessage``)."""
         self.settings, self.group_id = settings, group_id
         self.transactional_prefix = transactional_prefix
         self.processors, self.store_specs = processors, tuple(stores)
@@ -458,7 +459,8 @@ class Runtime:
                         commit_offsets=self._commit_offsets,
                         stopping=lambda: self._stopping,
                         retry_for_s=self.settings.session_timeout_s * 2,
-                        local_topics=self.local_topics, refused=self.refused)
+                        local_topics=self.local_topics,
+                        refused=None if self.refused is None else self._set_aside)
             self.tasks[p] = task
             for hook in self.started:
                 await _called(hook, task)
@@ -468,6 +470,10 @@ class Runtime:
             self._paused = {(tp.topic, tp.partition) for tp in assigned
                             if tp.topic in self._throttled}
             log.info("%s: tasks %s started", self.group_id, numbers)
+
+    def _set_aside(self, record: Record, reason: str) -> Record:
+        assert self.refused is not None
+        return self.refused(LocalMessage(record), reason)
 
     def _producer(self, partition: int) -> Any:
         """The task's producer, initialised: that fences the previous owner's and ends

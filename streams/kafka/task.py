@@ -77,30 +77,7 @@ class Record:
     value: bytes | None
 
 
-class Unwritten:
-    """A record the producer refused, seen as a consumed message (offset -1), so that
-    it can be set aside like one (``Task``'s ``refused``)."""
-
-    def __init__(self, record: Record) -> None:
-        self.record = record
-
-    def topic(self) -> str:
-        return self.record.topic
-
-    def partition(self) -> int:
-        return self.record.partition
-
-    def offset(self) -> int:
-        return -1
-
-    def key(self) -> bytes | None:
-        return self.record.key
-
-    def value(self) -> bytes | None:
-        return self.record.value
-
-
-Refused = Callable[[Unwritten, str], Record]
+Refused = Callable[[Record, str], Record]
 """What to send instead of a record the producer refuses for its size, and why."""
 
 
@@ -422,7 +399,7 @@ class Task:
                           "dropped" if self._refused is None else "quarantined")
                 if self._refused is None or record.topic.endswith(".quarantine"):
                     return
-                record = self._refused(Unwritten(record), reason)
+                record = self._refused(record, reason)
 
     def _retrying(self, call: Callable[[float], Any]) -> None:
         """``call(timeout)`` again while it fails with a retriable error (a broker outage),

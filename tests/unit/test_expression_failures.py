@@ -99,16 +99,22 @@ def test_the_budget_depends_on_the_shape_and_the_size_of_the_data() -> None:
         evaluate(nested, small, size=round(MAX_COST ** (1 / 3)))
 
 
+def _beside_a_plain_function(function_id: str, **options: Any) -> tuple[Starter, Metrics]:
+    """A starter (without Redis) of ``function_id`` with ``options`` and of a plain
+    function on the same event, and its metrics."""
+    ss = Stepstream(app_id="t", settings=Settings())
+    ss.function(id=function_id, trigger="t/go", **options)(handler)
+    ss.function(id="plain", trigger="t/go")(handler)
+    metrics = Metrics()
+    return Starter(ss, redis=None, metrics=metrics), metrics  # type: ignore[arg-type]
+
+
 # --- filters ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", FAILING)
 async def test_a_failing_filter_does_not_match_and_other_functions_start(name: str) -> None:
-    ss = Stepstream(app_id="t", settings=Settings())
-    ss.function(id="filtered", trigger="t/go", if_=FAILING[name])(handler)
-    ss.function(id="plain", trigger="t/go")(handler)
-    metrics = Metrics()
-    starter = Starter(ss, redis=None, metrics=metrics)  # type: ignore[arg-type]
+    starter, metrics = _beside_a_plain_function("filtered", if_=FAILING[name])
 
     decision = await starter.decide(NUMBERS)
 
@@ -183,12 +189,8 @@ def test_a_failing_key_or_priority_raises(name: str) -> None:
 
 @pytest.mark.parametrize("name", FAILING)
 async def test_a_failing_idempotency_key_fails_the_run_at_its_start(name: str) -> None:
-    ss = Stepstream(app_id="t", settings=Settings())
-    ss.function(id="keyed", trigger="t/go", idempotency=FAILING[name])(handler)
-    ss.function(id="plain", trigger="t/go")(handler)
-    metrics = Metrics()
     # Redis is not touched: the key fails before it is claimed.
-    starter = Starter(ss, redis=None, metrics=metrics)  # type: ignore[arg-type]
+    starter, metrics = _beside_a_plain_function("keyed", idempotency=FAILING[name])
 
     decision = await starter.decide(NUMBERS)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from confluent_kafka import KafkaError
 
-from streams.kafka.task import REFRESH_AFTER_S, Fenced, Outcome, Record, Task, Unwritten
+from streams.kafka.task import REFRESH_AFTER_S, Fenced, Outcome, Record
 from tests.fakes import bytes_store, fake_task
 
 
@@ -34,13 +34,11 @@ async def test_a_record_over_the_producers_size_limit_is_set_aside_in_its_place(
     quarantine record) goes in its place, and the rest of the transaction commits."""
     refused = []
 
-    def set_aside(message: Unwritten, reason: str) -> Record:
-        refused.append((message.topic(), message.offset(), reason))
+    def set_aside(record: Record, reason: str) -> Record:
+        refused.append((record.topic, record.key, reason))
         return Record("ns.quarantine", 0, b"ns.runs:0", b"set aside")
 
-    task, producer = fake_task()
-    task = Task(0, producer, {}, lambda: None, commit_offsets=producer.commit_offsets,
-                stopping=lambda: False, retry_for_s=0, refused=set_aside)
+    task, producer = fake_task(refused=set_aside)
     producer.max_bytes = 100
     task.send(Record("ns.runs", 0, b"r1", b"x" * 101))
     task.send(Record("ns.runs", 0, b"r2", b"fits"))
@@ -50,8 +48,8 @@ async def test_a_record_over_the_producers_size_limit_is_set_aside_in_its_place(
     assert records == [("ns.quarantine", 0, b"ns.runs:0", b"set aside"),
                        ("ns.runs", 0, b"r2", b"fits")]
     assert offsets == {("ns.events", 0): 8}
-    assert refused == [("ns.runs", -1, "a record of 101 bytes for ns.runs is over the "
-                                       "producer's size limit")]
+    assert refused == [("ns.runs", b"r1", "a record of 101 bytes for ns.runs is over the "
+                                          "producer's size limit")]
 
 
 async def test_held_records_keep_the_commit_back_until_released_with_their_outcome() -> None:
