@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from stepstream.errors import ConfigError
+from stepstream.masking import DEFAULT_SECRET_FIELDS, SecretFields
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -119,6 +120,11 @@ class Settings:
     events topic's retention (``topics.catalog``): no record that could start the run
     again is still in Kafka after it. A duplicate produced later starts the run again,
     under the same run id."""
+    secret_fields: str = ",".join(DEFAULT_SECRET_FIELDS)
+    """Event and output fields whose values the history shows as ``***``, comma-separated:
+    a field is secret when its name contains one (any case, ``_``, ``-`` and spaces left
+    out: ``api_key`` also hides ``apiKey``). Replaces the default list; empty: nothing is
+    masked. The engine and the functions still see the real values (``stepstream.masking``)."""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace):
@@ -186,6 +192,10 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    def secrets(self) -> SecretFields:
+        """``secret_fields`` as the masking needs them."""
+        return SecretFields.parse(self.secret_fields)
 
     def topic(self, suffix: str) -> str:
         """The full name of one of this namespace's topics."""

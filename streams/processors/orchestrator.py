@@ -97,7 +97,7 @@ class Orchestrator:
             case Dispatch(request):
                 return out.to("steps", run_id, request)
             case HistoryCommand(record):
-                return out.to("history", run_id, record)
+                return out.history(record)
             case SendToDlq(letter):
                 self.metrics.dead_letters.labels(state.function_id).inc()
                 return out.to("steps.dlq", run_id, letter)

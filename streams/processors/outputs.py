@@ -9,11 +9,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from schemas.codec import AvroCodec, DecodeError
-from schemas.messages import Quarantined
+from schemas.messages import HistoryRecord, Quarantined
 from stepstream.settings import Settings
 from stepstream.step import now_ms
 from streams.delays import DelayTiers
 from streams.kafka.task import Record, Task
+from streams.masked import masked_history
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
 
@@ -35,10 +36,15 @@ class Outputs:
                  partitions: Mapping[str, int], tiers: DelayTiers) -> None:
         self.settings, self.codec, self.metrics = settings, codec, metrics
         self.partitions, self.tiers = partitions, tiers
+        self.secrets = settings.secrets()
 
     def to(self, suffix: str, key: str, message: Any) -> Record:
         """``message`` for ``{namespace}.{suffix}``, keyed by ``key``."""
         return self.raw(self.settings.topic(suffix), key.encode(), self.codec.encode(message))
+
+    def history(self, record: HistoryRecord) -> Record:
+        """``record`` for the history topic, secret fields masked (``streams.masked``)."""
+        return self.to("history", record.run_id, masked_history(record, self.secrets))
 
     def raw(self, topic: str, key: bytes, value: bytes) -> Record:
         return Record(topic, partition_of(key, self.partitions.get(topic, 1)), key, value)

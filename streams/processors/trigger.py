@@ -55,7 +55,7 @@ class Trigger:
     def decided(self, decision: Decision) -> list[Record]:
         out = self.outputs
         records = [out.to("runs", start.run_id, start) for start in decision.starts]
-        records += [out.to("history", r.run_id, r) for r in decision.records]
+        records += [out.history(r) for r in decision.records]
         for timer in decision.timers:  # debounce and batch timers come back as events
             records.append(out.delayed("events", f"{timer.function_id}:{timer.key}", timer,
                                        max(0, timer.due_ms - now_ms())))
