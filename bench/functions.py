@@ -66,3 +66,19 @@ async def nap_week(ctx: Context) -> dict[str, Any]:
     """Sleeps for a week (the sleeping-runs benchmark)."""
     await ctx.step.sleep("nap", 7 * 24 * 3600.0)
     return {}
+
+
+@ss.function(id="mapping-filter", trigger="bench/items",
+             if_="event.data.xs.map(x, x * 2).size() > 100000")
+async def mapping_filter(ctx: Context) -> dict[str, Any]:
+    """Never matches; a ``map`` over the event's list, inside the expression budget (the
+    expression benchmark)."""
+    return {}
+
+
+@ss.function(id="nested-filter", trigger="bench/items",
+             if_="event.data.xs.map(a, event.data.xs.map(b, a * b)).size() > 0")
+async def nested_filter(ctx: Context) -> dict[str, Any]:
+    """A ``map`` in a ``map`` over the event's list: over the budget, never evaluated
+    (the expression benchmark)."""
+    return {}

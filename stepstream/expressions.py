@@ -17,9 +17,9 @@ The estimate: over data of ``n`` values (``size_of``: the JSON values of the eve
 expression sees), comprehensions nested ``d`` deep take ``n**d`` steps, at
 ``STEP_COST`` each, plus ``n**(d+1)`` copies if one is a ``map`` or ``filter``
 (``cost_shape`` reads ``d`` from the source). Over ``MAX_COST`` the expression is not
-evaluated: it fails as over budget. Measured at the budget's edge: ``exists`` over 125k
-values 56 ms, ``map`` over 1,400: 50 ms, two nested ``exists`` over 353: 39 ms, two
-nested ``map`` over 122: 105 ms. Without comprehensions the cost is linear in the
+evaluated: it fails as over budget. Measured at a budget of 2,000,000: ``exists`` over
+125k values 56 ms, ``map`` over 1,400: 50 ms, two nested ``exists`` over 353: 39 ms, two
+nested ``map`` over 122: 105 ms; the budget is an eighth of that. Without comprehensions the cost is linear in the
 expression's length (``MAX_EXPRESSION_LENGTH``) and the event's size, and is not
 checked. Not modelled: a body that copies a large string at every step (1,000 steps
 over 800 KB took 0.13 s).
@@ -43,8 +43,11 @@ from stepstream.errors import ConfigError, ExpressionError
 MAX_EXPRESSION_LENGTH = 1024
 """Longer expressions are refused: they are user input evaluated for every event."""
 
-MAX_COST = 2_000_000
-"""The largest estimated cost an expression is evaluated at (about 50 ms of copies)."""
+MAX_COST = 250_000
+"""The largest estimated cost an expression is evaluated at: about 6 ms of the worker's
+event loop (``map`` over 480 values, ``exists`` over 15k). At 2,000,000 (about 50 ms), 20
+events a second whose filter maps over 1,000 values tripled a concurrent chain's
+latency (bench/expressions.py)."""
 
 STEP_COST = 16
 """A comprehension step (its body evaluated once), in copies of a list element."""
