@@ -19,10 +19,10 @@ expression sees), comprehensions nested ``d`` deep take ``n**d`` steps, at
 (``cost_shape`` reads ``d`` from the source). Over ``MAX_COST`` the expression is not
 evaluated: it fails as over budget. Measured at a budget of 2,000,000: ``exists`` over
 125k values 56 ms, ``map`` over 1,400: 50 ms, two nested ``exists`` over 353: 39 ms, two
-nested ``map`` over 122: 105 ms; the budget is an eighth of that. Without comprehensions the cost is linear in the
-expression's length (``MAX_EXPRESSION_LENGTH``) and the event's size, and is not
-checked. Not modelled: a body that copies a large string at every step (1,000 steps
-over 800 KB took 0.13 s).
+nested ``map`` over 122: 105 ms; the budget is an eighth of that. Without
+comprehensions the cost is linear in the expression's length (``MAX_EXPRESSION_LENGTH``)
+and the event's size, and is not checked. Not modelled: a body that copies a large
+string at every step (1,000 steps over 800 KB took 0.13 s).
 
 Any exception of an evaluation other than a missing field or variable (None: "nothing
 to match or key on") raises ``ExpressionError``; callers decide what it means (no match
