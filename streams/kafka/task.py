@@ -380,6 +380,7 @@ class Task:
                 if end > self._changelog_ends.get(record.topic, 0):
                     self._changelog_ends[record.topic] = end
 
+        replaced = False
         while True:
             try:
                 self.producer.produce(record.topic, record.value, record.key,
@@ -392,14 +393,16 @@ class Task:
                     raise
                 # Sending it again would fail the same way forever. Outputs are held to
                 # their limits where they are made; what still passes the producer's is
-                # set aside in its place (cut), a final and visible error.
+                # set aside in its place (cut), a final and visible error; a replacement
+                # refused too is dropped.
                 reason = (f"a record of {len(record.value or b'')} bytes for "
                           f"{record.topic} is over the producer's size limit")
+                refused = None if replaced else self._refused
                 log.error("task %d: %s; %s", self.partition, reason,
-                          "dropped" if self._refused is None else "quarantined")
-                if self._refused is None or record.topic.endswith(".quarantine"):
+                          "dropped" if refused is None else "set aside")
+                if refused is None:
                     return
-                record = self._refused(record, reason)
+                record, replaced = refused(record, reason), True
 
     def _retrying(self, call: Callable[[float], Any]) -> None:
         """``call(timeout)`` again while it fails with a retriable error (a broker outage),
