@@ -1,5 +1,5 @@
 """What a handler receives: ``ctx.event``, ``ctx.events``, ``ctx.step``, ``ctx.run_id``,
-``ctx.attempt``."""
+``ctx.attempt``, and versioning (``ctx.patched``)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ class Context:
     events: list[TriggerEvent] = field(default_factory=list)
     """The run's events: the batch of a ``batch_events`` function (``event`` is the
     first), else ``[event]``."""
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new code path of ``patch_id`` (versioning).
+
+        ``if ctx.patched("new-tax-step"): <new code> else: <old code>``. True for runs
+        that reach this call for the first time on code that has it (new runs), False
+        for runs that had already gone past it on older code; the decision is saved in
+        the run, so the run keeps it on every replay and worker. Call it in the
+        handler's main flow (not inside one branch of an ``asyncio.gather``). See
+        docs/production.md for retiring a patch.
+        """
+        return self.step.patched(patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The code after ``patched(patch_id)`` was made unconditional: keep recording the
+        patch for runs that reach this point first, so that workers still running the
+        ``patched`` version take the new path for these runs too."""
+        self.step.deprecate_patch(patch_id)

@@ -22,6 +22,7 @@ from stepstream.step import (
     SendEvents,
     Step,
     StepInterrupt,
+    Stub,
     error_info,
     now_ms,
 )
@@ -37,7 +38,8 @@ _PATHS = ReplayPaths()
 @with_logs
 async def execute(function: FunctionDef, request: StepRequest, *, max_output_bytes: int,
                   send_events: SendEvents | None = None, chain: ChainBudget | None = None,
-                  on_progress: Progress | None = None) -> Outcome:
+                  on_progress: Progress | None = None, paths: ReplayPaths | None = None,
+                  stub: Stub | None = None) -> Outcome:
     """Run ``function``'s handler for ``request`` up to its first new step(s).
 
     Returns the outcome of the step it ran, the steps it planned, or
@@ -45,18 +47,23 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
     a ``chain`` budget and an ``on_progress`` callback (eager execution), each step that
     completes is reported through ``on_progress`` and the handler goes on to the next
     step, until something needs the orchestrator or the budget is spent.
+
+    ``paths`` replaces this process's record of the steps each run asked for (a test
+    harness keeps its own); ``stub`` replaces step bodies (its mocks).
     """
+    known = _PATHS if paths is None else paths
     step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events,
                 chain=chain if function.eager else None, on_progress=on_progress,
-                expected_path=_PATHS.expected(request.run_id, function.handler, request.memo))
+                expected_path=known.expected(request.run_id, function.handler, request.memo),
+                stub=stub)
     outcome = await _replay(function, request, step, max_output_bytes)
     if step.diverged is not None:  # even if the handler caught it: the run cannot go on
         outcome = FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),
                                    error=error_info(step.diverged), chain=step.chain)
     if isinstance(outcome, FunctionFinished):
-        _PATHS.forget(request.run_id)
+        known.forget(request.run_id)
     else:
-        _PATHS.record(request.run_id, function.handler, step.path, request.memo)
+        known.record(request.run_id, function.handler, step.path, request.memo)
     return outcome
 
 

@@ -35,6 +35,7 @@ from schemas.messages import (
     StepPlanned,
     StepRequest,
 )
+from stepstream.clock import now_ms as now_ms  # re-exported: the engine imports it here
 from stepstream.errors import (
     ConfigError,
     NondeterminismError,
@@ -47,6 +48,7 @@ from stepstream.events import dumps, make_event
 from stepstream.expressions import compile_condition
 from stepstream.logs import in_step, memo_returned
 from stepstream.options import to_ms
+from stepstream.patching import at_frontier, is_marker, patch_marker
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -55,6 +57,9 @@ GoAhead = Callable[[], Awaitable[None]]
 Progress = Callable[[StepCompleted], Awaitable[GoAhead | None]]
 """Told each step an eager chain completes; what it returns (if anything) is awaited
 before the chain runs its next step's body (the executor: the first link's commit)."""
+Stub = Callable[[str, int, Callable[..., Any]], Callable[..., Any]]
+"""Given a step's id, its attempt and its body, the body to run instead
+(``stepstream.testing``'s mocks; the engine has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +90,6 @@ def error_info(exc: BaseException) -> ErrorInfo:
                      traceback="".join(traceback.format_exception(exc)))
 
 
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 def function_id_of(function: str | Callable[..., Any]) -> str:
     """The id of a registered function, given the id or the handler itself."""
     if isinstance(function, str):
@@ -105,8 +105,10 @@ class Step:
 
     def __init__(self, request: StepRequest, *, max_output_bytes: int,
                  send_events: SendEvents | None = None, chain: ChainBudget | None = None,
-                 on_progress: Progress | None = None, expected_path: Sequence[str] = ()) -> None:
+                 on_progress: Progress | None = None, expected_path: Sequence[str] = (),
+                 stub: Stub | None = None) -> None:
         self._request = request
+        self._stub = stub
         self._expected_path = tuple(expected_path)
         self.path: list[str] = []
         """Step ids the handler asked for, in order (see ``stepstream.replay``)."""
@@ -237,6 +239,30 @@ class Step:
 
         return await self.run(step_id, send)
 
+    # --- versioning (stepstream.patching) ---------------------------------------------
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the code path of ``patch_id`` (``Context.patched``)."""
+        marker = patch_marker(patch_id)
+        if marker in self._memo:
+            return True
+        if not at_frontier(self._memo, self.path, self._request.target):
+            return False
+        raise StepInterrupt(self._marked(marker))
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Record ``patch_id`` as taken, if this run reaches it first (``Context``)."""
+        if patch_marker(patch_id) not in self._memo:
+            self.patched(patch_id)
+
+    def _marked(self, marker: str) -> StepCompleted:
+        """The dispatch's outcome that saves a patch decision in the memo."""
+        now = now_ms()
+        return StepCompleted(run_id=self._request.run_id, seq=self._request.seq,
+                             step_id=marker, attempt=self._request.attempt,
+                             output_json="true", started_at=now, ended_at=now,
+                             chain=self.chain)
+
     # --- discovery --------------------------------------------------------------------
 
     async def _durable(self, step_id: str,
@@ -313,6 +339,8 @@ class Step:
     def _unique_id(self, step_id: str) -> str:
         if not step_id:
             raise ValueError("a step needs a non-empty id")
+        if is_marker(step_id):
+            raise ValueError(f"step id {step_id!r}: the prefix is reserved for patches")
         # Repeated ids in one run get ":1", ":2" suffixes, as Inngest does, so a step
         # called in a loop is memoized per iteration.
         count = self._seen.get(step_id, 0)
@@ -346,7 +374,8 @@ class Step:
             await before()
         request, started = self._request, now_ms()
         try:
-            result = await in_step(step_id, fn, args)  # its log lines carry its id
+            body = fn if self._stub is None else self._stub(step_id, request.attempt, fn)
+            result = await in_step(step_id, body, args)  # its log lines carry its id
             output = dumps(result, limit=self._max_output_bytes,
                            what=f"output of step {step_id!r}")
         except Exception as exc:
