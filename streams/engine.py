@@ -41,6 +41,7 @@ from streams.leases import LeaseClock
 from streams.machine import RunPolicy, holds_lease
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
+from streams.policy import policy_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
 from streams.processors.delays import DelayForwarder
 from streams.processors.executor import Executor
@@ -52,7 +53,7 @@ from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.retention import expire_finished_runs
 from streams.run_records import RunRecords
-from streams.starts import Starter, policy_of
+from streams.starts import Starter
 from topics.catalog import catalog
 
 log = logging.getLogger("stepstream.engine")

@@ -17,12 +17,10 @@ from stepstream.errors import ExpressionError
 from stepstream.events import run_id_for
 from stepstream.expressions import evaluate, matches, size_of
 from stepstream.function import FunctionDef
-from stepstream.options import to_ms
 from stepstream.step import now_ms
 from streams.backoff import until_done
 from streams.expression_failures import report
 from streams.flow.trigger import Decision, FlowTrigger, never_ran
-from streams.machine import MAX_STATE_BYTES, CancelRule, RunPolicy
 from streams.metrics import Metrics
 from streams.redis_client import STORE_ERRORS
 from streams.waiters import event_context
@@ -30,20 +28,6 @@ from streams.waiters import event_context
 log = logging.getLogger("stepstream.starts")
 
 IDEMPOTENCY_TTL_S = 24 * 3600
-
-
-def policy_of(function: FunctionDef, chain_lease_ms: int = 10_000,
-              max_state_bytes: int = MAX_STATE_BYTES) -> RunPolicy:
-    """The options of ``function`` that the state machine applies."""
-    timeouts = function.timeouts
-    return RunPolicy(
-        retry=function.retry,
-        chain_lease_ms=chain_lease_ms,
-        max_state_bytes=max_state_bytes,
-        cancel_on=tuple(CancelRule(event=r.event, condition=r.if_, timeout_ms=to_ms(r.timeout))
-                        for r in function.cancel_on),
-        start_timeout_ms=None if timeouts.start is None else to_ms(timeouts.start),
-        finish_timeout_ms=None if timeouts.finish is None else to_ms(timeouts.finish))
 
 
 class Starter:

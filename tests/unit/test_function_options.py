@@ -1,5 +1,5 @@
 """Function options: what ``Stepstream.function`` accepts and refuses, the policy a run
-follows (``streams.starts.policy_of``) and the runs events and cron ticks start."""
+follows (``streams.policy.policy_of``) and the runs events and cron ticks start."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from schemas.messages import ErrorInfo, Event, FunctionFinished, RunStarted
 from stepstream import CancelOn, ConfigError, Context, RetryPolicy, Settings, Stepstream, Timeouts
 from stepstream.events import FUNCTION_FAILED, run_id_for
 from streams.machine import CancelRule, Emit, RunPolicy, advance
-from streams.starts import Starter, policy_of
+from streams.policy import policy_of
+from streams.starts import Starter
 
 MINUTE_MS = 60_000
 
