@@ -167,6 +167,8 @@ class Stepstream:
                 retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
                 idempotency=idempotency, eager=eager, flow=flow)
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
+            # stepstream.testing runs a handler with the options it was registered with
+            handler.stepstream_function = self.functions[id]  # type: ignore[attr-defined]
             if on_failure is not None:
                 self.function(id=f"{id}.on-failure", trigger=FUNCTION_FAILED,
                               if_=f"event.data.function_id == {json.dumps(id)}",

@@ -5,6 +5,7 @@
     ├── RetryAfterError        raised by user code: retry this step after a given delay
     ├── StepError              what a handler sees from a step that exhausted its retries
     ├── NondeterminismError    replay found the handler calling steps in another order
+    │   └── ReplayMismatch     stepstream.testing.replay: new code leaves a recorded run's path
     ├── ConfigError            settings or a function definition that cannot work
     ├── SerializationError     a step output or event that is not JSON, or too large
     ├── ApiError               a worker's HTTP API refused a request, or did not answer
@@ -63,6 +64,25 @@ class StepError(StepstreamError):
 
 class NondeterminismError(StepstreamError):
     """The handler took another path on replay than the one its memo records."""
+
+
+class ReplayMismatch(NondeterminismError):
+    """New code would take another path than a recorded run (``stepstream.testing.replay``).
+
+    Attributes:
+        run_id: the recorded run.
+        position: index of the first step that differs, in the run's order of steps.
+        recorded_step: the step the recorded run took there (None: it had ended).
+        new_step: the step the new code asks for instead (None: it returns or raises).
+    """
+
+    def __init__(self, run_id: str, position: int, recorded_step: str | None,
+                 new_step: str | None, detail: str = "") -> None:
+        new = repr(new_step) if new_step is not None else f"no step ({detail or 'it ends'})"
+        super().__init__(f"run {run_id}: at step #{position} the recorded run took "
+                         f"{recorded_step!r}, the new code takes {new}")
+        self.run_id, self.position = run_id, position
+        self.recorded_step, self.new_step = recorded_step, new_step
 
 
 class ConfigError(StepstreamError):

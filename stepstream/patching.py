@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-PATCH_PREFIX = "$patch:"
-"""Reserved: step ids starting with it are patch markers (``step.run`` refuses them)."""
+RESERVED_PREFIX = "$"
+"""Step ids starting with it are stepstream's own (``step.run`` refuses them)."""
+PATCH_PREFIX = RESERVED_PREFIX + "patch:"
+"""Memo keys of patch markers."""
 
 
 def patch_marker(patch_id: str) -> str:
@@ -30,6 +32,11 @@ def patch_marker(patch_id: str) -> str:
     if not patch_id:
         raise ValueError("a patch needs a non-empty id")
     return PATCH_PREFIX + patch_id
+
+
+def is_reserved(step_id: str) -> bool:
+    """Whether a step id is stepstream's own (a patch marker, ...), not a user's."""
+    return step_id.startswith(RESERVED_PREFIX)
 
 
 def is_marker(step_id: str) -> bool:

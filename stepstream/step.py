@@ -48,7 +48,7 @@ from stepstream.events import dumps, make_event
 from stepstream.expressions import compile_condition
 from stepstream.logs import in_step, memo_returned
 from stepstream.options import to_ms
-from stepstream.patching import at_frontier, is_marker, patch_marker
+from stepstream.patching import at_frontier, is_reserved, patch_marker
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -339,8 +339,8 @@ class Step:
     def _unique_id(self, step_id: str) -> str:
         if not step_id:
             raise ValueError("a step needs a non-empty id")
-        if is_marker(step_id):
-            raise ValueError(f"step id {step_id!r}: the prefix is reserved for patches")
+        if is_reserved(step_id):
+            raise ValueError(f"step id {step_id!r}: ids starting with '$' are reserved")
         # Repeated ids in one run get ":1", ":2" suffixes, as Inngest does, so a step
         # called in a loop is memoized per iteration.
         count = self._seen.get(step_id, 0)
