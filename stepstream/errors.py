@@ -79,8 +79,8 @@ class ReplayMismatch(NondeterminismError):
     def __init__(self, run_id: str, position: int, recorded_step: str | None,
                  new_step: str | None, detail: str = "") -> None:
         new = repr(new_step) if new_step is not None else f"no step ({detail or 'it ends'})"
-        super().__init__(f"run {run_id}: at step #{position} the recorded run took "
-                         f"{recorded_step!r}, the new code takes {new}")
+        super().__init__(f"run {run_id}: where the recorded run took step {recorded_step!r} "
+                         f"(its step {position + 1}), the new code takes {new}")
         self.run_id, self.position = run_id, position
         self.recorded_step, self.new_step = recorded_step, new_step
 

@@ -42,7 +42,7 @@ from stepstream.function import FunctionDef
 from stepstream.replay import ReplayPaths
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
-from stepstream.step import error_info
+from stepstream.step import Stub, error_info
 from stepstream.testing.mocks import as_body, stub_of
 from stepstream.testing.result import RunResult, result_of
 from streams.machine import (
@@ -95,12 +95,18 @@ async def run(fn: Callable[..., Awaitable[Any]] | FunctionDef,
             does not meet the wait's ``if_`` condition does not match, as in the engine.
         invoked: function id -> the output of a child run ``step.invoke`` starts: a
             value, a callable (given the child's data), or an exception (the child fails).
-        now: when the run starts on the virtual clock (default: now).
+        now: when the run starts on the virtual clock, timezone-aware (default: now).
+
+    Flow control (concurrency, throttle, rate limit, debounce, batching), ``cancel_on``
+    and ``on_failure`` are the engine's alone: they do not act here.
 
     Raises:
-        ConfigError: the run invokes a function ``invoked`` has no output for.
+        ConfigError: the run invokes a function ``invoked`` has no output for, or
+            ``now`` has no timezone.
     """
     function = function_of(fn)
+    if now is not None and now.tzinfo is None:
+        raise ConfigError("run(now=...) needs a timezone-aware datetime")
     start_ms = round((now or datetime.now(UTC)).timestamp() * 1000)
     harness = _Harness(function, stub=stub_of(mocks or {}), events=events or {},
                        invoked=invoked or {}, clock_ms=start_ms)
@@ -117,7 +123,7 @@ async def run(fn: Callable[..., Awaitable[Any]] | FunctionDef,
 class _Harness:
     """The engine's processors for one run, in memory."""
 
-    def __init__(self, function: FunctionDef, *, stub: Any,
+    def __init__(self, function: FunctionDef, *, stub: Stub,
                  events: Mapping[str, Mapping[str, Any] | TriggerEvent | None],
                  invoked: Mapping[str, Any], clock_ms: int) -> None:
         self.function, self.stub, self.events, self.invoked = function, stub, events, invoked

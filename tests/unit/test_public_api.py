@@ -77,6 +77,18 @@ def test_importing_the_sdk_imports_no_kafka_client_and_no_engine() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_testing_exports_are_pinned_and_need_no_broker_client_nor_redis() -> None:
+    code = ("import stepstream.testing as t, sys; "
+            "assert sorted(t.__all__) == ['ReplayMismatch', 'RunResult', 'replay', 'run']; "
+            "assert not {'confluent_kafka', 'redis', 'streams.kafka'} & set(sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith(('confluent', 'redis', 'streams')))")
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+
+    assert result.returncode == 0, result.stderr
+
+
 def test_importing_the_state_machine_imports_no_kafka_client() -> None:
     code = "import streams.machine, sys; assert 'confluent_kafka' not in sys.modules"
 
