@@ -47,8 +47,8 @@ async def replay(fn: Callable[..., Awaitable[Any]] | FunctionDef,
 
     Args:
         fn: the handler as it will be deployed (or its ``FunctionDef``).
-        history: the run: the JSON of ``GET /v1/runs/{id}`` (``stepstream runs show``),
-            or its records from the history topic.
+        history: the run: the JSON of ``GET /v1/runs/{id}`` (``stepstream runs show ID
+            --json``), or its records from the history topic.
 
     Raises:
         ReplayMismatch: the new code asks for another step than the run took at some
