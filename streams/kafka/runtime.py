@@ -18,6 +18,10 @@ store and only reads the changelog's tail.
 A new task starts paused: its producer is initialised first (fencing the previous
 owner's, whose open transaction ends there), then its stores are restored from their
 changelogs, then its partitions are read from their committed offsets.
+
+A processor that meets a record of a newer stepstream (``NewerSchemaError``, in a
+rolling upgrade) does not set it aside: its partition stops there, uncommitted past it,
+until a newer worker gets the partition or the wait runs out (``streams.kafka.newer``).
 """
 
 from __future__ import annotations
