@@ -99,9 +99,9 @@ class HistoryProjector:
                 log.warning("history consumer: %s", message.error())
                 continue
             tp = (message.topic(), message.partition())
-            waits_at = self.newer.at(tp)
             if tp in stopped:
                 continue
+            waits_at = self.newer.at(tp)
             if waits_at is not None and self._paused.get(tp, 0.0) > time.monotonic():
                 stopped[tp] = waits_at  # fetched before the pause took
                 continue
@@ -139,9 +139,17 @@ class HistoryProjector:
                          exc.args[0])
 
     def _resume(self, consumer: Any) -> None:
+        """Read again the partitions whose wait is over; forget those that moved (a
+        rebalance resumes what it assigns)."""
         from confluent_kafka import KafkaException
         from confluent_kafka import TopicPartition as Partition
 
+        if not self._paused and not self.newer.waiting:
+            return
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        self.newer.keep(assigned)
+        for tp in [tp for tp in self._paused if tp not in assigned]:
+            del self._paused[tp]
         now = time.monotonic()
         for (topic, partition) in [tp for tp, until in self._paused.items() if until <= now]:
             del self._paused[(topic, partition)]

@@ -96,6 +96,11 @@ class NewerRecords:
         if known is not None and offset >= known.offset:
             del self.waiting[tp]
 
+    def keep(self, assigned: set[TopicPartition]) -> None:
+        """Partitions not ``assigned`` any more wait no more (here)."""
+        for tp in [tp for tp in self.waiting if tp not in assigned]:
+            del self.waiting[tp]
+
     def forget(self, partition: int) -> list[TopicPartition]:
         """The partitions numbered ``partition`` wait no more (revoked, or to be read
         again); returns them."""

@@ -300,7 +300,7 @@ class Runtime:
                 stray.setdefault(tp, offset)
                 continue
             self.taken[tp] = (offset, message.timestamp()[1] / 1000)
-            # held: read again after an abort
+            # A held record, read again after an abort, is not handled twice.
             if not task.is_held(topic, offset) and not await self._handle(task, message):
                 stopped[tp] = offset
                 continue

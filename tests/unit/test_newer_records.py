@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import NewerSchemaError
+from schemas.codec import NewerSchemaError, default_codec
+from schemas.messages import HistoryRecord
 from stepstream.settings import Settings
 from streams.kafka.runtime import Runtime
 from streams.kafka.task import Task
+from streams.projector import HistoryProjector
 from tests.fakes import FakeMessage, SeekingConsumer, fake_task
 
 NEWER = b"\xc3\x01" + b"\x42" * 8
@@ -118,3 +120,41 @@ async def test_an_aborted_transaction_reads_the_waiting_partition_again() -> Non
 
     assert rt.newer.waiting == {}
     assert consumer.paused == set()
+
+
+# --- the history projector ----------------------------------------------------------
+
+
+class Projected:
+    """The read model, as the projector writes it."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    async def apply_many(self, records: list[Any]) -> None:
+        self.records += records
+
+
+def history(offset: int) -> FakeMessage:
+    record = HistoryRecord(run_id="r", function_id="f", seq=offset, ts=1, kind="run.started")
+    return message("history", offset, default_codec().encode(record))
+
+
+async def test_the_projector_stops_a_partition_at_a_newer_record() -> None:
+    quarantined: list[str] = []
+
+    async def quarantine(_message: Any, reason: str) -> None:
+        quarantined.append(reason)
+
+    store = Projected()
+    projector = HistoryProjector(Settings(), store, default_codec(),  # type: ignore[arg-type]
+                                 quarantine)
+    other = FakeMessage("history", 1, 9, history(9).value())
+
+    done, stopped = await projector._apply([history(5), message("history", 6, NEWER),
+                                            history(7), other])
+
+    assert [m.offset() for m in done] == [5, 9]  # committed: up to the newer record
+    assert stopped == {("history", 0): 6}
+    assert [r.seq for r in store.records] == [5, 9]
+    assert quarantined == []

@@ -25,11 +25,12 @@ def test_every_current_schema_is_a_released_version() -> None:
     changed = sorted(unreleased())
 
     assert not changed, (
-        f"the schemas of {', '.join(changed)} changed and no released version has them: "
-        "workers of the version before could not read their records, nor this version "
-        "the records those workers wrote. Run `python -m schemas` to add them as released "
-        "versions (schemas/released/), make each change readable from the earlier versions "
-        "(a new field needs a default), and never edit or remove a released version.")
+        f"the schemas of {', '.join(changed)} changed and no released version has them, so "
+        "a later version could not read the records this one writes (run states in the "
+        "changelogs, records in flight). Run `python -m schemas` to add them to "
+        "schemas/released/ and commit the new files; make each change readable from the "
+        "earlier versions (a new field needs a default); never edit or remove a released "
+        "version.")
 
 
 def test_every_record_has_a_released_version_and_no_version_is_there_twice() -> None:
