@@ -8,6 +8,12 @@ never edited or removed while a record it wrote may still be read (a topic's
 retention, and a run state's lifetime: a run stays in its table until it ends, then
 ``finished_run_retention_s``).
 
+v1 of every record is its schema in every version so far (from ``be733d8`` on; MemoItem
+came later, as a new record). The shapes before it in ``git log -p schemas/`` lived a
+few hours of the first day's development (2026-11-26), before the deploy manifests and
+any documented release, and are not kept (some would not even resolve faithfully:
+``Dispatched.lease_chain`` became ``alive_at``, another meaning under another name).
+
 Changing a ``.avsc`` file (or a record it names, which changes its fingerprint too) is a
 new version: run ``python -m schemas`` to add it here, and make it readable from
 every earlier version (Avro's resolution rules: a new field needs a default; a field is
