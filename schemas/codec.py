@@ -3,15 +3,17 @@
 Every message starts with the two marker bytes ``C3 01`` and the 8-byte
 CRC-64-AVRO fingerprint of its writer schema (the Avro specification's
 single-object encoding). The fingerprint tells the reader which record it holds,
-so one topic can carry several record types, and a schema can evolve: a reader
-that knows an older fingerprint still resolves it.
+so one topic can carry several record types, and which version of it: a record
+written with a released older version (``schemas.versions``) is read with Avro's
+writer-to-reader resolution into the current one. A fingerprint this version does not
+know, under the marker, is taken for a record of a newer stepstream
+(``NewerSchemaError``): the engine waits for a newer worker rather than set it aside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import types
 import typing
 from collections.abc import Callable
@@ -20,32 +22,32 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas import messages
+from schemas import messages, versions
+from schemas.versions import RECORDS, current, fingerprint_of, parse, released
+
+__all__ = ["MARKER", "RECORDS", "AvroCodec", "DecodeError", "NewerSchemaError",
+           "default_codec"]
 
 MARKER = b"\xc3\x01"
 _HEADER_LEN = len(MARKER) + 8
-_SCHEMA_DIR = Path(__file__).parent
-
-# Referenced types first: a record may only name records parsed before it.
-RECORDS: tuple[type, ...] = (
-    messages.ErrorInfo, messages.Event, messages.MemoEntry, messages.MemoItem,
-    messages.LogLine,
-    messages.PlannedStep,
-    messages.Waiter, messages.Dispatched, messages.Pending,
-    messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,
-    messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
-    messages.EventMatched, messages.ChildFinished, messages.ReplayRequested,
-    messages.StepDeferred, messages.ChainAlive, messages.FlowTimer,
-    messages.StepRequest,
-    messages.WaiterChanged, messages.WaiterSet, messages.Delayed, messages.HistoryRecord,
-    messages.DeadLetter, messages.Quarantined, messages.RunState,
-)
 
 
 class DecodeError(ValueError):
     """Bytes that are not a record this codec knows."""
+
+
+class NewerSchemaError(Exception):
+    """A record under the single-object marker whose writer schema this version does not
+    know: written by a newer stepstream during a rolling upgrade, most likely (every
+    released version this one could meet is known). Not a ``DecodeError``, so code that
+    sets undecodable records aside lets it through: the engine's runtime waits at it
+    for a newer worker (``streams.kafka.newer``)."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        super().__init__(f"unknown schema fingerprint {fingerprint.hex()} (a record of a "
+                         "newer stepstream?)")
+        self.fingerprint = fingerprint
 
 
 def _converter(hint: Any, record_converter: Callable[[type], Callable[[Any], Any]]
@@ -112,45 +114,33 @@ def _flattener(cls: type) -> Callable[[Any], dict[str, Any]]:
     return flatten
 
 
-def _expand(schema: Any, sources: dict[str, Any], defined: set[str]) -> Any:
-    """``schema`` with each named record written out in full at its first use."""
-    if isinstance(schema, str):
-        if schema in sources and schema not in defined:
-            defined.add(schema)
-            return _expand(sources[schema], sources, defined)
-        return schema
-    if isinstance(schema, list):
-        return [_expand(s, sources, defined) for s in schema]
-    if isinstance(schema, dict):
-        if schema.get("type") == "record":
-            defined.add(f"{schema.get('namespace', 'stepstream')}.{schema['name']}")
-            fields = [{**f, "type": _expand(f["type"], sources, defined)}
-                      for f in schema["fields"]]
-            return {**schema, "fields": fields}
-        if schema.get("type") == "map":
-            return {**schema, "values": _expand(schema["values"], sources, defined)}
-        if schema.get("type") == "array":
-            return {**schema, "items": _expand(schema["items"], sources, defined)}
-    return schema
-
-
 class AvroCodec:
-    """Encodes and decodes the records of ``schemas.messages``; parse once, share it."""
+    """Encodes and decodes the records of ``schemas.messages``; parse once, share it.
 
-    def __init__(self, schema_dir: Path = _SCHEMA_DIR) -> None:
+    Encodes with the schemas of ``schema_dir``; decodes those and every released version
+    in ``released_dir`` (defaults: ``schemas.versions``' directories, looked up when
+    called, so that a test can stand in another version's schemas)."""
+
+    def __init__(self, schema_dir: Path | None = None, released_dir: Path | None = None
+                 ) -> None:
+        schema_dir = schema_dir or versions.SCHEMA_DIR
+        released_dir = released_dir or versions.RELEASED_DIR
         self._by_class: dict[type, tuple[bytes, Any]] = {}
-        self._by_fingerprint: dict[bytes, tuple[type, Any]] = {}
-        sources: dict[str, Any] = {}
-        for cls in RECORDS:
-            raw = json.loads((schema_dir / f"{cls.__name__}.avsc").read_text())
-            sources[f"{raw['namespace']}.{raw['name']}"] = raw
-            # Inline the records it names, so its fingerprint changes when they do.
-            parsed = fastavro.parse_schema(_expand(raw, sources, set()), named_schemas={})
-            canonical = to_parsing_canonical_form(parsed)
-            # fastavro's hex is already the little-endian bytes the spec puts on the wire.
-            fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-            self._by_class[cls] = (MARKER + fp, parsed)
-            self._by_fingerprint[fp] = (cls, parsed)
+        # fingerprint -> (class, writer schema, reader schema: None for the current one,
+        # which is read as it is, without resolution)
+        self._by_fingerprint: dict[bytes, tuple[type, Any, Any]] = {}
+        classes = {cls.__name__: cls for cls in RECORDS}
+        for name, schema in current(schema_dir).items():
+            parsed = parse(schema)
+            fp = fingerprint_of(parsed)
+            self._by_class[classes[name]] = (MARKER + fp, parsed)
+            self._by_fingerprint[fp] = (classes[name], parsed, None)
+        for name, by_number in released(released_dir).items():
+            cls = classes[name]
+            reader = self._by_class[cls][1]
+            for schema in by_number.values():
+                writer = parse(schema)
+                self._by_fingerprint.setdefault(fingerprint_of(writer), (cls, writer, reader))
 
     def encode(self, obj: Any) -> bytes:
         """The single-object encoding of a record from ``schemas.messages``."""
@@ -165,15 +155,17 @@ class AvroCodec:
         return out.getvalue()
 
     def decode(self, data: bytes) -> Any:
-        """The record in ``data``; raises DecodeError for anything else."""
+        """The record in ``data``; raises DecodeError for anything else, NewerSchemaError
+        for a record of a schema version it does not know."""
         if len(data) < _HEADER_LEN or data[:2] != MARKER:
             raise DecodeError("not Avro single-object encoded (no C3 01 marker)")
+        fp = bytes(data[2:_HEADER_LEN])
         try:
-            cls, schema = self._by_fingerprint[bytes(data[2:_HEADER_LEN])]
+            cls, writer, reader = self._by_fingerprint[fp]
         except KeyError:
-            raise DecodeError(f"unknown schema fingerprint {data[2:_HEADER_LEN].hex()}") from None
+            raise NewerSchemaError(fp) from None
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), schema, None)
+            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER_LEN:]), writer, reader)
         except Exception as exc:  # fastavro raises several types on truncated input
             raise DecodeError(f"corrupt {cls.__name__} record: {exc}") from exc
         return _builder(cls)(record)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.codec import MARKER, AvroCodec, DecodeError
+from schemas.codec import MARKER, AvroCodec, DecodeError, NewerSchemaError
 from schemas.messages import Event
 from stepstream.errors import SerializationError
 
@@ -125,6 +125,8 @@ def decode_event(value: bytes, codec: AvroCodec, *, fallback_id: str, fallback_t
         DecodeError: the value is neither an Avro Event nor a JSON envelope, passes a limit
             of ``make_event``, or cannot be decoded for any other reason: this is the edge,
             nothing undecodable goes further.
+        NewerSchemaError: an Avro record of a schema this version does not know (a
+            newer stepstream's ``Event``): the engine waits for a newer worker.
     """
     if len(value) > limit + 64 * 1024:
         raise DecodeError(f"event of {len(value)} bytes is over the limit of {limit}")
@@ -135,7 +137,7 @@ def decode_event(value: bytes, codec: AvroCodec, *, fallback_id: str, fallback_t
         raise DecodeError(str(exc)) from exc
     except RecursionError as exc:
         raise DecodeError(f"event JSON nests deeper than {DATA_MAX_DEPTH}") from exc
-    except DecodeError:
+    except (DecodeError, NewerSchemaError):
         raise
     except Exception as exc:  # any other failure of the libraries on hostile bytes
         raise DecodeError(f"undecodable event: {type(exc).__name__}: {exc}") from exc

@@ -120,6 +120,11 @@ class Settings:
     events topic's retention (``topics.catalog``): no record that could start the run
     again is still in Kafka after it. A duplicate produced later starts the run again,
     under the same run id."""
+    newer_schema_wait_s: float = 1800.0
+    """Rolling upgrades: how long after a record was written a partition waits at it when
+    its schema is unknown to this worker (a newer stepstream wrote it) for a worker of
+    that version to read it; then it is quarantined like an undecodable record (it may
+    be garbage that looks like a record). Longer than a rollout; 0: no wait."""
     secret_fields: str = ",".join(DEFAULT_SECRET_FIELDS)
     """Event and output fields whose values the history shows as ``***``, comma-separated:
     a field is secret when its name contains one (any case, ``_``, ``-`` and spaces left
@@ -155,6 +160,8 @@ class Settings:
             raise ConfigError("run_state_max_bytes must be >= max_payload_bytes")
         if self.finished_run_retention_s <= 0:
             raise ConfigError("finished_run_retention_s must be > 0")
+        if self.newer_schema_wait_s < 0:
+            raise ConfigError("newer_schema_wait_s must be >= 0")
         if self.http_session_s <= 0:
             raise ConfigError("http_session_s must be > 0")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

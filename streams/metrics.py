@@ -95,6 +95,11 @@ class Metrics:
             "stepstream_consumer_lag_seconds",
             "Age of the last message taken in from a partition that is behind (max)",
             ["topic"], registry=r)
+        self.newer_schema_waiting = Gauge(
+            "stepstream_newer_schema_waiting",
+            "Partitions this worker stopped at a record of a newer stepstream, waiting for a "
+            "worker of that version (a rolling upgrade under way; streams.kafka.newer)",
+            ["topic"], registry=r)
         self.runs_in_flight = Gauge(
             "stepstream_runs_in_flight", "Runs not yet final in this worker's partitions",
             registry=r)

@@ -13,6 +13,8 @@ Every ``Settings.monitor_interval_s`` seconds:
   once and holds them until due).
 - ``stepstream_consumer_partition_lag_messages{topic,partition}``: the same, per
   partition this worker owns (a partition's series goes when it is revoked).
+- ``stepstream_newer_schema_waiting{topic}``: partitions stopped at a record of a
+  newer stepstream (``streams.kafka.newer``); above 0 past a rollout, see the alert.
 - ``stepstream_table_keys{table}``: keys of the runs and waiters stores in this worker's
   partitions; ``stepstream_dlq_size``: dead letters waiting in the read model.
 - ``stepstream_runs_in_flight`` / ``stepstream_oldest_run_age_seconds``: runs in
@@ -122,6 +124,7 @@ class Monitor:
         for topic in self.topics:
             metrics.consumer_lag.labels(topic).set(0)
             metrics.consumer_lag_seconds.labels(topic).set(0)
+            metrics.newer_schema_waiting.labels(topic).set(0)
         metrics.runs_in_flight.set(0)
         metrics.oldest_run_age.set(0)
         for table in (RUNS, WAITERS):
@@ -147,6 +150,11 @@ class Monitor:
         lag = {**engine.runtime.lag, **engine.delay_runtime.lag, **engine.projector.lag}
         self._series = update_lag(metrics, self.topics, lag, engine.runtime.taken, now,
                                   self._series)
+        waiting = [tp for newer in (engine.runtime.newer, engine.delay_runtime.newer,
+                                    engine.projector.newer) for tp in newer.waiting]
+        for topic in self.topics:
+            metrics.newer_schema_waiting.labels(topic).set(
+                sum(tp[0] == topic for tp in waiting))
         tasks = list(engine.runtime.tasks.values())
         for table in (RUNS, WAITERS):
             metrics.table_keys.labels(table).set(sum(len(t.stores[table]) for t in tasks))

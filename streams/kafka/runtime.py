@@ -18,6 +18,10 @@ store and only reads the changelog's tail.
 A new task starts paused: its producer is initialised first (fencing the previous
 owner's, whose open transaction ends there), then its stores are restored from their
 changelogs, then its partitions are read from their committed offsets.
+
+A processor that meets a record of a newer stepstream (``NewerSchemaError``, in a
+rolling upgrade) does not set it aside: its partition stops there, uncommitted past it,
+until a newer worker gets the partition or the wait runs out (``streams.kafka.newer``).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from schemas.codec import NewerSchemaError
 from stepstream.settings import Settings
 from streams.kafka.clients import Lag, group_consumer, lag_of, reader, transactional_producer
-from streams.kafka.local import LocalMessage
+from streams.kafka.local import LocalMessage, is_local
+from streams.kafka.newer import NewerRecords
 from streams.kafka.store import Backend, Layout, MemoryBackend, StateStore, open_backend
 from streams.kafka.task import Outcome, Record, Task
 
@@ -108,6 +114,8 @@ class Runtime:
         self.taken: dict[tuple[str, int], tuple[int, float]] = {}
         """(topic, partition) -> (offset, produce time in s) of the last record taken."""
         self.lag: Lag = {}
+        self.newer = NewerRecords(settings.newer_schema_wait_s)
+        """Partitions stopped at a record of a newer stepstream (``streams.kafka.newer``)."""
         self.joined = False
         """Whether the consumer has had its first assignment."""
         self._consumer: Any = None
@@ -159,6 +167,10 @@ class Runtime:
         its processor has read as far ahead as it needs (the delay forwarder)."""
         with self._held_lock:
             self._held_back[(topic, partition)] = until_s
+
+    def _held_back_now(self, tp: tuple[str, int]) -> bool:
+        with self._held_lock:
+            return self._held_back.get(tp, 0.0) > time.monotonic()
 
     def _wanted_paused(self, assigned: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         now = time.monotonic()
@@ -258,14 +270,17 @@ class Runtime:
     def _caught_up(self, positions: dict[tuple[str, int], int]) -> None:
         """Every record before ``positions`` is processed: the tasks may commit up to
         there. Past the last record, that includes transaction markers (the commit of
-        a partition written by a transactional producer reaches its end)."""
+        a partition written by a transactional producer reaches its end). A partition
+        that waits at a record of a newer stepstream is processed up to that record."""
         for (topic, partition), offset in positions.items():
             task = self.task_for(partition)
             if task is not None:
-                task.caught_up(topic, offset)
+                waits_at = self.newer.at((topic, partition))
+                task.caught_up(topic, offset if waits_at is None else min(offset, waits_at))
 
     async def _process(self, messages: list[Any]) -> None:
-        stray: dict[tuple[str, int], int] = {}
+        stray: dict[tuple[str, int], int] = {}  # read again: from there
+        stopped: dict[tuple[str, int], int] = {}  # wait at a record of a newer version
         for message in messages:
             error = message.error()
             if error is not None:
@@ -273,24 +288,50 @@ class Runtime:
                     log.warning("%s: %s", self.group_id, error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
+            tp = (topic, partition)
+            if tp in stopped:
+                continue
+            waits_at = self.newer.at(tp)
+            if waits_at is not None and self._held_back_now(tp):  # fetched before the pause
+                stopped[tp] = waits_at
+                continue
             task = self.task_for(partition)
             if task is None:  # its task is not started, or was fenced: read it again then
-                stray.setdefault((topic, partition), offset)
+                stray.setdefault(tp, offset)
                 continue
-            self.taken[(topic, partition)] = (offset, message.timestamp()[1] / 1000)
-            if not task.is_held(topic, offset):  # held: read again after an abort
-                await self._handle(task, message)
+            self.taken[tp] = (offset, message.timestamp()[1] / 1000)
+            # A held record, read again after an abort, is not handled twice.
+            if not task.is_held(topic, offset) and not await self._handle(task, message):
+                stopped[tp] = offset
+                continue
+            self.newer.passed(tp, offset)
             task.processed(topic, offset)
-        if stray:
-            await self.in_consumer_thread(self._seek, stray)
+        if stray or stopped:
+            await self.in_consumer_thread(self._seek, {**stray, **stopped})
 
-    async def _handle(self, task: Task, message: Any) -> None:
+    async def _handle(self, task: Task, message: Any) -> bool:
+        """Process ``message``; False: its partition waits at it (``streams.kafka.newer``)."""
         try:
             await self.processors[message.topic()].process(task, message)
+        except NewerSchemaError as exc:
+            return self._newer_record(task, message, exc)
         except Exception as exc:  # a bug must not stop the partition: set it aside
             log.exception("processing %s[%d]@%d failed", message.topic(),
                           message.partition(), message.offset())
             self.quarantine(task, message, f"processing failed: {exc!r}")
+        return True
+
+    def _newer_record(self, task: Task, message: Any, error: NewerSchemaError) -> bool:
+        """``message`` (or the state it meets) was written by a newer stepstream: its
+        partition waits, unless it waited long enough (then it is set aside)."""
+        if is_local(message):
+            return True  # ours, meeting a newer state: its copy read back waits there
+        until_s = self.newer.wait(message, error)
+        if until_s is None:
+            self.quarantine(task, message, self.newer.reason(error))
+            return True
+        self.hold_back(message.topic(), message.partition(), until_s)
+        return False
 
     async def _settle(self) -> None:
         """Let the work started since the last call send its first records: up to
@@ -327,6 +368,7 @@ class Runtime:
         outcomes = await self._commit(list(self.tasks.values()))
         for task, outcome in outcomes:
             if outcome is Outcome.ABORTED:
+                self._stop_waiting(task.partition)  # read again up to the newer record
                 await self.in_consumer_thread(self._seek, task.rewind_positions())
             elif outcome is Outcome.FENCED:
                 await self._drop(task)
@@ -359,6 +401,13 @@ class Runtime:
                 log.warning("%s: %s[%d] not rewound to %d (%s); rejoining the group",
                             self.group_id, topic, partition, offset, exc.args[0])
                 self._rejoin = True
+
+    def _stop_waiting(self, partition: int) -> None:
+        """The partitions numbered ``partition`` that wait at a newer record are read
+        again (from the task's last commit: they meet that record once more)."""
+        with self._held_lock:
+            for tp in self.newer.forget(partition):
+                self._held_back.pop(tp, None)
 
     async def _rejoin_group(self) -> None:
         """Leave and join the group again: the tasks this worker may still own start
@@ -426,6 +475,7 @@ class Runtime:
     async def _drop(self, task: Task, *, keep_stores: bool = False) -> None:
         if self.tasks.get(task.partition) is task:
             del self.tasks[task.partition]
+        self.newer.forget(task.partition)
         with self._held_lock:
             for tp in [tp for tp in self._held_back if tp[1] == task.partition]:
                 del self._held_back[tp]

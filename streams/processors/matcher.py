@@ -9,6 +9,10 @@ the run's end): both send a ``WaiterChanged`` that removes it; nothing is scanne
 
 Tables written before the index held a ``WaiterSet`` per event name: a task that finds
 one turns it into entries in its first transaction.
+
+A store that holds a waiter of a newer stepstream (its changelog written by a newer
+worker, in a rolling upgrade) cannot be indexed whole: an event could miss it. The
+task's records then wait for a newer worker (``streams.kafka.newer``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from schemas.codec import NewerSchemaError
 from schemas.messages import Event, Waiter, WaiterChanged, WaiterSet
 from stepstream.errors import ExpressionError
 from stepstream.function import FunctionDef
@@ -42,13 +47,21 @@ class Matcher:
         self.functions = functions or {}
         """The app's functions, to label the failures of their conditions."""
         self.indexes: dict[int, WaiterIndex] = {}
+        self.newer: dict[int, bytes] = {}
+        """Tasks whose store holds a waiter of a newer stepstream: its fingerprint."""
 
     def task_started(self, task: Task) -> None:
         """Index the task's waiters (and convert a table of the older layout)."""
         store: StateStore[Waiter | WaiterSet] = task.stores[WAITERS]
         index = self.indexes[task.partition] = WaiterIndex()
-        for key, value in store.values(
-                lambda exc: log.warning("undecodable waiter in the store: %s", exc)):
+
+        def skipped(exc: Exception) -> None:
+            if isinstance(exc, NewerSchemaError):
+                self.newer[task.partition] = exc.fingerprint
+            else:
+                log.warning("undecodable waiter in the store: %s", exc)
+
+        for key, value in store.values(skipped):
             if isinstance(value, WaiterSet):
                 store.delete(key)
                 for waiter in value.waiters:
@@ -59,12 +72,15 @@ class Matcher:
 
     def task_ended(self, task: Task) -> None:
         self.indexes.pop(task.partition, None)
+        self.newer.pop(task.partition, None)
 
     @staticmethod
     def _committed(index: WaiterIndex, key: bytes, value: Waiter | WaiterSet | None) -> None:
         index.sync(key, value if isinstance(value, Waiter) else None)
 
     async def process(self, task: Task, message: Any) -> None:
+        if task.partition in self.newer:
+            raise NewerSchemaError(self.newer[task.partition])
         if not message.key():
             task.send(self.outputs.quarantined(
                 message, "no key: waiters and events by name are keyed by name"))

@@ -66,8 +66,9 @@ class Orchestrator:
             state = store.get(key)
         except DecodeError as exc:
             # Nothing can advance a run whose state is unreadable (a corrupt changelog
-            # record, a schema this version cannot read): its messages are set aside,
-            # visibly, until the state is repaired; the partition goes on.
+            # record): its messages are set aside, visibly, until the state is repaired;
+            # the partition goes on. A state a newer stepstream wrote is not a
+            # DecodeError: the runtime waits for a newer worker (streams.kafka.newer).
             task.send(self.outputs.quarantined(
                 message, f"the state of run {decoded.run_id} cannot be decoded: {exc}"))
             return

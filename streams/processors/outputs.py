@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from schemas.codec import AvroCodec, DecodeError
+from schemas.codec import AvroCodec, DecodeError, NewerSchemaError
 from schemas.messages import HistoryRecord, Quarantined
 from stepstream.settings import Settings
 from stepstream.step import now_ms
@@ -63,7 +63,9 @@ class Outputs:
         routes it; else it is set aside in ``task``'s transaction and None is returned.
 
         ``owner`` names what the record is about (a run id): the key it must carry, since
-        the task that reads it holds that state and no other task does."""
+        the task that reads it holds that state and no other task does. A record of a
+        newer stepstream raises ``NewerSchemaError``: it is not set aside but waited
+        for (``streams.kafka.newer``)."""
         try:
             record = self.codec.decode(message.value())
             if not isinstance(record, kinds):
@@ -72,6 +74,8 @@ class Outputs:
             reason = self._misrouted(message, owner(record) if owner else None)
         except DecodeError as exc:
             reason = str(exc)
+        except NewerSchemaError:
+            raise
         except Exception as exc:  # the codec on hostile bytes: nothing undecodable goes on
             reason = f"undecodable: {type(exc).__name__}: {exc}"
         if reason is None:

@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import messages
-from schemas.codec import MARKER, RECORDS, AvroCodec, DecodeError, default_codec
+from schemas.codec import (
+    MARKER,
+    RECORDS,
+    AvroCodec,
+    DecodeError,
+    NewerSchemaError,
+    default_codec,
+)
 
 SCHEMA_DIR = Path(messages.__file__).parent
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -155,12 +162,14 @@ def test_garbage_raises_decode_error(garbage: bytes) -> None:
         default_codec().decode(garbage)
 
 
-def test_an_unknown_fingerprint_raises_decode_error() -> None:
+def test_an_unknown_fingerprint_under_the_marker_is_taken_for_a_newer_version() -> None:
     data = sample()
     unknown = MARKER + bytes(8) + data[10:]
 
-    with pytest.raises(DecodeError, match="unknown schema fingerprint 0000000000000000"):
+    with pytest.raises(NewerSchemaError, match="unknown schema fingerprint 0000000000000000"):
         default_codec().decode(unknown)
+    assert default_codec().record_type(unknown) is None
+    assert not issubclass(NewerSchemaError, DecodeError)  # not set aside as undecodable
 
 
 @settings(max_examples=50, deadline=None)

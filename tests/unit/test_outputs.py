@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import MARKER, default_codec
+from schemas.codec import MARKER, NewerSchemaError, default_codec
 from schemas.messages import RUN_MESSAGES, Quarantined, TimerFired
 from stepstream.settings import Settings
 from streams.delays import DelayTiers
@@ -62,7 +62,11 @@ def test_a_record_keyed_by_another_run_than_its_own_is_quarantined() -> None:
     assert record is None and "not by 'run-1'" in quarantined[0].reason
 
 
-@pytest.mark.parametrize("value", [b"garbage", MARKER + b"\x00" * 8, b""], ids=repr)
+KNOWN_HEADER = CODEC.encode(TimerFired(run_id="r", timer_id="t", ts=1))[:10]
+
+
+@pytest.mark.parametrize("value", [b"garbage", MARKER + b"\x00" * 7, b"",
+                                   KNOWN_HEADER + b"\xff"], ids=repr)
 def test_what_does_not_decode_is_quarantined_with_the_reason(value: bytes) -> None:
     record, quarantined = decoded(runs_message("run-1", value=value))
 
@@ -70,21 +74,16 @@ def test_what_does_not_decode_is_quarantined_with_the_reason(value: bytes) -> No
     assert quarantined[0].value == value
 
 
+def test_a_record_of_a_newer_version_is_not_quarantined_but_raised() -> None:
+    """The runtime waits at it (``streams.kafka.newer``)."""
+    with pytest.raises(NewerSchemaError):
+        decoded(runs_message("run-1", value=MARKER + b"\x00" * 8))
+
+
 def test_a_message_of_a_run_whose_state_cannot_be_decoded_is_set_aside() -> None:
     """The orchestrator cannot advance it: the message is quarantined with the reason,
     and the next message of the partition is processed."""
-    from streams.kafka.store import MemoryBackend, StateStore
-    from streams.leases import LeaseClock
-    from streams.processors.orchestrator import RUNS, Orchestrator
-    from streams.run_records import RunRecords
-
-    backend = MemoryBackend()
-    backend.apply({b"run-1": b"\x00\x01 not a run state"}, 1)
-    store = StateStore("ns-runs-changelog", partition_of(b"run-1", 4), backend,
-                       RunRecords(CODEC))
-    outputs = Outputs(SETTINGS, CODEC, Metrics(), TOPICS, DelayTiers(SETTINGS))
-    orchestrator = Orchestrator(outputs, {}, LeaseClock(lambda _: False, _never), "app")
-    task, producer = fake_task(store.partition, **{RUNS: store})
+    orchestrator, task, producer = orchestrator_with_state(b"\x00\x01 not a run state")
 
     asyncio.run(orchestrator.process(task, runs_message("run-1")))
     asyncio.run(task.commit())
@@ -93,6 +92,32 @@ def test_a_message_of_a_run_whose_state_cannot_be_decoded_is_set_aside() -> None
     quarantined = [CODEC.decode_as(value, Quarantined) for _, _, _, value in records]
     assert [q.reason.split(":")[0] for q in quarantined] == [
         "the state of run run-1 cannot be decoded"]
+
+
+def test_a_message_of_a_run_whose_state_a_newer_version_wrote_waits() -> None:
+    """Not quarantined: the runtime stops the partition there (``streams.kafka.newer``)."""
+    orchestrator, task, _ = orchestrator_with_state(MARKER + b"\x42" * 8 + b"\x00")
+
+    with pytest.raises(NewerSchemaError):
+        asyncio.run(orchestrator.process(task, runs_message("run-1")))
+    assert not task.dirty
+
+
+def orchestrator_with_state(stored: bytes) -> tuple[Any, Any, Any]:
+    """An orchestrator, and a task whose runs store holds ``stored`` as run-1's state."""
+    from streams.kafka.store import MemoryBackend, StateStore
+    from streams.leases import LeaseClock
+    from streams.processors.orchestrator import RUNS, Orchestrator
+    from streams.run_records import RunRecords
+
+    backend = MemoryBackend()
+    backend.apply({b"run-1": stored}, 1)
+    store = StateStore("ns-runs-changelog", partition_of(b"run-1", 4), backend,
+                       RunRecords(CODEC))
+    outputs = Outputs(SETTINGS, CODEC, Metrics(), TOPICS, DelayTiers(SETTINGS))
+    orchestrator = Orchestrator(outputs, {}, LeaseClock(lambda _: False, _never), "app")
+    task, producer = fake_task(store.partition, **{RUNS: store})
+    return orchestrator, task, producer
 
 
 async def _never(_: Any) -> None:

@@ -6,33 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
 from stepstream.settings import Settings
 from streams.kafka.runtime import Runtime
-
-
-class SeekingConsumer:
-    """What ``Runtime._seek`` and ``_apply_pauses`` ask of a consumer."""
-
-    def __init__(self, assigned: list[tuple[str, int]], refuse: bool = False) -> None:
-        self.assigned, self.refuse = assigned, refuse
-        self.seeks: list[tuple[str, int, int]] = []
-        self.paused: set[tuple[str, int]] = set()
-
-    def pause(self, tps: list[TopicPartition]) -> None:
-        self.paused |= {(tp.topic, tp.partition) for tp in tps}
-
-    def resume(self, tps: list[TopicPartition]) -> None:
-        self.paused -= {(tp.topic, tp.partition) for tp in tps}
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(topic, partition) for topic, partition in self.assigned]
-
-    def seek(self, tp: TopicPartition) -> None:
-        if self.refuse:
-            raise KafkaException(KafkaError(KafkaError._STATE, "Erroneous state"))
-        self.seeks.append((tp.topic, tp.partition, tp.offset))
+from tests.fakes import SeekingConsumer
 
 
 def runtime_with(consumer: Any) -> Runtime:
