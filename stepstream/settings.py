@@ -40,6 +40,10 @@ class Settings:
     """Port of the HTTP API; 0 picks a free one."""
     executor_concurrency: int = 16
     """Steps a worker runs at once, so a slow step does not block its partition."""
+    max_active_runs: int = 1000
+    """Runs of a worker's partitions that may wait for a step to run at once; beyond it the
+    worker reads no new events (they wait in Kafka) until half have moved on, so a backlog
+    does not become memory. Sleeping and waiting runs do not count."""
     fetch_max_wait_ms: int = 5
     """Consumer fetch max-wait; the dev broker answers a fetch only when it expires."""
     max_payload_bytes: int = 900 * 1024
@@ -138,6 +142,8 @@ class Settings:
             raise ConfigError("partitions and replication must be >= 1")
         if self.executor_concurrency < 1:
             raise ConfigError("executor_concurrency must be >= 1")
+        if self.max_active_runs < 1:
+            raise ConfigError("max_active_runs must be >= 1")
         if not self.brokers.strip():
             raise ConfigError("brokers must not be empty")
         if self.security_protocol not in SECURITY_PROTOCOLS:

@@ -32,6 +32,7 @@ from streams import redis_client
 from streams.delays import DelayTiers
 from streams.expiry import SWEEP_EVERY_S, FinishedRuns
 from streams.flow.gate import FlowGate
+from streams.intake import RunIntake
 from streams.kafka.clients import plain_producer
 from streams.kafka.runtime import Runtime, StoreSpec
 from streams.kafka.sender import Sender
@@ -126,13 +127,19 @@ class Engine:
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
-        self._table_observers: list[TableObserver] = [self._arm_leases, self.finished.rebuild]
+        self.intake = RunIntake(settings.max_active_runs,
+                                lambda paused: self.runtime.throttle(topic("events"), paused))
+        self._table_observers: list[TableObserver] = [
+            self._arm_leases, self.finished.rebuild,
+            lambda task, states: self.intake.rebuild(task.partition, states)]
         self.runtime.started.append(self._scan_runs)
         self.runtime.ended.append(self.executor.task_ended)
         self.runtime.started.append(matcher.task_started)
         self.runtime.ended.append(matcher.task_ended)
         self.runtime.started.append(self._observe_finished)
         self.runtime.ended.append(self.finished.forget)
+        self.runtime.started.append(self._observe_active)
+        self.runtime.ended.append(lambda task: self.intake.forget(task.partition))
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
 
@@ -189,6 +196,10 @@ class Engine:
 
     def _observe_finished(self, task: Task) -> None:
         task.stores[RUNS].observers.append(functools.partial(self.finished.written,
+                                                             task.partition))
+
+    def _observe_active(self, task: Task) -> None:
+        task.stores[RUNS].observers.append(functools.partial(self.intake.written,
                                                              task.partition))
 
     def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:

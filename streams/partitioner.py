@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 import random
 
-_REMEMBERED_KEYS = 65536
-"""About the keys of the runs in flight on a busy worker; an evicted key is hashed again."""
+_REMEMBERED_KEYS = 8192
+"""About the keys of the runs in flight on a busy worker; an evicted key is hashed again.
+(Each costs ~250 bytes: at 65,536 a backlog of runs left ~15 MB of keys behind.)"""
 
 _M, _SEED = 0x5BD1E995, 0x9747B28C
 _MASK = 0xFFFFFFFF

@@ -17,6 +17,7 @@ from streams.engine import Engine
 from streams.health import BrokerProbe
 from streams.http import HttpApi
 from streams.http_auth import exposure_warning
+from streams.memory import release_periodically
 from streams.monitor import Monitor
 from topics.catalog import catalog
 from topics.provision import ensure_topics, existing_partitions
@@ -105,7 +106,8 @@ async def run(ss: Stepstream) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, engine.stop)
     helpers = [asyncio.ensure_future(job) for job in (
-        serve_http(http_api(engine, probe), engine), probe.run(), monitor.run())]
+        serve_http(http_api(engine, probe), engine), probe.run(), monitor.run(),
+        release_periodically())]
     try:
         await engine.run()
     finally:
