@@ -103,6 +103,12 @@ class Metrics:
         self.runs_in_flight = Gauge(
             "stepstream_runs_in_flight", "Runs not yet final in this worker's partitions",
             registry=r)
+        self.runs_active = Gauge(
+            "stepstream_runs_active", "Runs of this worker's partitions waiting for a step "
+            "to run (streams.intake)", registry=r)
+        self.run_intake_paused = Gauge(
+            "stepstream_run_intake_paused", "1 while this worker reads no new events: "
+            "STEPSTREAM_MAX_ACTIVE_RUNS runs are active", registry=r)
         self.oldest_run_age = Gauge(
             "stepstream_oldest_run_age_seconds",
             "Age of the oldest run not yet final in this worker's partitions", registry=r)

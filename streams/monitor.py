@@ -17,6 +17,8 @@ Every ``Settings.monitor_interval_s`` seconds:
   newer stepstream (``streams.kafka.newer``); above 0 past a rollout, see the alert.
 - ``stepstream_table_keys{table}``: keys of the runs and waiters stores in this worker's
   partitions; ``stepstream_dlq_size``: dead letters waiting in the read model.
+- ``stepstream_runs_active`` / ``stepstream_run_intake_paused``: runs waiting for a step
+  to run, and whether run starts wait for them (``streams.intake``).
 - ``stepstream_runs_in_flight`` / ``stepstream_oldest_run_age_seconds``: runs in
   this worker's store partitions that are not final, kept up to date from the
   committed writes and rebuilt from each store partition once it is restored.
@@ -159,6 +161,8 @@ class Monitor:
         for table in (RUNS, WAITERS):
             metrics.table_keys.labels(table).set(sum(len(t.stores[table]) for t in tasks))
         metrics.dlq_size.set(await engine.store.dlq_size())
+        metrics.runs_active.set(len(engine.intake))
+        metrics.run_intake_paused.set(int(engine.intake.paused))
         started = self.runs.started()
         metrics.runs_in_flight.set(len(started))
         metrics.oldest_run_age.set(max(0.0, now - min(started) / 1000) if started else 0.0)

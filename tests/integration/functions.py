@@ -104,6 +104,23 @@ async def _slow_add(run_id: str, step_id: str, total: int, pause: float) -> int:
     return total + 1
 
 
+def release_key(namespace: str) -> str:
+    """Set it and the ``held`` runs' steps end."""
+    return f"{namespace}:release"
+
+
+@ss.function(id="held", trigger="test/held")
+async def held(ctx: Context) -> str:
+    """One step that ends once the test sets ``release_key``."""
+    async def wait_for_release() -> str:
+        record_execution(ctx.run_id, "s0")
+        while not _redis().exists(release_key(os.environ["STEPSTREAM_NAMESPACE"])):
+            await asyncio.sleep(0.05)
+        return "released"
+
+    return await ctx.step.run("s0", wait_for_release)
+
+
 @ss.function(id="bulky", trigger="test/bulky", retries=2)
 async def bulky(ctx: Context) -> int:
     """Steps that each return ``size`` bytes of text (``sizes``: one per step)."""
