@@ -31,6 +31,7 @@ from stepstream.results import event_result, run_result
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
 from stepstream.step import now_ms
+from stepstream.topic_trigger import TopicTrigger, topics_waited_on
 
 DEFAULT_RESULT_TIMEOUT_S = 60.0
 """How long ``result`` and ``send(wait=True)`` wait for a run to end."""
@@ -83,7 +84,8 @@ class Stepstream:
         self.functions: dict[str, FunctionDef] = {}
         self._producer: Any = None
 
-    def function(self, *, id: str, trigger: str | None = None, cron: str | None = None,
+    def function(self, *, id: str, trigger: str | TopicTrigger | None = None,
+                 cron: str | None = None,
                  if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
                  cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
                  on_failure: Handler | None = None, idempotency: str | None = None,
@@ -100,9 +102,11 @@ class Stepstream:
 
         Args:
             id: stable id of the function; runs are keyed by it.
-            trigger: name of the event that starts a run.
+            trigger: name of the event that starts a run, or a ``TopicTrigger``: each
+                record of that topic starts one.
             cron: a cron schedule (``"*/5 * * * *"``, UTC) that starts a run at each tick.
-            if_: CEL condition over ``event`` that a triggering event must meet.
+            if_: CEL condition over ``event`` that a triggering event must meet (and
+                over ``record`` with a ``TopicTrigger``).
             retries: retries of each step after its first attempt.
             retry: the full backoff policy; its ``retries`` wins over ``retries``.
             cancel_on: events that cancel a running run.
@@ -162,10 +166,14 @@ class Stepstream:
                 raise ConfigError(f"function {id!r}: the handler must be an async function")
             for condition in literal_conditions(handler):
                 compile_condition(condition)
+            waits_on = topics_waited_on(handler) | {
+                rule.event.topic for rule in cancel_on if isinstance(rule.event, TopicTrigger)}
             self.functions[id] = FunctionDef(
-                id=id, trigger=trigger, cron=cron, trigger_if=if_, handler=handler,
-                retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
-                idempotency=idempotency, eager=eager, flow=flow)
+                id=id, trigger=None if isinstance(trigger, TopicTrigger) else trigger,
+                source=trigger if isinstance(trigger, TopicTrigger) else None, cron=cron,
+                trigger_if=if_, handler=handler, retry=policy, cancel_on=tuple(cancel_on),
+                timeouts=timeouts or Timeouts(), idempotency=idempotency, eager=eager,
+                flow=flow, waits_on=frozenset(waits_on))
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
             # stepstream.testing runs a handler with the options it was registered with
             handler.stepstream_function = self.functions[id]  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from streams.health import BrokerProbe
 from streams.http import HttpApi
 from streams.http_auth import exposure_warning
 from streams.monitor import Monitor
+from streams.sources import check_sources, source_groups
 from topics.catalog import catalog
 from topics.provision import ensure_topics, existing_partitions
 
@@ -31,14 +32,17 @@ def build_engine(ss: Stepstream) -> Engine:
         PartitionMismatch: a topic exists with another partition count (refuse to start:
             runs would be routed to partitions the changelog does not match).
         ConnectionError: the broker does not answer.
+        ConfigError: a source topic (``TopicTrigger``) does not exist.
     """
     specs = catalog(ss.settings)
     created = ensure_topics(ss.settings, specs)
     if created:
         log.info("created topics: %s", ", ".join(created))
     names = {spec.name for spec in specs}
-    partitions = {name: count for name, count in existing_partitions(ss.settings).items()
-                  if name in names}
+    existing = existing_partitions(ss.settings)
+    check_sources(source_groups(ss.settings.namespace, ss.functions), existing,
+                  ss.settings.namespace)
+    partitions = {name: count for name, count in existing.items() if name in names}
     return Engine(ss, partitions=partitions)
 
 
