@@ -83,7 +83,11 @@ def topics_waited_on(handler: Callable[..., Any]) -> set[str]:
         tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
     except (OSError, TypeError, SyntaxError):
         return found
-    for node in ast.walk(tree):
+    # The body only: the decorator's trigger is no wait.
+    body = [statement for definition in tree.body
+            if isinstance(definition, ast.FunctionDef | ast.AsyncFunctionDef)
+            for statement in definition.body]
+    for node in (found_node for statement in body for found_node in ast.walk(statement)):
         if not isinstance(node, ast.Call):
             continue
         func = node.func

@@ -20,6 +20,19 @@ MAGIC = 0
 _HEADER_BYTES = 5
 
 
+class RegistryUnavailable(Exception):
+    """The registry did not answer, or refused the worker (5xx, 401, 403): the record is
+    not at fault, so it waits for the registry rather than being quarantined."""
+
+
+def _refused(schema_id: int, exc: Any) -> Exception:
+    """What a registry error means for the record: an unknown schema id (404) is the
+    record's fault; any other answer is the registry's."""
+    if exc.http_status_code == 404:
+        return DecodeError(f"schema id {schema_id} is unknown to the registry: {exc}")
+    return RegistryUnavailable(f"schema id {schema_id}: {exc}")
+
+
 def is_framed(value: bytes) -> bool:
     """Whether ``value`` looks like the Confluent wire format (JSON never starts so)."""
     return len(value) > _HEADER_BYTES and value[0] == MAGIC
@@ -35,7 +48,10 @@ def registry_config(settings: Settings) -> dict[str, str]:
 
 
 class RegistryDecoder:
-    """Decodes framed values; blocking (registry lookups): call it off the event loop."""
+    """Decodes framed values; blocking (registry lookups): call it off the event loop.
+
+    Raises ``DecodeError`` for what is the record's fault and ``RegistryUnavailable``
+    for what is the registry's."""
 
     def __init__(self, settings: Settings, client: Any = None) -> None:
         """``client``: a ``SchemaRegistryClient`` to use (else one from ``settings``)."""
@@ -61,16 +77,26 @@ class RegistryDecoder:
             DecodeError: no registry configured, an unknown schema id, a Protobuf
                 schema, or a payload that does not match its schema.
         """
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         schema_id = int.from_bytes(value[1:_HEADER_BYTES], "big")
+        client = self.client()
         try:
-            kind = self.client().get_schema(schema_id).schema_type or "AVRO"
-            deserializer = self._deserializer(kind)
+            kind = client.get_schema(schema_id).schema_type or "AVRO"
+        except SchemaRegistryError as exc:
+            raise _refused(schema_id, exc) from exc
+        except Exception as exc:  # connection refused, timeouts: the client's HTTP errors
+            raise RegistryUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        deserializer = self._deserializer(kind)
+        try:
             return deserializer(value, SerializationContext(topic, MessageField.VALUE))
-        except DecodeError:
-            raise
-        except Exception as exc:  # the registry's errors, and the decoders' on bad bytes
+        except SchemaRegistryError as exc:
+            raise _refused(schema_id, exc) from exc
+        except Exception as exc:
+            # The registry answered a moment ago: this is the payload (a network error
+            # of the deserializer's own first lookup of a schema, in between, would land
+            # here too, and the record be quarantined).
             raise DecodeError(f"schema id {schema_id}: {type(exc).__name__}: {exc}") from exc
 
     def _deserializer(self, kind: str) -> Any:

@@ -80,8 +80,10 @@ def first_offsets(group: SourceGroup, consumer: Any, partitions: list[tuple[str,
 
     start = group.start.start if group.start is not None else "latest"
     found: dict[tuple[str, int], int] = {}
-    if start == "earliest":
-        return found  # the runtime's default: from the beginning
+    if start == "earliest" or _has_offsets(consumer, group.topic):
+        # The runtime's default: from the beginning. A group that has offsets already
+        # meets a partition added to the topic since: all its records are new.
+        return found
     ends = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
                                                cached=False)[1] for tp in partitions}
     at_ms = group.start.start_ms if group.start is not None else None
@@ -93,3 +95,12 @@ def first_offsets(group: SourceGroup, consumer: Any, partitions: list[tuple[str,
         found[key] = tp.offset if tp.offset >= 0 else ends[key]  # none that late: the end
     log.info("%s starts at %s (records from %d ms)", group.group, found, at_ms)
     return found
+
+
+def _has_offsets(consumer: Any, topic: str) -> bool:
+    """Whether the consumer's group has committed an offset in any partition of ``topic``."""
+    from confluent_kafka import TopicPartition
+
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    return any(tp.offset >= 0 for tp in committed)

@@ -6,18 +6,23 @@ For a function triggered by the topic, the event goes through the trigger's door
 keyed by run id as the trigger sends it. For the runs that wait or cancel on the topic,
 the event goes to ``events.by-name`` as the trigger forwards every event. Either way the
 output and the source offset commit together: a record starts one run, and is offered
-to the waiters once.
+to the waiters once. A record that makes no event is quarantined; one whose schema the
+registry cannot give now waits for it (``streams.backoff``), as the trigger waits for
+Redis.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from schemas.codec import DecodeError
 from stepstream.function import FunctionDef
+from streams.backoff import until_done
 from streams.kafka.task import Record, Task
 from streams.processors.trigger import Trigger
+from streams.registry import RegistryUnavailable
 from streams.source_records import SourceRecords
 
 log = logging.getLogger("stepstream.source")
@@ -39,8 +44,11 @@ class Source:
         """The records one message of the source topic leads to."""
         function = self.function
         try:
-            event, record = await self.records.event_of(
-                message, function.source if function is not None else None)
+            event, record = await until_done(
+                functools.partial(self.records.event_of, message,
+                                  function.source if function is not None else None),
+                what=f"decoding {message.topic()}[{message.partition()}]",
+                errors=(RegistryUnavailable,))
         except DecodeError as exc:
             self.metrics.events_received.labels("quarantined").inc()
             log.warning("quarantined %s[%d]@%d: %s", message.topic(), message.partition(),
