@@ -29,6 +29,7 @@ from stepstream.options import (
 )
 from stepstream.results import event_result, run_result
 from stepstream.retry import RetryPolicy
+from stepstream.schema_registry import FramedAvro, schema_text
 from stepstream.settings import Settings
 from stepstream.step import now_ms
 from stepstream.topic_trigger import TopicTrigger, topics_waited_on
@@ -83,6 +84,7 @@ class Stepstream:
         self.settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.functions: dict[str, FunctionDef] = {}
         self._producer: Any = None
+        self._framed_avro: FramedAvro | None = None
 
     def function(self, *, id: str, trigger: str | TopicTrigger | None = None,
                  cron: str | None = None,
@@ -188,16 +190,19 @@ class Stepstream:
     @overload
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: Literal[False] = False,
-             function: str | None = None) -> str: ...
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> str: ...
 
     @overload
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: Literal[True] | float,
-             function: str | None = None) -> Any: ...
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> Any: ...
 
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: bool | float = False,
-             function: str | None = None) -> Any:
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> Any:
         """Produce an event to the events topic and wait until the broker has it; with
         ``wait``, wait for the run it starts too and return its output.
 
@@ -210,39 +215,69 @@ class Stepstream:
                 run the event starts to end, as ``result`` does.
             function: with ``wait``, the function whose run to wait for (needed when the
                 event starts runs of several functions).
+            avro_schema: an Avro schema (JSON text or parsed): ``data`` is produced to
+                the topic ``name`` instead, as a record in the Confluent wire format
+                (the schema registered through ``STEPSTREAM_SCHEMA_REGISTRY_URL``), keyed
+                by ``id`` if given; the event of a ``TopicTrigger`` on that topic.
 
         Returns:
-            The event id; with ``wait``, the run's output.
+            The event id (with ``avro_schema``, the record's ``topic:partition:offset``,
+            its event id unless its trigger's ``id=`` says otherwise); with ``wait``, the
+            run's output.
 
         Raises:
             RunFailed: with ``wait``, the run failed or was cancelled.
             TimeoutError: the broker, or with ``wait`` the run, took longer.
+            ConfigError: ``avro_schema`` without a registry, or not an Avro schema.
+            SerializationError: ``data`` is not JSON, too large, or does not match
+                ``avro_schema``.
         """
         event = make_event(name, data, id=id, ts=now_ms(),
                            limit=self.settings.max_payload_bytes)
-        producer = self._get_producer()
-        errors: list[Any] = []
-        producer.produce(self.settings.topic("events"), key=event.id.encode(),
-                         value=default_codec().encode(event),
-                         on_delivery=lambda err, _msg: errors.append(err))
-        if producer.flush(timeout) > 0:
-            raise TimeoutError(f"event {event.id} not acknowledged by "
-                               f"{self.settings.brokers} within {timeout}s")
-        if errors and errors[0] is not None:
-            raise ConnectionError(f"event {event.id} not delivered: {errors[0]}")
+        if avro_schema is None:
+            self._produce(self.settings.topic("events"), event.id.encode(),
+                          default_codec().encode(event), f"event {event.id}", timeout)
+            event_id = event.id
+        else:
+            value = self._framed().encode(name, schema_text(avro_schema), data or {})
+            partition, offset = self._produce(name, None if id is None else id.encode(),
+                                              value, f"a record for {name}", timeout)
+            event_id = f"{name}:{partition}:{offset}"
         if wait is False:
-            return event.id
+            return event_id
         wait_s = DEFAULT_RESULT_TIMEOUT_S if wait is True else float(wait)
         if function is not None:
-            return run_result(self.settings, run_id_for(function, event.id), wait_s)
-        return event_result(self.settings, event.id, wait_s)
+            return run_result(self.settings, run_id_for(function, event_id), wait_s)
+        return event_result(self.settings, event_id, wait_s)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, what: str,
+                 timeout: float) -> tuple[int, int]:
+        """Produce and wait for the broker's ack; returns the record's partition and
+        offset."""
+        producer = self._get_producer()
+        reports: list[tuple[Any, Any]] = []
+        producer.produce(topic, key=key, value=value,
+                         on_delivery=lambda err, msg: reports.append((err, msg)))
+        if producer.flush(timeout) > 0:
+            raise TimeoutError(f"{what} not acknowledged by {self.settings.brokers} "
+                               f"within {timeout}s")
+        error, message = reports[0] if reports else (None, None)
+        if error is not None:
+            raise ConnectionError(f"{what} not delivered: {error}")
+        return (-1, -1) if message is None else (message.partition(), message.offset())
+
+    def _framed(self) -> FramedAvro:
+        if self._framed_avro is None:
+            self._framed_avro = FramedAvro(self.settings)
+        return self._framed_avro
 
     async def send_async(self, name: str, data: dict[str, Any] | None = None, *,
                          id: str | None = None, wait: bool | float = False,
-                         function: str | None = None) -> Any:
+                         function: str | None = None,
+                         avro_schema: str | dict[str, Any] | None = None) -> Any:
         """``send`` without blocking the event loop."""
         return await asyncio.to_thread(self.send, name, data, id=id, wait=wait,
-                                       function=function)
+                                       function=function, avro_schema=avro_schema)
 
     def result(self, run_id: str, *, timeout: float = DEFAULT_RESULT_TIMEOUT_S) -> Any:
         """The output of a run once it has completed (a worker of this namespace must be

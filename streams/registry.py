@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from schemas.codec import DecodeError
+from stepstream.schema_registry import registry_config
 from stepstream.settings import Settings
 
 MAGIC = 0
@@ -36,15 +37,6 @@ def _refused(schema_id: int, exc: Any) -> Exception:
 def is_framed(value: bytes) -> bool:
     """Whether ``value`` looks like the Confluent wire format (JSON never starts so)."""
     return len(value) > _HEADER_BYTES and value[0] == MAGIC
-
-
-def registry_config(settings: Settings) -> dict[str, str]:
-    """The schema registry client's configuration from ``settings``."""
-    config = {"url": settings.schema_registry_url}
-    if settings.schema_registry_username:
-        config["basic.auth.user.info"] = (f"{settings.schema_registry_username}:"
-                                          f"{settings.schema_registry_password}")
-    return config
 
 
 class RegistryDecoder:

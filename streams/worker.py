@@ -50,7 +50,12 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
     """The worker's HTTP API over ``engine``."""
     settings = engine.settings
 
-    async def send_event(name: str, data: dict[str, Any], event_id: str | None) -> str:
+    async def send_event(name: str, data: dict[str, Any], event_id: str | None, *,
+                         avro_schema: str | dict[str, Any] | None = None) -> str:
+        if avro_schema is not None:  # a record for a topic: the SDK's producer writes it
+            sent: str = await engine.ss.send_async(name, data, id=event_id,
+                                                   avro_schema=avro_schema)
+            return sent
         event = make_event(name, data, id=event_id, ts=now_ms(),
                            limit=settings.max_payload_bytes)
         await engine.send("events", event.id, event)

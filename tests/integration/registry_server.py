@@ -3,8 +3,10 @@ built-in ``mock://`` registry.
 
 No Schema Registry can be installed here, and the mock lives inside one process: the
 test serializes with confluent-kafka's serializers against the mock, and this server
-answers the one REST call a reader makes, ``GET /schemas/ids/{id}``, from it, so the
-worker decodes through its real ``SchemaRegistryClient`` over HTTP.
+answers, from it, the REST calls a reader and a writer make: ``GET /schemas/ids/{id}``
+and ``POST /subjects/{subject}/versions`` (registering). So a worker and the SDK go
+through their real ``SchemaRegistryClient`` over HTTP. Anything else is a 404 (the
+client then falls back, as with an older registry).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _SCHEMA_BY_ID = re.compile(r"^/schemas/ids/(\d+)(?:\?.*)?$")
+_VERSIONS = re.compile(r"^/subjects/([^/?]+)/versions(?:\?.*)?$")
 
 
 @contextmanager
@@ -36,6 +39,20 @@ def registry_server(mock: Any) -> Iterator[str]:
             else:
                 self._reply(200, {"schema": schema.schema_str,
                                   "schemaType": schema.schema_type or "AVRO"})
+
+        def do_POST(self) -> None:
+            from urllib.parse import unquote
+
+            from confluent_kafka.schema_registry import Schema
+
+            found = _VERSIONS.match(self.path)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if found is None:
+                self._reply(404, {"error_code": 404, "message": "Not found"})
+                return
+            schema_id = mock.register_schema(unquote(found.group(1)), Schema(
+                body["schema"], body.get("schemaType", "AVRO")))
+            self._reply(200, {"id": schema_id})
 
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()

@@ -4,6 +4,7 @@ and cancel runs, in real worker processes (``tests.integration.source_functions`
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -196,4 +197,25 @@ def test_an_avro_record_in_the_confluent_wire_format_is_decoded_via_the_registry
         records = Records(settings)
         records.send(topics["avro"], value)
         run = wait_for_run(worker.url, run_of("avro", records.landed[0]))
-    assert run["output"] == {"order_id": 12, "sku": "A-1", "note": None}
+        assert run["output"] == {"order_id": 12, "sku": "A-1", "note": None}
+
+        # The SDK and the HTTP API produce framed Avro to a topic when asked.
+        client = Stepstream("t", settings=settings.with_(schema_registry_url=url))
+        sent = client.send(topics["avro"], {"order_id": 13, "sku": "B-2", "note": "gift"},
+                           avro_schema=schema, wait=60)
+        posted = post_json(f"{worker.url}/v1/events", {
+            "name": topics["avro"], "data": {"order_id": 14, "sku": "C-3"},
+            "avro_schema": schema})
+        assert posted["id"].startswith(f"{topics['avro']}:0:")
+        by_post = wait_for_run(worker.url, run_id_for("avro", posted["id"]))
+    assert sent == {"order_id": 13, "sku": "B-2", "note": "gift"}
+    assert by_post["output"] == {"order_id": 14, "sku": "C-3", "note": None}
+    framed = read_all(settings.brokers, topics["avro"])
+    assert [m.value()[0] for m in framed] == [0, 0, 0]
+
+
+def post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.load(reply)

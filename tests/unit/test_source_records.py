@@ -1,6 +1,6 @@
 """Records of source topics as events: plain JSON, Schema Registry records (against
 confluent-kafka's built-in ``mock://`` registry, in process: no registry can be
-installed here), and what is refused."""
+installed here), and what is refused; framed Avro as ``send(avro_schema=...)`` makes it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from schemas.codec import DecodeError
 from stepstream import TopicTrigger
+from stepstream.errors import ConfigError, SerializationError
+from stepstream.schema_registry import FramedAvro, schema_text
 from stepstream.settings import Settings
 from streams.registry import RegistryDecoder, RegistryUnavailable
 from streams.source_records import SourceRecords
@@ -105,3 +107,24 @@ def test_a_registry_that_does_not_answer_is_waited_for() -> None:
     source = records(schema_registry_url=url)
     with pytest.raises(RegistryUnavailable):
         event_of(source, FakeMessage(TOPIC, 0, 0, b"\x00\x00\x00\x00\x01payload"))
+
+
+ORDER = {"type": "record", "name": "Order", "fields": [{"name": "order", "type": "long"}]}
+
+
+def test_framed_avro_is_what_a_source_reads() -> None:
+    registry = mock_registry()
+    value = FramedAvro(Settings(), registry).encode(TOPIC, schema_text(ORDER), {"order": 9})
+    assert value[0] == 0
+    event, _ = event_of(records(registry), FakeMessage(TOPIC, 0, 0, value))
+    assert json.loads(event.data_json) == {"order": 9}
+
+
+def test_framed_avro_refuses_what_cannot_be_sent() -> None:
+    framed = FramedAvro(Settings(), mock_registry())
+    with pytest.raises(SerializationError, match="does not match"):
+        framed.encode(TOPIC, schema_text(ORDER), {"order": "nine"})
+    with pytest.raises(ConfigError, match="not an Avro schema"):
+        framed.encode(TOPIC, "{not json", {"order": 9})
+    with pytest.raises(ConfigError, match="STEPSTREAM_SCHEMA_REGISTRY_URL"):
+        FramedAvro(Settings()).encode(TOPIC, schema_text(ORDER), {"order": 9})
