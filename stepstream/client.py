@@ -228,7 +228,8 @@ class Stepstream:
         Raises:
             RunFailed: with ``wait``, the run failed or was cancelled.
             TimeoutError: the broker, or with ``wait`` the run, took longer.
-            ConfigError: ``avro_schema`` without a registry, or not an Avro schema.
+            ConfigError: ``avro_schema`` without a registry, not an Avro schema, or for
+                a topic of the namespace.
             SerializationError: ``data`` is not JSON, too large, or does not match
                 ``avro_schema``.
         """
@@ -239,6 +240,10 @@ class Stepstream:
                           default_codec().encode(event), f"event {event.id}", timeout)
             event_id = event.id
         else:
+            namespace = self.settings.namespace
+            if name.startswith((f"{namespace}.", f"{namespace}-")):
+                raise ConfigError(f"{name!r} is a topic of the engine: avro_schema writes "
+                                  "to topics of your own")
             value = self._framed().encode(name, schema_text(avro_schema), data or {})
             partition, offset = self._produce(name, None if id is None else id.encode(),
                                               value, f"a record for {name}", timeout)

@@ -128,3 +128,12 @@ def test_framed_avro_refuses_what_cannot_be_sent() -> None:
         framed.encode(TOPIC, "{not json", {"order": 9})
     with pytest.raises(ConfigError, match="STEPSTREAM_SCHEMA_REGISTRY_URL"):
         FramedAvro(Settings()).encode(TOPIC, schema_text(ORDER), {"order": 9})
+
+
+def test_send_writes_framed_avro_to_no_topic_of_the_engine() -> None:
+    from stepstream import Stepstream
+
+    ss = Stepstream("t", settings=Settings(namespace="ns", schema_registry_url="mock://x"))
+    for topic in ("ns.runs", "ns-runs-changelog"):
+        with pytest.raises(ConfigError, match="a topic of the engine"):
+            ss.send(topic, {"order": 1}, avro_schema=ORDER)
