@@ -240,8 +240,9 @@ class Stepstream:
                           default_codec().encode(event), f"event {event.id}", timeout)
             event_id = event.id
         else:
-            namespace = self.settings.namespace
-            if name.startswith((f"{namespace}.", f"{namespace}-")):
+            from topics.catalog import is_engine_topic
+
+            if is_engine_topic(self.settings, name):
                 raise ConfigError(f"{name!r} is a topic of the engine: avro_schema writes "
                                   "to topics of your own")
             value = self._framed().encode(name, schema_text(avro_schema), data or {})

@@ -25,7 +25,9 @@ from typing import Any
 
 from stepstream.errors import ConfigError
 from stepstream.function import FunctionDef
+from stepstream.settings import Settings
 from stepstream.topic_trigger import TopicTrigger
+from topics.catalog import is_engine_topic
 
 log = logging.getLogger("stepstream.sources")
 
@@ -53,7 +55,7 @@ def source_groups(namespace: str, functions: Mapping[str, FunctionDef]) -> list[
 
 
 def check_sources(groups: list[SourceGroup], existing: Mapping[str, int],
-                  namespace: str) -> None:
+                  settings: Settings) -> None:
     """Refuse source topics that do not exist (stepstream never creates them) or that
     belong to the namespace (an engine topic is no source).
 
@@ -65,10 +67,10 @@ def check_sources(groups: list[SourceGroup], existing: Mapping[str, int],
         raise ConfigError(f"source topics {missing} do not exist: stepstream reads them and "
                           "never creates them; create them, or check their names and the "
                           "worker's read access (docs/production.md, 'Source topics')")
-    own = sorted({g.topic for g in groups if g.topic.startswith(f"{namespace}.")})
+    own = sorted({g.topic for g in groups if is_engine_topic(settings, g.topic)})
     if own:
-        raise ConfigError(f"topics {own} belong to the namespace {namespace!r}: trigger on "
-                          "their events by name instead")
+        raise ConfigError(f"topics {own} belong to the namespace {settings.namespace!r}: "
+                          "trigger on their events by name instead")
 
 
 def first_offsets(group: SourceGroup, consumer: Any, partitions: list[tuple[str, int]]

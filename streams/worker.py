@@ -40,8 +40,7 @@ def build_engine(ss: Stepstream) -> Engine:
         log.info("created topics: %s", ", ".join(created))
     names = {spec.name for spec in specs}
     existing = existing_partitions(ss.settings)
-    check_sources(source_groups(ss.settings.namespace, ss.functions), existing,
-                  ss.settings.namespace)
+    check_sources(source_groups(ss.settings.namespace, ss.functions), existing, ss.settings)
     partitions = {name: count for name, count in existing.items() if name in names}
     return Engine(ss, partitions=partitions)
 

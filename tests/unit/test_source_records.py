@@ -134,6 +134,6 @@ def test_send_writes_framed_avro_to_no_topic_of_the_engine() -> None:
     from stepstream import Stepstream
 
     ss = Stepstream("t", settings=Settings(namespace="ns", schema_registry_url="mock://x"))
-    for topic in ("ns.runs", "ns-runs-changelog"):
+    for topic in ("ns.runs", "ns.anything", "ns-runs-changelog"):
         with pytest.raises(ConfigError, match="a topic of the engine"):
             ss.send(topic, {"order": 1}, avro_schema=ORDER)

@@ -75,13 +75,18 @@ def test_a_worker_refuses_missing_source_topics_and_its_own_topics() -> None:
     groups = source_groups("ns", app().functions)
     topics = {"shop.orders": 3, "shop.orders.cancelled": 1, "shop.payments": 2}
     with pytest.raises(ConfigError, match=r"\['shop.refunds'\] do not exist"):
-        check_sources(groups, topics, "ns")
-    check_sources(groups, {**topics, "shop.refunds": 1}, "ns")
+        check_sources(groups, topics, Settings(namespace="ns"))
+    check_sources(groups, {**topics, "shop.refunds": 1}, Settings(namespace="ns"))
     ss = Stepstream("t", settings=Settings(namespace="ns"))
 
     @ss.function(id="loop", trigger=TopicTrigger("ns.runs"))
     async def loop(ctx: Context) -> None:
         pass
 
-    with pytest.raises(ConfigError, match="belong to the namespace"):
-        check_sources(source_groups("ns", ss.functions), {"ns.runs": 8}, "ns")
+    @ss.function(id="state", trigger=TopicTrigger("ns-runs-changelog"))
+    async def state(ctx: Context) -> None:
+        pass
+
+    with pytest.raises(ConfigError, match=r"\['ns-runs-changelog', 'ns.runs'\] belong to"):
+        check_sources(source_groups("ns", ss.functions),
+                      {"ns.runs": 8, "ns-runs-changelog": 8}, Settings(namespace="ns"))
