@@ -219,3 +219,39 @@ def post_json(url: str, body: dict[str, Any]) -> Any:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as reply:
         return json.load(reply)
+
+
+def test_a_transactional_source_starts_runs_of_committed_records_only(
+        settings: Settings, start_worker: WorkerFactory) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    topics = create_sources(settings)
+    orders = topics["orders"]
+    worker = start_worker(MODULE)
+    producer = Producer({"bootstrap.servers": settings.brokers,
+                         "transactional.id": f"{settings.namespace}-shop"})
+    producer.init_transactions(30)
+    landed: list[int] = []
+    for order, commit in (("aborted", False), ("committed", True)):
+        producer.begin_transaction()
+        producer.produce(orders, json.dumps({"order": order}).encode(), partition=0,
+                         on_delivery=lambda _error, message: landed.append(message.offset()))
+        producer.flush(10)
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+
+    run = wait_for_run(worker.url, run_id_for("orders", f"{orders}:0:{landed[-1]}"))
+    assert run["output"]["order"] == "committed"
+    assert [json.loads(s.event.data_json)["order"] for s in started(settings, "orders")] == [
+        "committed"]
+    group = Consumer({"bootstrap.servers": settings.brokers,
+                      "group.id": f"{settings.namespace}.source.orders"})
+    try:
+        end = group.get_watermark_offsets(TopicPartition(orders, 0), timeout=10)[1]
+
+        def committed_to_the_end() -> bool:
+            offset = group.committed([TopicPartition(orders, 0)], timeout=10)[0].offset
+            return bool(offset == end)
+
+        wait_for(committed_to_the_end, what="the source offset past the last marker")
+    finally:
+        group.close()
