@@ -25,6 +25,7 @@ from stepstream.options import (
 )
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
+from stepstream.topic_trigger import TopicTrigger
 
 __all__ = [
     # the application and what handlers receive
@@ -36,6 +37,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "Timeouts",
+    "TopicTrigger",
     # flow control
     "BatchEvents",
     "Concurrency",

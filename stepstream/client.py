@@ -29,8 +29,10 @@ from stepstream.options import (
 )
 from stepstream.results import event_result, run_result
 from stepstream.retry import RetryPolicy
+from stepstream.schema_registry import FramedAvro, schema_text
 from stepstream.settings import Settings
 from stepstream.step import now_ms
+from stepstream.topic_trigger import TopicTrigger, topics_waited_on
 
 DEFAULT_RESULT_TIMEOUT_S = 60.0
 """How long ``result`` and ``send(wait=True)`` wait for a run to end."""
@@ -82,8 +84,10 @@ class Stepstream:
         self.settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.functions: dict[str, FunctionDef] = {}
         self._producer: Any = None
+        self._framed_avro: FramedAvro | None = None
 
-    def function(self, *, id: str, trigger: str | None = None, cron: str | None = None,
+    def function(self, *, id: str, trigger: str | TopicTrigger | None = None,
+                 cron: str | None = None,
                  if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
                  cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
                  on_failure: Handler | None = None, idempotency: str | None = None,
@@ -100,9 +104,11 @@ class Stepstream:
 
         Args:
             id: stable id of the function; runs are keyed by it.
-            trigger: name of the event that starts a run.
+            trigger: name of the event that starts a run, or a ``TopicTrigger``: each
+                record of that topic starts one.
             cron: a cron schedule (``"*/5 * * * *"``, UTC) that starts a run at each tick.
-            if_: CEL condition over ``event`` that a triggering event must meet.
+            if_: CEL condition over ``event`` that a triggering event must meet (and
+                over ``record`` with a ``TopicTrigger``).
             retries: retries of each step after its first attempt.
             retry: the full backoff policy; its ``retries`` wins over ``retries``.
             cancel_on: events that cancel a running run.
@@ -162,10 +168,14 @@ class Stepstream:
                 raise ConfigError(f"function {id!r}: the handler must be an async function")
             for condition in literal_conditions(handler):
                 compile_condition(condition)
+            waits_on = topics_waited_on(handler) | {
+                rule.event.topic for rule in cancel_on if isinstance(rule.event, TopicTrigger)}
             self.functions[id] = FunctionDef(
-                id=id, trigger=trigger, cron=cron, trigger_if=if_, handler=handler,
-                retry=policy, cancel_on=tuple(cancel_on), timeouts=timeouts or Timeouts(),
-                idempotency=idempotency, eager=eager, flow=flow)
+                id=id, trigger=None if isinstance(trigger, TopicTrigger) else trigger,
+                source=trigger if isinstance(trigger, TopicTrigger) else None, cron=cron,
+                trigger_if=if_, handler=handler, retry=policy, cancel_on=tuple(cancel_on),
+                timeouts=timeouts or Timeouts(), idempotency=idempotency, eager=eager,
+                flow=flow, waits_on=frozenset(waits_on))
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
             # stepstream.testing runs a handler with the options it was registered with
             handler.stepstream_function = self.functions[id]  # type: ignore[attr-defined]
@@ -180,16 +190,19 @@ class Stepstream:
     @overload
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: Literal[False] = False,
-             function: str | None = None) -> str: ...
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> str: ...
 
     @overload
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: Literal[True] | float,
-             function: str | None = None) -> Any: ...
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> Any: ...
 
     def send(self, name: str, data: dict[str, Any] | None = None, *, id: str | None = None,
              timeout: float = 10.0, wait: bool | float = False,
-             function: str | None = None) -> Any:
+             function: str | None = None,
+             avro_schema: str | dict[str, Any] | None = None) -> Any:
         """Produce an event to the events topic and wait until the broker has it; with
         ``wait``, wait for the run it starts too and return its output.
 
@@ -202,39 +215,75 @@ class Stepstream:
                 run the event starts to end, as ``result`` does.
             function: with ``wait``, the function whose run to wait for (needed when the
                 event starts runs of several functions).
+            avro_schema: an Avro schema (JSON text or parsed): ``data`` is produced to
+                the topic ``name`` instead, as a record in the Confluent wire format
+                (the schema registered through ``STEPSTREAM_SCHEMA_REGISTRY_URL``), keyed
+                by ``id`` if given; the event of a ``TopicTrigger`` on that topic.
 
         Returns:
-            The event id; with ``wait``, the run's output.
+            The event id (with ``avro_schema``, the record's ``topic:partition:offset``,
+            its event id unless its trigger's ``id=`` says otherwise); with ``wait``, the
+            run's output.
 
         Raises:
             RunFailed: with ``wait``, the run failed or was cancelled.
             TimeoutError: the broker, or with ``wait`` the run, took longer.
+            ConfigError: ``avro_schema`` without a registry, not an Avro schema, or for
+                a topic of the namespace.
+            SerializationError: ``data`` is not JSON, too large, or does not match
+                ``avro_schema``.
         """
         event = make_event(name, data, id=id, ts=now_ms(),
                            limit=self.settings.max_payload_bytes)
-        producer = self._get_producer()
-        errors: list[Any] = []
-        producer.produce(self.settings.topic("events"), key=event.id.encode(),
-                         value=default_codec().encode(event),
-                         on_delivery=lambda err, _msg: errors.append(err))
-        if producer.flush(timeout) > 0:
-            raise TimeoutError(f"event {event.id} not acknowledged by "
-                               f"{self.settings.brokers} within {timeout}s")
-        if errors and errors[0] is not None:
-            raise ConnectionError(f"event {event.id} not delivered: {errors[0]}")
+        if avro_schema is None:
+            self._produce(self.settings.topic("events"), event.id.encode(),
+                          default_codec().encode(event), f"event {event.id}", timeout)
+            event_id = event.id
+        else:
+            from topics.catalog import is_engine_topic
+
+            if is_engine_topic(self.settings, name):
+                raise ConfigError(f"{name!r} is a topic of the engine: avro_schema writes "
+                                  "to topics of your own")
+            value = self._framed().encode(name, schema_text(avro_schema), data or {})
+            partition, offset = self._produce(name, None if id is None else id.encode(),
+                                              value, f"a record for {name}", timeout)
+            event_id = f"{name}:{partition}:{offset}"
         if wait is False:
-            return event.id
+            return event_id
         wait_s = DEFAULT_RESULT_TIMEOUT_S if wait is True else float(wait)
         if function is not None:
-            return run_result(self.settings, run_id_for(function, event.id), wait_s)
-        return event_result(self.settings, event.id, wait_s)
+            return run_result(self.settings, run_id_for(function, event_id), wait_s)
+        return event_result(self.settings, event_id, wait_s)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, what: str,
+                 timeout: float) -> tuple[int, int]:
+        """Produce and wait for the broker's ack; returns the record's partition and
+        offset."""
+        producer = self._get_producer()
+        reports: list[tuple[Any, Any]] = []
+        producer.produce(topic, key=key, value=value,
+                         on_delivery=lambda err, msg: reports.append((err, msg)))
+        if producer.flush(timeout) > 0:
+            raise TimeoutError(f"{what} not acknowledged by {self.settings.brokers} "
+                               f"within {timeout}s")
+        error, message = reports[0] if reports else (None, None)
+        if error is not None:
+            raise ConnectionError(f"{what} not delivered: {error}")
+        return (-1, -1) if message is None else (message.partition(), message.offset())
+
+    def _framed(self) -> FramedAvro:
+        if self._framed_avro is None:
+            self._framed_avro = FramedAvro(self.settings)
+        return self._framed_avro
 
     async def send_async(self, name: str, data: dict[str, Any] | None = None, *,
                          id: str | None = None, wait: bool | float = False,
-                         function: str | None = None) -> Any:
+                         function: str | None = None,
+                         avro_schema: str | dict[str, Any] | None = None) -> Any:
         """``send`` without blocking the event loop."""
         return await asyncio.to_thread(self.send, name, data, id=id, wait=wait,
-                                       function=function)
+                                       function=function, avro_schema=avro_schema)
 
     def result(self, run_id: str, *, timeout: float = DEFAULT_RESULT_TIMEOUT_S) -> Any:
         """The output of a run once it has completed (a worker of this namespace must be

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream.options import CancelOn, FlowControl, Timeouts
 from stepstream.retry import RetryPolicy
+from stepstream.topic_trigger import TopicTrigger
 
 if TYPE_CHECKING:
     from stepstream.context import Context
@@ -30,8 +31,11 @@ class FunctionDef:
     """How each of its steps is retried."""
     trigger: str | None = None
     """Name of the event that starts a run."""
+    source: TopicTrigger | None = None
+    """The topic whose records each start a run (instead of an event name)."""
     trigger_if: str | None = None
-    """CEL condition over ``event`` that a triggering event must also meet."""
+    """CEL condition over ``event`` (and ``record``, with ``source``) that a triggering
+    event must also meet."""
     cron: str | None = None
     """Cron schedule that starts a run at every tick (instead of an event)."""
     cancel_on: tuple[CancelOn, ...] = ()
@@ -44,6 +48,14 @@ class FunctionDef:
     """Run consecutive steps in one dispatch (results still saved one by one)."""
     flow: FlowControl = field(default_factory=FlowControl)
     """Concurrency, throttle, rate limit, debounce, batching and priority."""
+    waits_on: frozenset[str] = frozenset()
+    """Topics its runs wait or cancel on (``TopicTrigger``s of ``cancel_on`` and of
+    its handler): the worker reads them."""
+
+    @property
+    def event_name(self) -> str | None:
+        """The name of the events that start its runs (a source's are its topic's)."""
+        return self.source.topic if self.source is not None else self.trigger
 
 
 def literal_conditions(handler: Callable[..., Any]) -> list[str]:

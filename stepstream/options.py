@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from stepstream.topic_trigger import TopicTrigger
+
 
 @dataclass(frozen=True, kw_only=True)
 class CancelOn:
@@ -18,8 +20,9 @@ class CancelOn:
     e.g. ``"async.data.order_id == event.data.order_id"``.
     """
 
-    event: str
-    """Name of the event that cancels."""
+    event: str | TopicTrigger
+    """Name of the event that cancels, or a topic whose records cancel
+    (``TopicTrigger``: events named after the topic)."""
     if_: str | None = None
     """CEL condition; None matches every event of that name."""
     timeout: timedelta = timedelta(days=7)

@@ -129,6 +129,14 @@ class Settings:
     its schema is unknown to this worker (a newer stepstream wrote it) for a worker of
     that version to read it; then it is quarantined like an undecodable record (it may
     be garbage that looks like a record). Longer than a rollout; 0: no wait."""
+    schema_registry_url: str = ""
+    """Confluent Schema Registry (``https://host:8081``) that decodes records of source
+    topics (``TopicTrigger``) in the Confluent wire format; empty: such records are
+    quarantined."""
+    schema_registry_username: str = ""
+    """Basic auth user of the Schema Registry (Confluent Cloud: the API key)."""
+    schema_registry_password: str = field(default="", repr=False)
+    """Basic auth password of the Schema Registry; never shown in ``repr``."""
     secret_fields: str = ",".join(DEFAULT_SECRET_FIELDS)
     """Event and output fields whose values the history shows as ``***``, comma-separated:
     a field is secret when its name contains one (any case, ``_``, ``-`` and spaces left

@@ -49,6 +49,7 @@ from stepstream.expressions import compile_condition
 from stepstream.logs import in_step, memo_returned
 from stepstream.options import to_ms
 from stepstream.patching import at_frontier, is_reserved, patch_marker
+from stepstream.topic_trigger import TopicTrigger, event_name
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -189,17 +190,20 @@ class Step:
         await self._durable(step_id, lambda unique: PlannedStep(
             step_id=unique, kind="sleep", until_ms=until))
 
-    async def wait_for_event(self, step_id: str, *, event: str, timeout: timedelta | float,
-                             if_: str | None = None) -> dict[str, Any] | None:
+    async def wait_for_event(self, step_id: str, *, event: str | TopicTrigger,
+                             timeout: timedelta | float, if_: str | None = None
+                             ) -> dict[str, Any] | None:
         """Wait for an event named ``event``; returns it, or None after ``timeout``.
 
+        ``event`` may be a ``TopicTrigger``: a record of that topic (the worker reads the
+        topics a handler names in a ``TopicTrigger``, ``stepstream.topic_trigger``).
         In ``if_`` (CEL), ``event`` is the run's triggering event and ``async`` the
         incoming one. Only events that arrive after the wait began can match.
         """
         if if_ is not None:
             compile_condition(if_)  # reject a bad expression before anything waits on it
         result = await self._durable(step_id, lambda unique: PlannedStep(
-            step_id=unique, kind="wait", event=event, condition=if_,
+            step_id=unique, kind="wait", event=event_name(event), condition=if_,
             until_ms=now_ms() + to_ms(timeout)))
         return result  # type: ignore[no-any-return]
 

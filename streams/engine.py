@@ -7,7 +7,9 @@ commit in Kafka transactions:
 - the engine's: trigger (events), orchestrator (runs, with the runs store), executor
   (steps) and waiter matcher (waiters and events by name, with the waiters store), all
   co-partitioned, so the worker that owns a run's state also executes its steps;
-- the delay tiers': the delay forwarder.
+- the delay tiers': the delay forwarder;
+- one per source group (``streams.sources``): records of topics stepstream does not
+  own, as run starts or as events for the waiters.
 
 Beside them, the history projector (history into the Redis read model, at-least-once)
 and, when functions have schedules, the cron clock.
@@ -49,11 +51,15 @@ from streams.processors.executor import Executor
 from streams.processors.matcher import WAITERS, Matcher
 from streams.processors.orchestrator import RUNS, Orchestrator
 from streams.processors.outputs import Outputs
+from streams.processors.source import Source
 from streams.processors.trigger import Trigger
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
+from streams.registry import RegistryDecoder
 from streams.retention import expire_finished_runs
 from streams.run_records import RunRecords
+from streams.source_records import SourceRecords
+from streams.sources import first_offsets, source_groups
 from streams.starts import Starter
 from topics.catalog import catalog
 
@@ -98,10 +104,11 @@ class Engine:
             send_events=self.send_events,
             backpressure=lambda paused: self.runtime.throttle(topic("steps"), paused))
         matcher = Matcher(self.outputs, ss.functions)
+        trigger = Trigger(self.outputs, self.starter)
         self.runtime = Runtime(
             settings, group_id=settings.namespace,
             transactional_prefix=f"{settings.namespace}.engine",
-            processors={topic("events"): Trigger(self.outputs, self.starter),
+            processors={topic("events"): trigger,
                         topic("runs"): Orchestrator(self.outputs, policies, self.leases,
                                                     ss.app_id),
                         topic("steps"): self.executor,
@@ -125,6 +132,15 @@ class Engine:
             fetch_wait_ms=DELAY_FETCH_WAIT_MS, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined)
         self.delay_runtime.ended.append(self.delays.task_ended)
+        self.registry = RegistryDecoder(settings)
+        records = SourceRecords(self.registry, limit=settings.max_payload_bytes)
+        self.sources = [Runtime(
+            settings, group_id=group.group, transactional_prefix=group.group,
+            processors={group.topic: Source(trigger, records, group.function)},
+            fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
+            refused=self.outputs.quarantined,
+            first_offsets=functools.partial(first_offsets, group))
+            for group in source_groups(settings.namespace, ss.functions)]
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
         self.intake = RunIntake(settings.max_active_runs,
@@ -210,13 +226,15 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """Both runtimes have their partitions and every task is started."""
-        return self.runtime.ready and self.delay_runtime.joined
+        """The engine's runtime has its partitions and every task is started; the others
+        have joined their groups."""
+        return self.runtime.ready and all(
+            runtime.joined for runtime in [self.delay_runtime, *self.sources])
 
     async def run(self) -> None:
         """Run until ``stop``: the runtimes, the projector, the cron clock."""
-        jobs = [asyncio.ensure_future(self.runtime.run()),
-                asyncio.ensure_future(self.delay_runtime.run()),
+        runtimes = [self.runtime, self.delay_runtime, *self.sources]
+        jobs = [*(asyncio.ensure_future(runtime.run()) for runtime in runtimes),
                 asyncio.ensure_future(self.projector.run()),
                 asyncio.ensure_future(expire_finished_runs(
                     self.store, self.settings.readmodel_retention_s))]
@@ -231,10 +249,10 @@ class Engine:
                     raise RuntimeError("a part of the engine stopped")
         finally:
             stopped.cancel()
-            self.runtime.stop()
-            self.delay_runtime.stop()
+            for runtime in runtimes:
+                runtime.stop()
             await self.executor.stop()
-            for job in jobs[2:]:
+            for job in jobs[len(runtimes):]:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
             await self.sender.close()

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from stepstream.errors import SerializationError
+from stepstream.errors import ConfigError, SerializationError
 from stepstream.settings import Settings
 from streams import http_static
 from streams.http_auth import Handler, token_auth
@@ -62,7 +62,8 @@ class HttpApi:
     Args:
         store: the run read model.
         metrics: the worker's metrics.
-        send_event: ``(name, data, id) -> event id``, producing to the events topic.
+        send_event: ``(name, data, id) -> event id``, producing to the events topic;
+            with ``avro_schema=``, to the topic ``name`` in the Confluent wire format.
         ready: whether the worker has joined its group and owns partitions.
         send_control: produces cancel and replay requests to the runs topic.
         functions: ids of the functions the worker registers.
@@ -126,8 +127,15 @@ class HttpApi:
         data, event_id = body.get("data", {}), body.get("id")
         if not isinstance(data, dict) or (event_id is not None and not isinstance(event_id, str)):
             return _problem(400, '"data" must be an object and "id" a string')
+        schema = body.get("avro_schema")
+        if schema is not None and not isinstance(schema, str | dict):
+            return _problem(400, '"avro_schema" must be an Avro schema (an object or text)')
         try:
-            sent = await self.send_event(body["name"], data, event_id)
-        except SerializationError as exc:
-            return _problem(413, str(exc))
+            sent = await (self.send_event(body["name"], data, event_id) if schema is None
+                          else self.send_event(body["name"], data, event_id,
+                                               avro_schema=schema))
+        except ConfigError as exc:
+            return _problem(400, str(exc))
+        except SerializationError as exc:  # too large; with a schema, also not matching it
+            return _problem(413 if schema is None else 400, str(exc))
         return _json({"id": sent}, status=202)

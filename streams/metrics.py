@@ -44,8 +44,9 @@ class Metrics:
         self._failed: dict[tuple[str, str, str], None] = {}  # insertion-ordered
         r = self.registry
         self.events_received = Counter(
-            "stepstream_events_received", "Events read from the events topic", ["outcome"],
-            registry=r)
+            "stepstream_events_received",
+            "Events read from the events topic and from source topics (TopicTrigger)",
+            ["outcome"], registry=r)
         self.runs_started = Counter(
             "stepstream_runs_started", "Runs started", ["function"], registry=r)
         self.runs_finished = Counter(

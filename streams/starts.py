@@ -56,13 +56,21 @@ class Starter:
         """The runs ``event`` starts now (the same event always maps to the same run ids)."""
         return (await self.decide(event)).starts
 
-    async def decide(self, event: Event) -> Decision:
-        """What ``event`` starts now, later (flow-control timers), or drops (rate limits)."""
+    async def decide(self, event: Event, *, source: tuple[FunctionDef, dict[str, Any]]
+                     | None = None) -> Decision:
+        """What ``event`` starts now, later (flow-control timers), or drops (rate limits).
+
+        ``source``: the event is a topic's record, for this function only; its
+        conditions also see the record as ``record`` (``stepstream.topic_trigger``)."""
         decision = Decision()
-        functions = self.by_trigger.get(event.name)
+        functions = self.by_trigger.get(event.name) if source is None else [source[0]]
         if not functions:
             return decision
-        context, size = {"event": event_context(event)}, size_of(event.data_json)
+        context: dict[str, Any] = {"event": event_context(event)}
+        size = size_of(event.data_json)
+        if source is not None:
+            context["record"] = source[1]
+            size *= 2  # the value is there twice: event.data and record.value
         for function in functions:
             try:
                 if not matches(function.trigger_if, context, size):

@@ -49,7 +49,7 @@ def function_of(waiter: Waiter, functions: Mapping[str, FunctionDef]) -> str:
     for function_id in functions:
         if run_id_for(function_id, waiter.trigger.id) == waiter.run_id:
             return function_id
-    same = [f.id for f in functions.values() if f.trigger == waiter.trigger.name]
+    same = [f.id for f in functions.values() if f.event_name == waiter.trigger.name]
     return same[0] if len(same) == 1 else UNKNOWN_FUNCTION
 
 

@@ -19,6 +19,7 @@ from streams.http import HttpApi
 from streams.http_auth import exposure_warning
 from streams.memory import release_periodically
 from streams.monitor import Monitor
+from streams.sources import check_sources, source_groups
 from topics.catalog import catalog
 from topics.provision import ensure_topics, existing_partitions
 
@@ -32,14 +33,16 @@ def build_engine(ss: Stepstream) -> Engine:
         PartitionMismatch: a topic exists with another partition count (refuse to start:
             runs would be routed to partitions the changelog does not match).
         ConnectionError: the broker does not answer.
+        ConfigError: a source topic (``TopicTrigger``) does not exist.
     """
     specs = catalog(ss.settings)
     created = ensure_topics(ss.settings, specs)
     if created:
         log.info("created topics: %s", ", ".join(created))
     names = {spec.name for spec in specs}
-    partitions = {name: count for name, count in existing_partitions(ss.settings).items()
-                  if name in names}
+    existing = existing_partitions(ss.settings)
+    check_sources(source_groups(ss.settings.namespace, ss.functions), existing, ss.settings)
+    partitions = {name: count for name, count in existing.items() if name in names}
     return Engine(ss, partitions=partitions)
 
 
@@ -47,7 +50,12 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
     """The worker's HTTP API over ``engine``."""
     settings = engine.settings
 
-    async def send_event(name: str, data: dict[str, Any], event_id: str | None) -> str:
+    async def send_event(name: str, data: dict[str, Any], event_id: str | None, *,
+                         avro_schema: str | dict[str, Any] | None = None) -> str:
+        if avro_schema is not None:  # a record for a topic: the SDK's producer writes it
+            sent: str = await engine.ss.send_async(name, data, id=event_id,
+                                                   avro_schema=avro_schema)
+            return sent
         event = make_event(name, data, id=event_id, ts=now_ms(),
                            limit=settings.max_payload_bytes)
         await engine.send("events", event.id, event)

@@ -14,9 +14,11 @@ class FakeMessage:
     """What confluent-kafka's consumer hands over."""
 
     def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
-                 produced_ms: int = 0, key: bytes | None = None) -> None:
+                 produced_ms: int = 0, key: bytes | None = None,
+                 headers: list[tuple[str, bytes | None]] | None = None) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
         self._value, self._produced_ms, self._key = value, produced_ms, key
+        self._headers = headers
 
     def error(self) -> None:
         return None
@@ -38,6 +40,9 @@ class FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (1, self._produced_ms)
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
 
 
 class FakeTransactionalProducer:

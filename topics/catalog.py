@@ -62,3 +62,11 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
     )
+
+
+def is_engine_topic(settings: Settings, name: str) -> bool:
+    """Whether ``name`` is one of the namespace's topics (or could become one: every
+    topic under ``{namespace}.``), which no user record may be read from or written to
+    as a source topic."""
+    return name.startswith(f"{settings.namespace}.") or name in {
+        spec.name for spec in catalog(settings)}

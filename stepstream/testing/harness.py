@@ -110,7 +110,7 @@ async def run(fn: Callable[..., Awaitable[Any]] | FunctionDef,
     start_ms = round((now or datetime.now(UTC)).timestamp() * 1000)
     harness = _Harness(function, stub=stub_of(mocks or {}), events=events or {},
                        invoked=invoked or {}, clock_ms=start_ms)
-    event = Event(id=EVENT_ID, name=name or function.trigger or "test/event",
+    event = Event(id=EVENT_ID, name=name or function.event_name or "test/event",
                   data_json=dumps(dict(data or {}), limit=_LIMITS.max_payload_bytes,
                                   what="event data"), ts=start_ms)
     with virtual_clock(lambda: harness.clock_ms):

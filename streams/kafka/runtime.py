@@ -83,6 +83,7 @@ class _Punctuation:
 TaskHook = Callable[[Task], Awaitable[None] | None]
 Quarantine = Callable[[Task, Any, str], None]
 Settle = Callable[[float], Awaitable[None]]
+FirstOffsets = Callable[[Any, list[tuple[str, int]]], dict[tuple[str, int], int]]
 
 
 class Runtime:
@@ -92,19 +93,22 @@ class Runtime:
                  processors: dict[str, Processor], stores: Sequence[StoreSpec] = (),
                  fetch_wait_ms: int, batch: int = 500, local_topics: Iterable[str] = (),
                  quarantine: Quarantine, settle: Settle | None = None,
-                 refused: Callable[[Any, str], Record] | None = None) -> None:
+                 refused: Callable[[Any, str], Record] | None = None,
+                 first_offsets: FirstOffsets | None = None) -> None:
         """``local_topics``: inputs whose records a task hands to their processor as it
         sends them (``streams.kafka.local``). ``settle(within_s)``: called before each
         commit, to let work the batch started send its first records (``SETTLE_S``
         when nothing waits, else 0). ``refused(message, reason)``: what a task sends
         instead of a record the producer refuses for its size, given as a message that
-        has no offset (``LocalMessage``)."""
+        has no offset (``LocalMessage``). ``first_offsets(consumer, partitions)``: where
+        to read partitions the group has no committed offset for (those it leaves out:
+        from the beginning)."""
         self.settings, self.group_id = settings, group_id
         self.transactional_prefix = transactional_prefix
         self.processors, self.store_specs = processors, tuple(stores)
         self.fetch_wait_ms, self.batch, self.quarantine = fetch_wait_ms, batch, quarantine
         self.local_topics, self.settle = frozenset(local_topics), settle
-        self.refused = refused
+        self.refused, self.first_offsets = refused, first_offsets
         self.tasks: dict[int, Task] = {}
         self.started: list[TaskHook] = []
         """Called with each task once it is restored, before it processes anything."""
@@ -423,12 +427,13 @@ class Runtime:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-        self.joined = True
         log.info("%s: partitions %s assigned", self.group_id,
                  sorted({tp.partition for tp in partitions}))
         committed = consumer.committed(partitions, timeout=30) if partitions else []
-        start = [TopicPartition(tp.topic, tp.partition,
-                                tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+        fresh = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        first = self.first_offsets(consumer, fresh) if fresh and self.first_offsets else {}
+        start = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else
+                                first.get((tp.topic, tp.partition), OFFSET_BEGINNING))
                  for tp in committed]
         consumer.assign(start)
         self._paused = set()  # a new assignment: nothing held back by ``_apply_pauses``
@@ -436,6 +441,7 @@ class Runtime:
         if start:
             consumer.pause(start)  # until the tasks are started (producers, stores)
             self._pending = start
+        self.joined = True  # last: a reader that is ready has its first offsets
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         numbers = sorted({tp.partition for tp in partitions})

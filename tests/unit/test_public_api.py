@@ -32,6 +32,7 @@ EXPORTS = [
     "StepstreamError",
     "Throttle",
     "Timeouts",
+    "TopicTrigger",
     "TriggerEvent",
 ]
 
