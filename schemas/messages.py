@@ -226,6 +226,18 @@ class CancelRequested:
     ts: int
 
 @dataclass(frozen=True, slots=True)
+class FunctionControl:
+    """An operator paused (or resumed) a function: one copy on every partition of the
+    runs topic (no key), so each orchestrator task applies it in order with its runs'
+    messages; also the value of the functions table, by function id."""
+
+    function_id: str
+    paused: bool
+    ts: int
+    """When it was asked: of two requests, the later one holds (``streams.pauses``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayRequested:
     """Someone asked for a failed or cancelled run to run again.
 
@@ -396,7 +408,8 @@ class Pending:
     """A step that waits on something other than an executor."""
 
     kind: str
-    """``retry`` (backoff), ``sleep``, ``event`` (wait_for_event) or ``invoke``."""
+    """``retry`` (backoff), ``sleep``, ``event`` (wait_for_event), ``invoke``, ``deferred``
+    (flow control) or ``paused`` (its function is paused)."""
     attempt: int = 0
     timer_id: str | None = None
     event: str | None = None

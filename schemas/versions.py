@@ -43,7 +43,7 @@ RECORDS: tuple[type, ...] = (
     messages.RunStarted, messages.StepCompleted, messages.StepFailed, messages.StepPlanned,
     messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
     messages.EventMatched, messages.ChildFinished, messages.ReplayRequested,
-    messages.StepDeferred, messages.ChainAlive, messages.FlowTimer,
+    messages.StepDeferred, messages.ChainAlive, messages.FunctionControl, messages.FlowTimer,
     messages.StepRequest,
     messages.WaiterChanged, messages.WaiterSet, messages.Delayed, messages.HistoryRecord,
     messages.DeadLetter, messages.Quarantined, messages.RunState,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.messages import Event, RunState, TimerFired, Waiter, WaiterSet
+from schemas.messages import Event, FunctionControl, RunState, TimerFired, Waiter, WaiterSet
 from stepstream.client import Stepstream
 from stepstream.errors import ConfigError
 from stepstream.function import FunctionDef
@@ -36,11 +36,12 @@ from streams.kafka.clients import plain_producer
 from streams.kafka.runtime import Runtime, StoreSpec
 from streams.kafka.sender import Sender
 from streams.kafka.store import WholeValues
-from streams.kafka.task import Task
+from streams.kafka.task import Record, Task
 from streams.leases import LeaseClock
 from streams.machine import RunPolicy, holds_lease
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
+from streams.pauses import FUNCTIONS, PauseBoard
 from streams.policy import policy_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
 from streams.processors.delays import DelayForwarder
@@ -82,6 +83,8 @@ class Engine:
         self.outputs = Outputs(settings, self.codec, self.metrics, self.partitions, self.tiers)
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
+        self.pauses = PauseBoard(self.redis, settings.namespace)
+        self._copies: set[asyncio.Future[None]] = set()
         self.starter = Starter(ss, self.redis, self.metrics)
         self.flow = FlowGate(self.redis, settings, self.metrics)
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
@@ -110,7 +113,10 @@ class Engine:
                               RunRecords(self.codec)),
                     StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
                               WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, (Waiter, WaiterSet))))],
+                                  raw, (Waiter, WaiterSet)))),
+                    StoreSpec(FUNCTIONS, f"{settings.namespace}-functions-changelog",
+                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
+                                  raw, FunctionControl)))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
@@ -132,6 +138,7 @@ class Engine:
         self.runtime.started.append(matcher.task_started)
         self.runtime.ended.append(matcher.task_ended)
         self.runtime.started.append(self._observe_finished)
+        self.runtime.started.append(self._show_pauses)
         self.runtime.ended.append(self.finished.forget)
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
@@ -146,6 +153,32 @@ class Engine:
     async def send_events(self, events: list[Event]) -> None:
         """Produce events to the events topic and wait until the broker has them."""
         await asyncio.gather(*(self.send("events", event.id, event) for event in events))
+
+    async def control(self, control: FunctionControl) -> None:
+        """Pause or resume a function: ``control`` on every partition of the runs topic
+        (``streams.pauses``); returns once the broker has every copy, and the read model
+        says so."""
+        topic = self.settings.topic("runs")
+        value = self.codec.encode(control)
+        await asyncio.gather(*(self.sender.send(Record(topic, partition, None, value))
+                               for partition in range(self.partitions[topic])))
+        await self.pauses.record([control])
+
+    def _show_pauses(self, task: Task) -> None:
+        """Copy a restored functions table to the read model (its rebuild path), in the
+        background: Redis does not hold up a partition's start."""
+        controls = [control for _, control in task.stores[FUNCTIONS].values(
+            lambda exc: log.warning("undecodable function state in the store: %s", exc))]
+        if controls:
+            copy = asyncio.ensure_future(self._copy_pauses(controls))
+            self._copies.add(copy)
+            copy.add_done_callback(self._copies.discard)
+
+    async def _copy_pauses(self, controls: list[FunctionControl]) -> None:
+        try:
+            await self.pauses.record(controls)
+        except redis_client.STORE_ERRORS as exc:
+            log.warning("could not copy paused functions to the read model: %s", exc)
 
     async def quarantine(self, message: Any, reason: str) -> None:
         """Set aside a message read outside the tasks (the projector's)."""

@@ -86,6 +86,9 @@ class RunPolicy:
     max_state_bytes: int = MAX_STATE_BYTES
     """The run's saved results (every step's output or error) may take this many bytes;
     the step whose result would pass it fails the run (``RunStateTooLarge``)."""
+    paused: bool = False
+    """The function is paused (``streams.pauses``): what the run would dispatch is held
+    (``Pending`` of kind ``paused``) until ``resume``; steps already dispatched finish."""
 
 
 # --- commands -------------------------------------------------------------------------
@@ -157,8 +160,59 @@ def child_run_id(run_id: str, step_id: str) -> str:
     return f"{run_id}.{step_id}"
 
 
+PAUSED = "paused"
+"""The kind of a ``Pending`` step that a pause of its function holds back."""
+
+
 def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     """Apply one message to a run; returns the new state and what to do about it."""
+    state, out = _advance(state, message, policy)
+    if policy.paused and state is not None and any(isinstance(c, Dispatch) for c in out):
+        state = _hold(state, out, _ts_of(message, state))
+    return state, out
+
+
+def resume(state: RunState, ts: int) -> tuple[RunState, list[Command]]:
+    """The run's function was resumed: dispatch what its pause held, in the order held."""
+    held = [(step_id, p) for step_id, p in state.pending.items() if p.kind == PAUSED]
+    if state.status in FINAL_STATUSES or not held:
+        return state, []
+    out: list[Command] = []
+    state = _record(state, out, "run.resumed", ts, logs=[LogLine(
+        ts=ts, level="INFO", message=f"function {state.function_id} resumed")])
+    for step_id, pending in held:
+        state = _dispatch(_unpark(state, step_id), out, step_id=step_id,
+                          attempt=pending.attempt)
+    return state, out
+
+
+def is_held(state: RunState) -> bool:
+    """Whether a pause of the run's function holds back one of its dispatches."""
+    return any(p.kind == PAUSED for p in state.pending.values())
+
+
+def _hold(state: RunState, out: list[Command], ts: int) -> RunState:
+    """Park the dispatches of a paused function's run instead of sending them."""
+    requests = [c.request for c in out if isinstance(c, Dispatch)]
+    out[:] = [c for c in out if not isinstance(c, Dispatch)]
+    if not is_held(state):
+        state = _record(state, out, "run.paused", ts, logs=[LogLine(
+            ts=ts, level="INFO", message=f"function {state.function_id} is paused: the run "
+                                         "waits until it is resumed")])
+    for request in requests:
+        state = replace(state, dispatched={
+            k: v for k, v in state.dispatched.items() if k != str(request.seq)})
+        state = _park(state, request.target or "", Pending(kind=PAUSED,
+                                                           attempt=request.attempt))
+    return state
+
+
+def _ts_of(message: RunMessage, state: RunState) -> int:
+    ts = getattr(message, "ts", None) or getattr(message, "ended_at", None)
+    return int(ts) if ts else state.started_at
+
+
+def _advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     if isinstance(message, RunStarted):
         return _start(state, message, policy) if state is None else (state, [])
     if isinstance(message, ReplayRequested):
@@ -198,8 +252,8 @@ def _over_budget(before: RunState, state: RunState, message: RunMessage, policy:
               if isinstance(c, Record) and c.record.kind == "step.completed"
               and c.record.step_id in grown else c
               for c in out if not isinstance(c, Dispatch | Schedule)]
-    ts = getattr(message, "ts", None) or getattr(message, "ended_at", None) or state.started_at
-    return _finish(replace(state, memo=before.memo), FAILED, ts, out, error=error)
+    return _finish(replace(state, memo=before.memo), FAILED, _ts_of(message, state), out,
+                   error=error)
 
 
 def completed_marker(state: RunState) -> RunState:

@@ -7,6 +7,7 @@ from one state."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from schemas.codec import DecodeError
@@ -14,6 +15,7 @@ from schemas.messages import (
     RUN_MESSAGES,
     ChildFinished,
     ErrorInfo,
+    FunctionControl,
     FunctionFinished,
     RunStarted,
     RunState,
@@ -35,16 +37,25 @@ from streams.machine import (
     Watch,
     advance,
     is_lease,
+    resume,
 )
 from streams.machine import (
     Record as HistoryCommand,
 )
-from streams.processors.outputs import Outputs, by_run_id
+from streams.pauses import FUNCTIONS, apply_control, held_runs, paused
+from streams.processors.outputs import Outputs
 
 log = logging.getLogger("stepstream.orchestrator")
 
 RUNS = "runs"
 """The name of the run-state store."""
+
+INPUTS = (*RUN_MESSAGES, FunctionControl)
+
+
+def _owner(record: Any) -> str | None:
+    """The run a record is about (None: a ``FunctionControl``, on every partition)."""
+    return None if isinstance(record, FunctionControl) else str(record.run_id)
 
 
 class Orchestrator:
@@ -57,8 +68,11 @@ class Orchestrator:
         self.codec, self.metrics = outputs.codec, outputs.metrics
 
     async def process(self, task: Task, message: Any) -> None:
-        decoded = self.outputs.decoded(task, message, RUN_MESSAGES, owner=by_run_id)
+        decoded = self.outputs.decoded(task, message, INPUTS, owner=_owner)
         if decoded is None:
+            return
+        if isinstance(decoded, FunctionControl):
+            self._control(task, decoded)
             return
         store: StateStore[RunState] = task.stores[RUNS]
         key = decoded.run_id.encode()
@@ -78,19 +92,40 @@ class Orchestrator:
             for record in self._reject_unknown(decoded):
                 task.send(record)
             return
-        new_state, commands = advance(state, decoded, policy or RunPolicy())
+        policy = policy or RunPolicy()
+        if paused(task.stores[FUNCTIONS], function_id):
+            policy = replace(policy, paused=True)
+        new_state, commands = advance(state, decoded, policy)
         if new_state is state or new_state is None:
             log.debug("%s of %s at %s[%d]@%d changes nothing (state seq %s, pending %s)",
                       type(decoded).__name__, decoded.run_id, message.topic(),
                       message.partition(), message.offset(), state and state.seq,
                       state and list(state.pending.values()))
             return  # a duplicate or stale message: nothing changes
+        self._apply(task, state, new_state, commands)
+
+    def _apply(self, task: Task, old: RunState | None, new: RunState,
+               commands: list[Command]) -> None:
         for command in commands:
-            output = self._perform(new_state, command)
+            output = self._perform(new, command)
             if output is not None:
                 task.send(output)
-        store.put(key, new_state)
-        self._count_transition(state, new_state)
+        task.stores[RUNS].put(new.run_id.encode(), new)
+        self._count_transition(old, new)
+
+    def _control(self, task: Task, control: FunctionControl) -> None:
+        """A pause or resume of a function (``streams.pauses``); a resume dispatches the
+        runs the pause held, in this same transaction."""
+        if not apply_control(task.stores[FUNCTIONS], control) or control.paused:
+            return
+        held = held_runs(task.stores[RUNS], control.function_id, lambda exc: log.warning(
+            "undecodable run state in the store: %s", exc))
+        for state in held:
+            new_state, commands = resume(state, control.ts)
+            self._apply(task, state, new_state, commands)
+        if held:
+            log.info("resumed %d runs of %s on partition %d", len(held),
+                     control.function_id, task.partition)
 
     def _perform(self, state: RunState, command: Command) -> Record | None:
         run_id, out = state.run_id, self.outputs
