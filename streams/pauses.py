@@ -5,7 +5,8 @@ every partition of the runs topic; each orchestrator task applies it in order wi
 runs' other messages and keeps it in its ``functions`` table (a store on a compacted
 changelog), so the pause holds from that offset on, in the same transactions as the
 runs it holds back, and survives any worker's death. While a function is paused the
-machine parks what its runs would dispatch (``streams.machine.resume``); a resume
+machine parks what its runs would dispatch (``streams.machine.resume``), and the
+executor ends an eager chain before its next step (``until_paused``); a resume
 dispatches, per partition, the held runs in the order they started.
 
 Of two requests the later one (by ``ts``) holds on every partition, whatever order the
@@ -18,9 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from schemas.messages import FunctionControl, RunState
+from stepstream.step import ChainBudget
 from streams.kafka.store import StateStore
 from streams.machine import is_held
 
@@ -32,6 +35,18 @@ def paused(table: StateStore[FunctionControl], function_id: str) -> bool:
     """Whether ``function_id`` is paused, as this task's table says."""
     control = table.get(function_id.encode())
     return control is not None and control.paused
+
+
+def until_paused(chain: ChainBudget, table: StateStore[FunctionControl],
+                 function_id: str) -> ChainBudget:
+    """``chain``, ended before its next step once the function is paused: the step that
+    runs finishes, the rest waits for the resume."""
+    before = chain.allow
+
+    async def allow() -> bool:
+        return not paused(table, function_id) and (before is None or await before())
+
+    return replace(chain, allow=allow)
 
 
 def apply_control(table: StateStore[FunctionControl], control: FunctionControl) -> bool:

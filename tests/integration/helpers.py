@@ -30,6 +30,17 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         raise
 
 
+def post(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """POST ``body`` as JSON to ``url``: the status and the decoded answer."""
+    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
     """Poll ``check`` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout

@@ -1,0 +1,132 @@
+"""Operator controls against the real broker, with real workers: pausing and resuming a
+function, cancelling runs by query."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from stepstream import Stepstream
+from stepstream.devservices import DevBroker, WorkerProcess
+from stepstream.events import run_id_for
+from stepstream.settings import Settings
+from streams.partitioner import partition_of
+from tests.conftest import fresh_settings, worker_factory
+from tests.integration.functions import executions_key
+from tests.integration.helpers import get_json, post, wait_for, wait_for_run
+from tests.integration.operator_functions import gate_key
+
+MODULE = "tests.integration.operator_functions"
+
+
+@pytest.fixture
+def two(broker: DevBroker, redis_url: str, tmp_path: Any
+        ) -> Iterator[tuple[Settings, list[WorkerProcess], Any]]:
+    """Two workers of a namespace of this test's own, and the factory for more."""
+    settings = fresh_settings(broker, redis_url)
+    with worker_factory(settings, tmp_path) as start:
+        workers = [start(MODULE, ready=False) for _ in range(2)]
+        yield settings, [w.wait_ready() for w in workers], start
+
+
+def executed(settings: Settings, run_id: str, step_id: str) -> int:
+    value = redis.Redis.from_url(settings.redis_url).get(
+        executions_key(settings.namespace, run_id, step_id))
+    return int(value or 0)
+
+
+def run(url: str, run_id: str) -> dict[str, Any]:
+    return get_json(f"{url}/v1/runs/{run_id}") or {}
+
+
+def held(url: str, run_id: str) -> bool:
+    """Whether the read model shows the run waiting for its function's resume."""
+    found = run(url, run_id)
+    return found.get("status") == "running" and any(
+        "is paused" in line["message"] for line in found.get("logs", []))
+
+
+def paused_state(url: str, function_id: str) -> bool:
+    functions = get_json(f"{url}/v1/functions")["functions"]
+    return bool(next(f for f in functions if f["function_id"] == function_id)["paused"])
+
+
+def one_event_per_partition(function_id: str, partitions: int, prefix: str) -> list[str]:
+    """Event ids whose runs fall in each partition of the runs topic (and a few more)."""
+    ids: dict[int, str] = {}
+    for n in itertools.count():
+        event_id = f"{prefix}-{n}"
+        ids.setdefault(partition_of(run_id_for(function_id, event_id).encode(), partitions),
+                       event_id)
+        if len(ids) == partitions and n >= 2 * partitions:
+            return [*ids.values(), *(f"{prefix}-x{i}" for i in range(partitions))]
+    raise AssertionError("unreachable")
+
+
+def test_a_paused_function_keeps_its_events_and_resume_runs_them_all_once(two: Any) -> None:
+    settings, workers, start = two
+    url = workers[0].url
+    ss = Stepstream("t", settings=settings)
+    store = redis.Redis.from_url(settings.redis_url)
+
+    # A run in the middle of its first step when the pause comes.
+    busy = run_id_for("gated", ss.send("op/gated", {"gate": "g1"}, id="busy"))
+    wait_for(lambda: executed(settings, busy, "first"), what="the busy run's first step")
+    assert post(f"{url}/v1/functions/gated/pause")[0] == 202
+    for worker in workers:  # every worker's API tells
+        wait_for(lambda w=worker: paused_state(w.url, "gated"), what="paused, listed")
+
+    kept = [run_id_for("gated", ss.send("op/gated", {}, id=event_id))
+            for event_id in one_event_per_partition("gated", settings.partitions, "kept")]
+    for run_id in kept:
+        wait_for(lambda r=run_id: held(url, r), what=f"run {run_id} held")
+    store.set(gate_key(settings.namespace, "g1"), 1)  # the busy step ends: the run waits
+    wait_for(lambda: held(url, busy), what="the busy run held after its step")
+    assert executed(settings, busy, "first") == 1 and executed(settings, busy, "second") == 0
+    assert sum(executed(settings, r, "first") for r in kept) == 0
+
+    # A worker dies while the runs are held; another takes its partitions.
+    workers[1].kill()
+    start(MODULE)
+    assert post(f"{url}/v1/functions/gated/resume")[0] == 202
+    runs = [wait_for_run(url, run_id, timeout=90) for run_id in [busy, *kept]]
+    assert [r["status"] for r in runs] == ["completed"] * len(runs)
+    assert [(executed(settings, r, "first"), executed(settings, r, "second"))
+            for r in [busy, *kept]] == [(1, 1)] * (len(kept) + 1)
+    assert not paused_state(url, "gated")
+
+
+def test_bulk_cancel_cancels_exactly_the_matching_runs(two: Any) -> None:
+    settings, workers, _ = two
+    url = workers[0].url
+    ss = Stepstream("t", settings=settings)
+
+    def started(count: int, prefix: str) -> dict[str, list[str]]:
+        events = [ss.send("op/nap", {}, id=f"{prefix}-{i}") for i in range(count)]
+        runs = {fn: [run_id_for(fn, e) for e in events] for fn in ("napper", "dozer")}
+        for run_id in itertools.chain(*runs.values()):
+            wait_for(lambda r=run_id: run(url, r).get("steps"), what=f"{run_id} asleep")
+        return runs
+
+    before = started(3, "early")
+    after_ms = max(run(url, r)["started_at"] for r in before["napper"]) + 1
+    while time.time() * 1000 <= after_ms:  # the later runs start after it
+        time.sleep(0.01)
+    later = started(4, "late")
+
+    status, answer = post(f"{url}/v1/runs/cancel", {"function": "napper", "status": "running",
+                                                    "started_after": after_ms, "dry_run": True})
+    assert status == 200 and answer["matched"] == 4 and answer["requested"] == 0
+    status, answer = post(f"{url}/v1/runs/cancel", {"function": "napper", "status": "running",
+                                                    "started_after": after_ms})
+    assert status == 202 and answer["requested"] == 4
+    assert sorted(answer["run_ids"]) == sorted(later["napper"])
+    for run_id in later["napper"]:
+        assert wait_for_run(url, run_id)["status"] == "cancelled"
+    still = [*before["napper"], *before["dozer"], *later["dozer"]]
+    assert [run(url, r)["status"] for r in still] == ["running"] * len(still)
