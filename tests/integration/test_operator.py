@@ -1,5 +1,5 @@
 """Operator controls against the real broker, with real workers: pausing and resuming a
-function, cancelling runs by query."""
+function, cancelling runs by query (through the HTTP API and the CLI)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stepstream.settings import Settings
 from streams.partitioner import partition_of
 from tests.conftest import fresh_settings, worker_factory
 from tests.integration.functions import executions_key
-from tests.integration.helpers import get_json, post, wait_for, wait_for_run
+from tests.integration.helpers import cli, get_json, post, wait_for, wait_for_run
 from tests.integration.operator_functions import gate_key
 
 MODULE = "tests.integration.operator_functions"
@@ -93,7 +93,8 @@ def test_a_paused_function_keeps_its_events_and_resume_runs_them_all_once(two: A
     # A worker dies while the runs are held; another takes its partitions.
     workers[1].kill()
     start(MODULE)
-    assert post(f"{url}/v1/functions/gated/resume")[0] == 202
+    resumed = cli(settings, url, "functions", "resume", "gated")
+    assert resumed.returncode == 0, resumed.stderr
     runs = [wait_for_run(url, run_id, timeout=90) for run_id in [busy, *kept]]
     assert [r["status"] for r in runs] == ["completed"] * len(runs)
     assert [(executed(settings, r, "first"), executed(settings, r, "second"))
@@ -122,10 +123,14 @@ def test_bulk_cancel_cancels_exactly_the_matching_runs(two: Any) -> None:
     status, answer = post(f"{url}/v1/runs/cancel", {"function": "napper", "status": "running",
                                                     "started_after": after_ms, "dry_run": True})
     assert status == 200 and answer["matched"] == 4 and answer["requested"] == 0
-    status, answer = post(f"{url}/v1/runs/cancel", {"function": "napper", "status": "running",
-                                                    "started_after": after_ms})
-    assert status == 202 and answer["requested"] == 4
-    assert sorted(answer["run_ids"]) == sorted(later["napper"])
+    counted = cli(settings, url, "runs", "cancel", "--function", "napper", "--since",
+                  str(after_ms))
+    assert counted.stdout.startswith("4 running runs match")
+    done = cli(settings, url, "runs", "cancel", "--function", "napper", "--since",
+               str(after_ms), "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("cancel requested for 4 running runs")
+    assert sorted(done.stdout.split()[6:]) == sorted(later["napper"])
     for run_id in later["napper"]:
         assert wait_for_run(url, run_id)["status"] == "cancelled"
     still = [*before["napper"], *before["dozer"], *later["dozer"]]
