@@ -130,6 +130,11 @@ class PlannedStep:
     condition: str | None = None
     function_id: str | None = None
     data_json: str | None = None
+    on_parent_cancel: str | None = None
+    """``invoke``: ``abandon`` leaves the child running when the parent stops waiting for
+    it (the parent ends, or the invoke times out); else the child is cancelled then."""
+    timeout_ms: int | None = None
+    """``invoke``: the step fails (``InvokeTimeout``) if the child has not ended by then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +420,8 @@ class Pending:
     event: str | None = None
     condition: str | None = None
     child_run_id: str | None = None
+    abandon: bool = False
+    """``invoke``: the child keeps running when the run stops waiting for it."""
 
 
 @dataclass(frozen=True, slots=True)

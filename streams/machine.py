@@ -138,6 +138,13 @@ class StartChild:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelChild:
+    """Cancel a child run the run no longer waits for (``on_parent_cancel="cancel"``)."""
+
+    cancel: CancelRequested
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyParent:
     """Tell the parent run that this child run ended."""
 
@@ -151,7 +158,8 @@ class Emit:
     event: Event
 
 
-Command = Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | NotifyParent | Emit
+Command = (Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | CancelChild
+           | NotifyParent | Emit)
 Transition = tuple[RunState | None, list[Command]]
 
 
@@ -502,7 +510,14 @@ def _plan(state: RunState, planned: PlannedStep, ts: int, out: list[Command]) ->
                                          event=event, ts=ts, parent_run_id=state.run_id,
                                          parent_step_id=step_id)))
         state = _record(state, out, "step.invoking", ts, step_id=step_id)
-        return _park(state, step_id, Pending(kind="invoke", child_run_id=child))
+        timer_id = None
+        if planned.timeout_ms is not None:
+            timer = TimerFired(state.run_id, f"invoke:{step_id}", ts + planned.timeout_ms)
+            timer_id = timer.timer_id
+            out.append(Schedule(planned.timeout_ms, timer))
+        return _park(state, step_id, Pending(kind="invoke", child_run_id=child,
+                                             timer_id=timer_id,
+                                             abandon=planned.on_parent_cancel == "abandon"))
     return _memoize(state, step_id, MemoEntry(error=ErrorInfo(
         type="UnknownStepKind", message=f"step {step_id!r} has unknown kind {planned.kind!r}")))
 
@@ -521,6 +536,12 @@ def _timer(state: RunState, message: TimerFired, out: list[Command]) -> RunState
     if step_id is None:
         return state
     pending = state.pending[step_id]
+    if pending.kind == "invoke":
+        _let_go(state, pending, "its parent's invoke timed out", message.ts, out)
+        return _resolve(state, step_id, "invoke", out, ts=message.ts, output_json=None,
+                        error=ErrorInfo(type="InvokeTimeout", message=(
+                            f"child run {pending.child_run_id} did not end within the "
+                            "invoke's timeout")))
     if pending.kind in ("retry", "deferred"):
         state = _unpark(state, step_id)
         return _dispatch(state, out, step_id=step_id, attempt=pending.attempt,
@@ -554,6 +575,7 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
     for step_id, pending in state.pending.items():
         if pending.kind == "event":
             out.append(Watch(WaiterChanged(_step_waiter(state, step_id, pending), False)))
+        _let_go(state, pending, f"its parent run {state.run_id} ended {status}", ts, out)
     state = replace(state, status=status, ended_at=ts, output_json=output_json, error=error,
                     dispatched={}, pending={})
     state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error,
@@ -568,6 +590,13 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
     if status == FAILED:
         out.append(Emit(_failure_event(state, ts)))
     return state
+
+
+def _let_go(state: RunState, pending: Pending, why: str, ts: int, out: list[Command]) -> None:
+    """The run stops waiting for a child run: cancel it, unless it is to be abandoned."""
+    if pending.kind == "invoke" and pending.child_run_id and not pending.abandon:
+        out.append(CancelChild(CancelRequested(run_id=pending.child_run_id,
+                                               reason=f"cancelled: {why}", ts=ts)))
 
 
 def _replay(state: RunState | None, message: ReplayRequested, policy: RunPolicy) -> Transition:

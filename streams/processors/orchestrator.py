@@ -26,6 +26,7 @@ from streams.kafka.task import Record, Task
 from streams.leases import LeaseClock
 from streams.machine import (
     FINAL_STATUSES,
+    CancelChild,
     Command,
     Dispatch,
     Emit,
@@ -148,6 +149,8 @@ class Orchestrator:
                 return out.to("runs", start.run_id, start)
             case NotifyParent(finished):
                 return out.to("runs", finished.run_id, finished)
+            case CancelChild(cancel):
+                return out.to("runs", cancel.run_id, cancel)
             case Emit(event):
                 return out.to("events", event.id, event)
         raise TypeError(f"unknown command {command!r}")

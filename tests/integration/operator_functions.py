@@ -51,3 +51,17 @@ async def napper(ctx: Context) -> None:
 @ss.function(id="dozer", trigger="op/nap")
 async def dozer(ctx: Context) -> None:
     await ctx.step.sleep("nap", timedelta(minutes=10))
+
+
+@ss.function(id="parent", trigger="op/parent")
+async def parent(ctx: Context) -> Any:
+    """Invokes ``child`` (which sleeps) with the event's ``policy`` and ``timeout`` (s)."""
+    timeout = ctx.event.data.get("timeout")
+    return await ctx.step.invoke(
+        "call", function="child", on_parent_cancel=ctx.event.data.get("policy", "cancel"),
+        timeout=None if timeout is None else timedelta(seconds=timeout))
+
+
+@ss.function(id="child", trigger="op/never")
+async def child(ctx: Context) -> None:
+    await ctx.step.sleep("nap", timedelta(minutes=10))

@@ -1,9 +1,11 @@
 """Operator controls against the real broker, with real workers: pausing and resuming a
-function, cancelling runs by query (through the HTTP API and the CLI)."""
+function, cancelling runs by query (through the HTTP API and the CLI), children that
+follow their parent."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,14 +13,17 @@ from typing import Any
 import pytest
 import redis
 
+from schemas.codec import default_codec
+from schemas.messages import CancelRequested
 from stepstream import Stepstream
 from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
+from streams.machine import child_run_id
 from streams.partitioner import partition_of
 from tests.conftest import fresh_settings, worker_factory
 from tests.integration.functions import executions_key
-from tests.integration.helpers import cli, get_json, post, wait_for, wait_for_run
+from tests.integration.helpers import cli, get_json, post, read_all, wait_for, wait_for_run
 from tests.integration.operator_functions import gate_key
 
 MODULE = "tests.integration.operator_functions"
@@ -135,3 +140,42 @@ def test_bulk_cancel_cancels_exactly_the_matching_runs(two: Any) -> None:
         assert wait_for_run(url, run_id)["status"] == "cancelled"
     still = [*before["napper"], *before["dozer"], *later["dozer"]]
     assert [run(url, r)["status"] for r in still] == ["running"] * len(still)
+
+
+def cancel_requests(settings: Settings, run_id: str) -> list[CancelRequested]:
+    """The cancel requests the runs topic holds for ``run_id``."""
+    codec = default_codec()
+    found = [codec.decode(m.value()) for m in read_all(settings.brokers, settings.topic("runs"))
+             if m.key() == run_id.encode()]
+    return [m for m in found if isinstance(m, CancelRequested)]
+
+
+def test_a_cancelled_parent_cancels_the_child_it_waits_on_unless_abandoned(two: Any) -> None:
+    settings, workers, _ = two
+    url = workers[0].url
+    ss = Stepstream("t", settings=settings)
+    parents = {policy: run_id_for("parent", ss.send("op/parent", {"policy": policy}))
+               for policy in ("cancel", "abandon")}
+    children = {policy: child_run_id(run_id, "call") for policy, run_id in parents.items()}
+    for run_id in children.values():
+        wait_for(lambda r=run_id: run(url, r).get("steps"), what=f"child {run_id} asleep")
+
+    for run_id in parents.values():
+        assert post(f"{url}/v1/runs/{run_id}/cancel")[0] == 202
+        assert wait_for_run(url, run_id)["status"] == "cancelled"
+    child = wait_for_run(url, children["cancel"])
+    assert child["status"] == "cancelled"
+    assert f"parent run {parents['cancel']} ended cancelled" in child["error"]["message"]
+    # The parent's cancel and its children's were committed together: none for this one.
+    assert cancel_requests(settings, children["abandon"]) == []
+    assert run(url, children["abandon"])["status"] == "running"
+
+
+def test_an_invoke_timeout_fails_the_step_and_cancels_the_child(two: Any) -> None:
+    settings, workers, _ = two
+    url = workers[0].url
+    parent = run_id_for("parent", Stepstream("t", settings=settings).send(
+        "op/parent", {"timeout": 1}))
+    done = wait_for_run(url, parent)
+    assert done["status"] == "failed" and "InvokeTimeout" in json.dumps(done["error"])
+    assert wait_for_run(url, child_run_id(parent, "call"))["status"] == "cancelled"
