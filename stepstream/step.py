@@ -229,7 +229,8 @@ class Step:
         timeout_ms = None if timeout is None else to_ms(timeout)
         return await self._durable(step_id, lambda unique: PlannedStep(
             step_id=unique, kind="invoke", function_id=target, data_json=data_json,
-            on_parent_cancel=on_parent_cancel, timeout_ms=timeout_ms))
+            on_parent_cancel="abandon" if on_parent_cancel == "abandon" else None,
+            timeout_ms=timeout_ms))
 
     async def send_event(self, step_id: str,
                          events: dict[str, Any] | Sequence[dict[str, Any]]) -> list[str]:
