@@ -73,6 +73,8 @@ class RunStarted:
     parent_step_id: str | None = None
     batch: list[Event] = field(default_factory=list)
     """``batch_events``: every event of the batch (``event`` is the first); else empty."""
+    singleton_key: str | None = None
+    """The singleton key the run holds (``streams.singletons``): released when it ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,35 @@ class FunctionControl:
     paused: bool
     ts: int
     """When it was asked: of two requests, the later one holds (``streams.pauses``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonClaim:
+    """A run of a singleton function asks for its key (``streams.singletons``); on the
+    runs topic, keyed by ``key``, so one task decides for each key."""
+
+    key: str
+    mode: str
+    """``skip`` the new run while the key is held, or ``cancel`` the holder first."""
+    start: RunStarted
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonReleased:
+    """A run that held a singleton key ended; keyed by ``key`` on the runs topic."""
+
+    key: str
+    run_id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonHolder:
+    """The run holding a singleton key; the value of the singletons table, by key."""
+
+    run_id: str
+    waiting: RunStarted | None = None
+    """``cancel`` mode: the run to start once the cancelled holder has ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +481,8 @@ class RunState:
     """Whether an executor has answered yet: the run has started (``timeouts.start``)."""
     batch: list[Event] = field(default_factory=list)
     """The run's batch of events (``batch_events``); empty for a run of one event."""
+    singleton_key: str | None = None
+    """The singleton key the run holds (``streams.singletons``): released when it ends."""
 
 
 RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,

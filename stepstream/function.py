@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stepstream.options import CancelOn, FlowControl, Timeouts
+from stepstream.options import CancelOn, FlowControl, Singleton, Timeouts
 from stepstream.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class FunctionDef:
     """Run consecutive steps in one dispatch (results still saved one by one)."""
     flow: FlowControl = field(default_factory=FlowControl)
     """Concurrency, throttle, rate limit, debounce, batching and priority."""
+    singleton: Singleton | None = None
+    """At most one running run per key value (``streams.singletons``)."""
 
 
 def literal_conditions(handler: Callable[..., Any]) -> list[str]:

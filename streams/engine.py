@@ -23,7 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.messages import Event, FunctionControl, RunState, TimerFired, Waiter, WaiterSet
+from schemas.messages import (
+    Event,
+    FunctionControl,
+    RunState,
+    SingletonHolder,
+    TimerFired,
+    Waiter,
+    WaiterSet,
+)
 from stepstream.client import Stepstream
 from stepstream.errors import ConfigError
 from stepstream.function import FunctionDef
@@ -54,6 +62,7 @@ from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.retention import expire_finished_runs
 from streams.run_records import RunRecords
+from streams.singletons import SINGLETONS, start_records
 from streams.starts import Starter
 from topics.catalog import catalog
 
@@ -116,7 +125,10 @@ class Engine:
                                   raw, (Waiter, WaiterSet)))),
                     StoreSpec(FUNCTIONS, f"{settings.namespace}-functions-changelog",
                               WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, FunctionControl)))],
+                                  raw, FunctionControl))),
+                    StoreSpec(SINGLETONS, f"{settings.namespace}-singletons-changelog",
+                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
+                                  raw, SingletonHolder)))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
@@ -273,7 +285,8 @@ class Engine:
             await asyncio.sleep(max(0.05, 1.0 - (now_ms() % 1000) / 1000))
             now = now_ms()
             starts = self.starter.cron_starts(last, now)
-            await asyncio.gather(*(self.send("runs", s.run_id, s) for s in starts))
+            records = start_records(self.outputs, self.ss.functions, starts)
+            await asyncio.gather(*map(self.sender.send, records))
             last = now
 
 

@@ -39,6 +39,7 @@ from schemas.messages import (
     RunMessage,
     RunStarted,
     RunState,
+    SingletonReleased,
     StepCompleted,
     StepDeferred,
     StepFailed,
@@ -145,6 +146,13 @@ class CancelChild:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """Give back the singleton key the run held (``streams.singletons``)."""
+
+    released: SingletonReleased
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyParent:
     """Tell the parent run that this child run ended."""
 
@@ -159,7 +167,7 @@ class Emit:
 
 
 Command = (Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | CancelChild
-           | NotifyParent | Emit)
+           | Release | NotifyParent | Emit)
 Transition = tuple[RunState | None, list[Command]]
 
 
@@ -222,7 +230,14 @@ def _ts_of(message: RunMessage, state: RunState) -> int:
 
 def _advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     if isinstance(message, RunStarted):
-        return _start(state, message, policy) if state is None else (state, [])
+        if state is None:
+            return _start(state, message, policy)
+        if message.singleton_key and state.status in FINAL_STATUSES:
+            # Its key was claimed again for a run that ended already (the same event,
+            # redelivered): give it back, or nothing ever will.
+            return state, [Release(SingletonReleased(message.singleton_key, state.run_id,
+                                                     message.ts))]
+        return state, []
     if isinstance(message, ReplayRequested):
         return _replay(state, message, policy)
     if state is None or state.status in FINAL_STATUSES:
@@ -315,7 +330,8 @@ def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
     state = RunState(run_id=message.run_id, function_id=message.function_id,
                      event=message.event, status=RUNNING, seq=0, started_at=message.ts,
                      parent_run_id=message.parent_run_id,
-                     parent_step_id=message.parent_step_id, batch=message.batch)
+                     parent_step_id=message.parent_step_id, batch=message.batch,
+                     singleton_key=message.singleton_key)
     out: list[Command] = []
     state = _record(state, out, "run.started", message.ts, event=message.event)
     for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
@@ -580,6 +596,8 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
                     dispatched={}, pending={})
     state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error,
                     logs=logs or [])
+    if state.singleton_key is not None:
+        out.append(Release(SingletonReleased(state.singleton_key, state.run_id, ts)))
     if state.parent_run_id is not None and state.parent_step_id is not None:
         if status != COMPLETED and error is None:
             error = ErrorInfo(type="ChildRunFailed", message=f"child run ended {status}")

@@ -62,4 +62,5 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-functions-changelog", {"cleanup.policy": "compact"}),
+        spec(f"{settings.namespace}-singletons-changelog", {"cleanup.policy": "compact"}),
     )

@@ -17,8 +17,12 @@ from schemas.messages import (
     ErrorInfo,
     FunctionControl,
     FunctionFinished,
+    HistoryRecord,
     RunStarted,
     RunState,
+    SingletonClaim,
+    SingletonHolder,
+    SingletonReleased,
 )
 from stepstream.step import now_ms
 from streams.kafka.store import StateStore
@@ -31,6 +35,7 @@ from streams.machine import (
     Dispatch,
     Emit,
     NotifyParent,
+    Release,
     RunPolicy,
     Schedule,
     SendToDlq,
@@ -45,17 +50,21 @@ from streams.machine import (
 )
 from streams.pauses import FUNCTIONS, apply_control, held_runs, paused
 from streams.processors.outputs import Outputs
+from streams.singletons import SINGLETONS, on_claim, on_release
 
 log = logging.getLogger("stepstream.orchestrator")
 
 RUNS = "runs"
 """The name of the run-state store."""
 
-INPUTS = (*RUN_MESSAGES, FunctionControl)
+INPUTS = (*RUN_MESSAGES, FunctionControl, SingletonClaim, SingletonReleased)
 
 
 def _owner(record: Any) -> str | None:
-    """The run a record is about (None: a ``FunctionControl``, on every partition)."""
+    """What a record is about: its run, or its singleton key (None: a
+    ``FunctionControl``, on every partition)."""
+    if isinstance(record, SingletonClaim | SingletonReleased):
+        return record.key
     return None if isinstance(record, FunctionControl) else str(record.run_id)
 
 
@@ -74,6 +83,9 @@ class Orchestrator:
             return
         if isinstance(decoded, FunctionControl):
             self._control(task, decoded)
+            return
+        if isinstance(decoded, SingletonClaim | SingletonReleased):
+            self._singleton(task, decoded)
             return
         store: StateStore[RunState] = task.stores[RUNS]
         key = decoded.run_id.encode()
@@ -128,6 +140,24 @@ class Orchestrator:
             log.info("resumed %d runs of %s on partition %d", len(held),
                      control.function_id, task.partition)
 
+    def _singleton(self, task: Task, message: SingletonClaim | SingletonReleased) -> None:
+        """A run claims or releases a singleton key (``streams.singletons``)."""
+        table: StateStore[SingletonHolder] = task.stores[SINGLETONS]
+        key = message.key.encode()
+        holder = table.get(key)
+        if isinstance(message, SingletonClaim):
+            new, outputs = on_claim(holder, message, now_ms())
+        else:
+            new, outputs = on_release(holder, message)
+        if new is None:
+            if holder is not None:
+                table.delete(key)
+        elif new != holder:
+            table.put(key, new)
+        for output in outputs:
+            task.send(self.outputs.history(output) if isinstance(output, HistoryRecord)
+                      else self.outputs.to("runs", output.run_id, output))
+
     def _perform(self, state: RunState, command: Command) -> Record | None:
         run_id, out = state.run_id, self.outputs
         match command:
@@ -151,6 +181,8 @@ class Orchestrator:
                 return out.to("runs", finished.run_id, finished)
             case CancelChild(cancel):
                 return out.to("runs", cancel.run_id, cancel)
+            case Release(released):
+                return out.to("runs", released.key, released)
             case Emit(event):
                 return out.to("events", event.id, event)
         raise TypeError(f"unknown command {command!r}")

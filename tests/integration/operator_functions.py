@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from stepstream import Context, Stepstream
+from stepstream import Context, Singleton, Stepstream
 from tests.integration.functions import record_execution
 
 ss = Stepstream(app_id="operator")
@@ -41,6 +41,19 @@ async def gated(ctx: Context) -> dict[str, Any]:
     await ctx.step.run("first", _first, ctx.run_id, ctx.event.data.get("gate"))
     second = await ctx.step.run("second", _second, ctx.run_id)
     return {"second": second}
+
+
+@ss.function(id="single-skip", trigger="op/single",
+             singleton=Singleton(key="event.data.user", mode="skip"))
+async def single_skip(ctx: Context) -> int:
+    """One running run per user; its step waits for its event's gate, if it names one."""
+    return await ctx.step.run("first", _first, ctx.run_id, ctx.event.data.get("gate"))
+
+
+@ss.function(id="single-cancel", trigger="op/single",
+             singleton={"key": "event.data.user", "mode": "cancel"})
+async def single_cancel(ctx: Context) -> int:
+    return await ctx.step.run("first", _first, ctx.run_id, ctx.event.data.get("gate"))
 
 
 @ss.function(id="napper", trigger="op/nap")

@@ -179,3 +179,38 @@ def test_an_invoke_timeout_fails_the_step_and_cancels_the_child(two: Any) -> Non
     done = wait_for_run(url, parent)
     assert done["status"] == "failed" and "InvokeTimeout" in json.dumps(done["error"])
     assert wait_for_run(url, child_run_id(parent, "call"))["status"] == "cancelled"
+
+
+def test_a_singleton_skips_or_cancels_for_a_key_whose_run_is_running(two: Any) -> None:
+    settings, workers, _ = two
+    url = workers[0].url
+    ss = Stepstream("t", settings=settings)
+
+    def runs(event_id: str) -> dict[str, str]:
+        return {mode: run_id_for(f"single-{mode}", event_id) for mode in ("skip", "cancel")}
+
+    first = runs(ss.send("op/single", {"user": "u1", "gate": "s1"}))
+    for run_id in first.values():
+        wait_for(lambda r=run_id: executed(settings, r, "first"), what=f"{run_id} running")
+    second = runs(ss.send("op/single", {"user": "u1"}))
+    other = runs(ss.send("op/single", {"user": "u2"}))
+
+    # skip: the second event of u1 starts no run; u2 has a key of its own.
+    skipped = wait_for_run(url, second["skip"])
+    assert skipped["status"] == "cancelled" and skipped["error"]["type"] == "SingletonSkipped"
+    assert executed(settings, second["skip"], "first") == 0
+    assert wait_for_run(url, other["skip"])["status"] == "completed"
+    # cancel: the running run of u1 is cancelled, then the new one starts and completes.
+    cancelled = wait_for_run(url, first["cancel"])
+    assert cancelled["status"] == "cancelled"
+    assert second["cancel"] in cancelled["error"]["message"]
+    took_over = wait_for_run(url, second["cancel"])
+    assert took_over["status"] == "completed"
+    assert took_over["started_at"] >= cancelled["ended_at"]
+    assert wait_for_run(url, other["cancel"])["status"] == "completed"
+
+    # Once u1's run ends, its key is free again.
+    redis.Redis.from_url(settings.redis_url).set(gate_key(settings.namespace, "s1"), 1)
+    assert wait_for_run(url, first["skip"])["status"] == "completed"
+    later = runs(ss.send("op/single", {"user": "u1"}))
+    assert wait_for_run(url, later["skip"])["status"] == "completed"
