@@ -100,13 +100,17 @@ def on_claim(holder: SingletonHolder | None, claim: SingletonClaim, ts: int) -> 
     return replace(holder, waiting=start), [cancel]
 
 
-def on_release(holder: SingletonHolder | None, released: SingletonReleased) -> Decision:
-    """A run that held the key ended: the waiting run starts, or the key is free."""
+def on_release(holder: SingletonHolder | None, released: SingletonReleased,
+               ts: int) -> Decision:
+    """A run that held the key ended: the waiting run starts (now: not when its event
+    came, so its history shows it started after the run it replaced), or the key is
+    free."""
     if holder is None or holder.run_id != released.run_id:
         return holder, []  # a late or repeated release
     if holder.waiting is None:
         return None, []
-    return SingletonHolder(run_id=holder.waiting.run_id), [holder.waiting]
+    start = replace(holder.waiting, ts=max(ts, released.ts))
+    return SingletonHolder(run_id=start.run_id), [start]
 
 
 def skipped(start: RunStarted, holder: str, ts: int) -> list[Output]:

@@ -148,7 +148,7 @@ class Orchestrator:
         if isinstance(message, SingletonClaim):
             new, outputs = on_claim(holder, message, now_ms())
         else:
-            new, outputs = on_release(holder, message)
+            new, outputs = on_release(holder, message, now_ms())
         if new is None:
             if holder is not None:
                 table.delete(key)

@@ -45,7 +45,7 @@ def test_a_free_key_starts_the_run_and_its_release_frees_the_key() -> None:
     holder, out = on_claim(None, claim("r1"), 5)
     assert holder == SingletonHolder(run_id="r1")
     assert [type(o) for o in out] == [RunStarted]
-    assert on_release(holder, SingletonReleased("singleton:fn:u1", "r1", 9)) == (None, [])
+    assert on_release(holder, SingletonReleased("singleton:fn:u1", "r1", 9), 10) == (None, [])
 
 
 def test_skip_mode_records_the_new_run_as_skipped() -> None:
@@ -69,10 +69,10 @@ def test_cancel_mode_cancels_the_holder_then_starts_the_new_run_once_it_ended() 
     assert holder.waiting.run_id == "r3"
     assert [(o.run_id, o.kind) for o in out if isinstance(o, HistoryRecord)] == [
         ("r2", "run.started"), ("r2", "run.cancelled")]
-    assert on_release(holder, SingletonReleased("k", "r2", 7)) == (holder, [])  # not the holder
-    holder, out = on_release(holder, SingletonReleased("k", "r1", 8))
+    assert on_release(holder, SingletonReleased("k", "r2", 7), 7) == (holder, [])  # not it
+    holder, out = on_release(holder, SingletonReleased("k", "r1", 8), 9)
     assert holder == SingletonHolder(run_id="r3")
-    assert [(type(o), o.run_id) for o in out] == [(RunStarted, "r3")]
+    assert [(type(o), o.run_id, o.ts) for o in out] == [(RunStarted, "r3", 9)]
 
 
 def test_a_run_that_holds_a_key_releases_it_when_it_ends() -> None:
