@@ -85,6 +85,14 @@ def runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _requested(headline: str, run_ids: list[str]) -> int:
+    """Print what a bulk request asked for, a run id a line."""
+    print(headline)
+    for run_id in run_ids:
+        print(f"  {run_id}")
+    return 0
+
+
 def runs_cancel(args: argparse.Namespace) -> int:
     """``runs cancel RUN_ID`` or ``runs cancel --function F [--since ..] --yes`` (bulk)."""
     client = _client(args)
@@ -99,10 +107,8 @@ def runs_cancel(args: argparse.Namespace) -> int:
         if not args.yes:
             print(f"{answer['matched']} running runs match; add --yes to cancel them")
             return 0
-        print(f"cancel requested for {answer['requested']} running runs")
-        for run_id in answer["run_ids"]:
-            print(f"  {run_id}")
-        return 0
+        return _requested(f"cancel requested for {answer['requested']} running runs",
+                          answer["run_ids"])
     if not args.run_id:
         raise ConfigError("give a run id, or a filter (--function, --since, --until, --all)")
     client.cancel(args.run_id, args.reason)
@@ -118,11 +124,8 @@ def runs_replay(args: argparse.Namespace) -> int:
             raise ConfigError("give a run id or --function, not both")
         answer = client.replay_function(args.function, since=time_arg(args.since),
                                         until=time_arg(args.until), status=args.status)
-        print(f"replay requested for {answer['replayed']} {answer['status']} runs of "
-              f"{args.function}")
-        for run_id in answer["run_ids"]:
-            print(f"  {run_id}")
-        return 0
+        return _requested(f"replay requested for {answer['replayed']} {answer['status']} "
+                          f"runs of {args.function}", answer["run_ids"])
     if not args.run_id:
         raise ConfigError("give a run id, or --function to replay a function's failed runs")
     client.replay(args.run_id, args.from_step)

@@ -4,9 +4,10 @@
 Two runtimes (``streams.kafka.runtime``), each a consumer-group member whose tasks
 commit in Kafka transactions:
 
-- the engine's: trigger (events), orchestrator (runs, with the runs store), executor
-  (steps) and waiter matcher (waiters and events by name, with the waiters store), all
-  co-partitioned, so the worker that owns a run's state also executes its steps;
+- the engine's: trigger (events), orchestrator (runs, with the runs store and the
+  functions and singletons tables of ``streams.pauses`` and ``streams.singletons``),
+  executor (steps) and waiter matcher (waiters and events by name, with the waiters
+  store), all co-partitioned, so the worker that owns a run's state also executes its steps;
 - the delay tiers': the delay forwarder.
 
 Beside them, the history projector (history into the Redis read model, at-least-once)
