@@ -31,12 +31,12 @@ MODULE = "tests.integration.operator_functions"
 
 @pytest.fixture
 def two(broker: DevBroker, redis_url: str, tmp_path: Any
-        ) -> Iterator[tuple[Settings, list[WorkerProcess], Any]]:
-    """Two workers of a namespace of this test's own, and the factory for more."""
+        ) -> Iterator[tuple[Settings, list[WorkerProcess]]]:
+    """Two workers of a namespace of this test's own."""
     settings = fresh_settings(broker, redis_url)
     with worker_factory(settings, tmp_path) as start:
         workers = [start(MODULE, ready=False) for _ in range(2)]
-        yield settings, [w.wait_ready() for w in workers], start
+        yield settings, [w.wait_ready() for w in workers]
 
 
 def executed(settings: Settings, run_id: str, step_id: str) -> int:
@@ -74,7 +74,7 @@ def one_event_per_partition(function_id: str, partitions: int, prefix: str) -> l
 
 
 def test_a_paused_function_keeps_its_events_and_resume_runs_them_all_once(two: Any) -> None:
-    settings, workers, start = two
+    settings, workers = two
     url = workers[0].url
     ss = Stepstream("t", settings=settings)
     store = redis.Redis.from_url(settings.redis_url)
@@ -95,20 +95,26 @@ def test_a_paused_function_keeps_its_events_and_resume_runs_them_all_once(two: A
     assert executed(settings, busy, "first") == 1 and executed(settings, busy, "second") == 0
     assert sum(executed(settings, r, "first") for r in kept) == 0
 
-    # A worker dies while the runs are held; another takes its partitions.
+    # A worker dies while the runs are held: the other takes its partitions, with the
+    # pause (events sent now, one per partition, are held there too, which also says
+    # the partitions have moved: no rebalance is left to re-run a step after the resume).
     workers[1].kill()
-    start(MODULE)
+    later = [run_id_for("gated", ss.send("op/gated", {}, id=event_id))
+             for event_id in one_event_per_partition("gated", settings.partitions, "later")]
+    for run_id in later:
+        wait_for(lambda r=run_id: held(url, r), timeout=90, what=f"run {run_id} held")
     resumed = cli(settings, url, "functions", "resume", "gated")
     assert resumed.returncode == 0, resumed.stderr
-    runs = [wait_for_run(url, run_id, timeout=90) for run_id in [busy, *kept]]
+    everyone = [busy, *kept, *later]
+    runs = [wait_for_run(url, run_id, timeout=90) for run_id in everyone]
     assert [r["status"] for r in runs] == ["completed"] * len(runs)
     assert [(executed(settings, r, "first"), executed(settings, r, "second"))
-            for r in [busy, *kept]] == [(1, 1)] * (len(kept) + 1)
+            for r in everyone] == [(1, 1)] * len(everyone)
     assert not paused_state(url, "gated")
 
 
 def test_bulk_cancel_cancels_exactly_the_matching_runs(two: Any) -> None:
-    settings, workers, _ = two
+    settings, workers = two
     url = workers[0].url
     ss = Stepstream("t", settings=settings)
 
@@ -151,7 +157,7 @@ def cancel_requests(settings: Settings, run_id: str) -> list[CancelRequested]:
 
 
 def test_a_cancelled_parent_cancels_the_child_it_waits_on_unless_abandoned(two: Any) -> None:
-    settings, workers, _ = two
+    settings, workers = two
     url = workers[0].url
     ss = Stepstream("t", settings=settings)
     parents = {policy: run_id_for("parent", ss.send("op/parent", {"policy": policy}))
@@ -172,7 +178,7 @@ def test_a_cancelled_parent_cancels_the_child_it_waits_on_unless_abandoned(two: 
 
 
 def test_an_invoke_timeout_fails_the_step_and_cancels_the_child(two: Any) -> None:
-    settings, workers, _ = two
+    settings, workers = two
     url = workers[0].url
     parent = run_id_for("parent", Stepstream("t", settings=settings).send(
         "op/parent", {"timeout": 1}))
@@ -182,7 +188,7 @@ def test_an_invoke_timeout_fails_the_step_and_cancels_the_child(two: Any) -> Non
 
 
 def test_a_singleton_skips_or_cancels_for_a_key_whose_run_is_running(two: Any) -> None:
-    settings, workers, _ = two
+    settings, workers = two
     url = workers[0].url
     ss = Stepstream("t", settings=settings)
 
