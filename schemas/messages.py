@@ -73,6 +73,8 @@ class RunStarted:
     parent_step_id: str | None = None
     batch: list[Event] = field(default_factory=list)
     """``batch_events``: every event of the batch (``event`` is the first); else empty."""
+    singleton_key: str | None = None
+    """The singleton key the run holds (``streams.singletons``): released when it ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,11 @@ class PlannedStep:
     condition: str | None = None
     function_id: str | None = None
     data_json: str | None = None
+    on_parent_cancel: str | None = None
+    """``invoke``: ``abandon`` leaves the child running when the parent stops waiting for
+    it (the parent ends, or the invoke times out); else the child is cancelled then."""
+    timeout_ms: int | None = None
+    """``invoke``: the step fails (``InvokeTimeout``) if the child has not ended by then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +231,47 @@ class CancelRequested:
     run_id: str
     reason: str
     ts: int
+
+@dataclass(frozen=True, slots=True)
+class FunctionControl:
+    """An operator paused (or resumed) a function: one copy on every partition of the
+    runs topic (no key), so each orchestrator task applies it in order with its runs'
+    messages; also the value of the functions table, by function id."""
+
+    function_id: str
+    paused: bool
+    ts: int
+    """When it was asked: of two requests, the later one holds (``streams.pauses``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonClaim:
+    """A run of a singleton function asks for its key (``streams.singletons``); on the
+    runs topic, keyed by ``key``, so one task decides for each key."""
+
+    key: str
+    mode: str
+    """``skip`` the new run while the key is held, or ``cancel`` the holder first."""
+    start: RunStarted
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonReleased:
+    """A run that held a singleton key ended; keyed by ``key`` on the runs topic."""
+
+    key: str
+    run_id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SingletonHolder:
+    """The run holding a singleton key; the value of the singletons table, by key."""
+
+    run_id: str
+    waiting: RunStarted | None = None
+    """``cancel`` mode: the run to start once the cancelled holder has ended."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayRequested:
@@ -396,12 +444,15 @@ class Pending:
     """A step that waits on something other than an executor."""
 
     kind: str
-    """``retry`` (backoff), ``sleep``, ``event`` (wait_for_event) or ``invoke``."""
+    """``retry`` (backoff), ``sleep``, ``event`` (wait_for_event), ``invoke``, ``deferred``
+    (flow control) or ``paused`` (its function is paused)."""
     attempt: int = 0
     timer_id: str | None = None
     event: str | None = None
     condition: str | None = None
     child_run_id: str | None = None
+    abandon: bool = False
+    """``invoke``: the child keeps running when the run stops waiting for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +481,8 @@ class RunState:
     """Whether an executor has answered yet: the run has started (``timeouts.start``)."""
     batch: list[Event] = field(default_factory=list)
     """The run's batch of events (``batch_events``); empty for a run of one event."""
+    singleton_key: str | None = None
+    """The singleton key the run holds (``streams.singletons``): released when it ends."""
 
 
 RUN_MESSAGES = (RunStarted, StepCompleted, StepFailed, StepPlanned, FunctionFinished,

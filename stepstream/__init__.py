@@ -20,6 +20,7 @@ from stepstream.options import (
     Debounce,
     Priority,
     RateLimit,
+    Singleton,
     Throttle,
     Timeouts,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "Debounce",
     "Priority",
     "RateLimit",
+    "Singleton",
     "Throttle",
     # errors
     "ConfigError",

@@ -96,12 +96,28 @@ class ApiClient:
         return self._object("POST", f"/v1/runs/{self._quote(run_id)}/replay",
                             body={"from_step": from_step} if from_step else {})
 
+    def cancel_runs(self, *, function: str | None = None, since: str | int | None = None,
+                    until: str | int | None = None, reason: str | None = None,
+                    dry_run: bool = False) -> dict[str, Any]:
+        """Ask every running run a filter selects to cancel (``requested``, ``run_ids``);
+        ``dry_run``: only count them (``matched``)."""
+        body: dict[str, Any] = {"status": "running", "dry_run": dry_run}
+        body.update({k: v for k, v in (("function", function), ("started_after", since),
+                                       ("started_before", until), ("reason", reason))
+                     if v is not None})
+        return self._object("POST", "/v1/runs/cancel", body=body)
+
     # --- functions and dead letters ---------------------------------------------------
 
     def functions(self) -> list[dict[str, Any]]:
         """Functions with run counts per status and failure rates."""
         functions: list[dict[str, Any]] = self._object("GET", "/v1/functions")["functions"]
         return functions
+
+    def pause(self, function_id: str, *, paused: bool = True) -> dict[str, Any]:
+        """Pause a function (``paused=False``: resume it)."""
+        action = "pause" if paused else "resume"
+        return self._object("POST", f"/v1/functions/{self._quote(function_id)}/{action}")
 
     def replay_function(self, function_id: str, *, since: str | int | None = None,
                         until: str | int | None = None, status: str = "failed",

@@ -85,9 +85,33 @@ def runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _requested(headline: str, run_ids: list[str]) -> int:
+    """Print what a bulk request asked for, a run id a line."""
+    print(headline)
+    for run_id in run_ids:
+        print(f"  {run_id}")
+    return 0
+
+
 def runs_cancel(args: argparse.Namespace) -> int:
-    """``runs cancel RUN_ID``."""
-    _client(args).cancel(args.run_id, args.reason)
+    """``runs cancel RUN_ID`` or ``runs cancel --function F [--since ..] --yes`` (bulk)."""
+    client = _client(args)
+    bulk = args.function or args.since or args.until or args.all
+    if bulk:
+        if args.run_id:
+            raise ConfigError("give a run id or a filter (--function, --since, --until, "
+                              "--all), not both")
+        answer = client.cancel_runs(function=args.function, since=time_arg(args.since),
+                                    until=time_arg(args.until), reason=args.reason,
+                                    dry_run=not args.yes)
+        if not args.yes:
+            print(f"{answer['matched']} running runs match; add --yes to cancel them")
+            return 0
+        return _requested(f"cancel requested for {answer['requested']} running runs",
+                          answer["run_ids"])
+    if not args.run_id:
+        raise ConfigError("give a run id, or a filter (--function, --since, --until, --all)")
+    client.cancel(args.run_id, args.reason)
     print(f"cancel requested for {args.run_id}")
     return 0
 
@@ -100,11 +124,8 @@ def runs_replay(args: argparse.Namespace) -> int:
             raise ConfigError("give a run id or --function, not both")
         answer = client.replay_function(args.function, since=time_arg(args.since),
                                         until=time_arg(args.until), status=args.status)
-        print(f"replay requested for {answer['replayed']} {answer['status']} runs of "
-              f"{args.function}")
-        for run_id in answer["run_ids"]:
-            print(f"  {run_id}")
-        return 0
+        return _requested(f"replay requested for {answer['replayed']} {answer['status']} "
+                          f"runs of {args.function}", answer["run_ids"])
     if not args.run_id:
         raise ConfigError("give a run id, or --function to replay a function's failed runs")
     client.replay(args.run_id, args.from_step)
@@ -168,10 +189,17 @@ def dlq_replay(args: argparse.Namespace) -> int:
 
 
 def functions_list(args: argparse.Namespace) -> int:
-    """``functions``."""
+    """``functions [list]``, ``functions pause|resume FUNCTION_ID``."""
     from stepstream.console import functions_table
 
-    functions = _client(args).functions()
+    client = _client(args)
+    if args.action in ("pause", "resume"):
+        if not args.function_id:
+            raise ConfigError(f"functions {args.action} needs a function id")
+        client.pause(args.function_id, paused=args.action == "pause")
+        print(f"{args.action} requested for {args.function_id}")
+        return 0
+    functions = client.functions()
     if args.json:
         _print_json(functions)
     else:
@@ -236,9 +264,16 @@ def add_commands(sub: Any) -> None:
     watch.add_argument("--frames", type=int, default=0,
                        help="stop after this many refreshes (default: until Ctrl-C, or until "
                             "the watched run ends)")
-    cancel = _command(runs_sub, "cancel", runs_cancel, "cancel a running run")
-    cancel.add_argument("run_id")
+    cancel = _command(runs_sub, "cancel", runs_cancel,
+                      "cancel a running run (or, with a filter, every running run it selects)")
+    cancel.add_argument("run_id", nargs="?")
     cancel.add_argument("--reason")
+    cancel.add_argument("--function", help="bulk: running runs of this function")
+    cancel.add_argument("--since", help="bulk: started at or after (15m, 2h, epoch ms, ISO)")
+    cancel.add_argument("--until", help="bulk: started at or before")
+    cancel.add_argument("--all", action="store_true", help="bulk: every running run")
+    cancel.add_argument("--yes", action="store_true",
+                        help="bulk: cancel them (without it: only count them)")
     replay = _command(runs_sub, "replay", runs_replay,
                       "replay a failed or cancelled run (or --function: all its failed runs)")
     replay.add_argument("run_id", nargs="?")
@@ -258,7 +293,11 @@ def add_commands(sub: Any) -> None:
     again = _command(dlq_sub, "replay", dlq_replay, "replay a dead letter's run")
     again.add_argument("run_id")
 
-    functions = _command(sub, "functions", functions_list, "functions with run counts")
+    functions = _command(sub, "functions", functions_list,
+                         "functions with run counts; pause or resume one")
+    functions.add_argument("action", nargs="?", choices=["list", "pause", "resume"],
+                           default="list")
+    functions.add_argument("function_id", nargs="?")
     functions.add_argument("--json", action="store_true")
 
     history = sub.add_parser("history", help="the read model of run history (Redis)")

@@ -22,6 +22,7 @@ from stepstream.options import (
     FlowControl,
     Priority,
     RateLimit,
+    Singleton,
     Throttle,
     Timeouts,
     concurrency_options,
@@ -99,6 +100,7 @@ class Stepstream:
                  debounce: Debounce | Mapping[str, Any] | None = None,
                  batch_events: BatchEvents | Mapping[str, Any] | None = None,
                  priority: Priority | Mapping[str, Any] | None = None,
+                 singleton: Singleton | Mapping[str, Any] | None = None,
                  ) -> Callable[[Handler], Handler]:
         """Register an async handler as a durable function.
 
@@ -132,6 +134,9 @@ class Stepstream:
                 run per batch; the handler gets ``ctx.events``.
             priority: ``Priority`` / ``{"run": "event.data.plan == 'pro' ? 120 : 0"}``:
                 seconds ahead in the queues of ``concurrency`` and ``throttle``.
+            singleton: ``Singleton`` / ``{"key": "event.data.user_id", "mode": "skip"}``:
+                at most one running run per key; a new event is skipped, or (``cancel``)
+                cancels the running run and starts once it has ended.
 
         Raises:
             ConfigError: the definition cannot work (checked here, not at run time).
@@ -154,8 +159,12 @@ class Stepstream:
         if flow.batch_events is not None and (flow.debounce or flow.rate_limit or idempotency):
             raise ConfigError(f"function {id!r}: batch_events cannot be combined with "
                               "debounce, rate_limit or idempotency")
+        try:
+            single = option(Singleton, singleton, "singleton")
+        except ValueError as exc:
+            raise ConfigError(f"function {id!r}: {exc}") from exc
         for expression in [if_, idempotency, *(rule.if_ for rule in cancel_on),
-                           *flow.expressions()]:
+                           *flow.expressions(), single.key if single else None]:
             if expression is not None:
                 compile_condition(expression)
         try:
@@ -175,7 +184,7 @@ class Stepstream:
                 source=trigger if isinstance(trigger, TopicTrigger) else None, cron=cron,
                 trigger_if=if_, handler=handler, retry=policy, cancel_on=tuple(cancel_on),
                 timeouts=timeouts or Timeouts(), idempotency=idempotency, eager=eager,
-                flow=flow, waits_on=frozenset(waits_on))
+                flow=flow, waits_on=frozenset(waits_on), singleton=single)
             handler.stepstream_function_id = id  # type: ignore[attr-defined]
             # stepstream.testing runs a handler with the options it was registered with
             handler.stepstream_function = self.functions[id]  # type: ignore[attr-defined]

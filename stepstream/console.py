@@ -156,11 +156,12 @@ def dead_letters_table(letters: list[dict[str, Any]], total: int) -> Table:
 def functions_table(functions: list[dict[str, Any]]) -> Table:
     """Functions with counts per status and failure rates."""
     table = Table(title="functions", title_justify="left")
-    for column in ("function", "runs", "running", "completed", "failed", "cancelled",
-                   "failure rate"):
-        table.add_column(column, justify="left" if column == "function" else "right")
+    for column in ("function", "state", "runs", "running", "completed", "failed",
+                   "cancelled", "failure rate"):
+        table.add_column(column, justify="left" if column in ("function", "state") else "right")
     for f in functions:
         rate = "-" if f["failure_rate"] is None else f"{f['failure_rate'] * 100:.1f} %"
-        table.add_row(f["function_id"], *(str(f[k]) for k in (
+        state = Text("paused", style="yellow") if f.get("paused") else Text("active")
+        table.add_row(f["function_id"], state, *(str(f[k]) for k in (
             "runs", "running", "completed", "failed", "cancelled")), rate)
     return table

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stepstream.options import CancelOn, FlowControl, Timeouts
+from stepstream.options import CancelOn, FlowControl, Singleton, Timeouts
 from stepstream.retry import RetryPolicy
 from stepstream.topic_trigger import TopicTrigger
 
@@ -51,6 +51,8 @@ class FunctionDef:
     waits_on: frozenset[str] = frozenset()
     """Topics its runs wait or cancel on (``TopicTrigger``s of ``cancel_on`` and of
     its handler): the worker reads them."""
+    singleton: Singleton | None = None
+    """At most one running run per key value (``streams.singletons``)."""
 
     @property
     def event_name(self) -> str | None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from stepstream.topic_trigger import TopicTrigger
 
@@ -183,6 +183,25 @@ class Priority:
     run: str
     """CEL over ``event`` giving seconds ahead: a run with ``run = 60`` goes before runs
     queued up to a minute before it. Clamped to ``[-600, 600]``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Singleton:
+    """At most one running run of the function per ``key`` value.
+
+    A new event for a key whose run is still running either starts no run (``skip``: the
+    event's run is recorded ``cancelled``, error ``SingletonSkipped``), or cancels the
+    running one and starts once it has ended (``cancel``).
+    """
+
+    key: str | None = None
+    """CEL over ``event``: one singleton per value; None: one for the function."""
+    mode: Literal["skip", "cancel"] = "skip"
+    """What a new event does while its key's run is running."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("skip", "cancel"):
+            raise ValueError(f"singleton mode must be 'skip' or 'cancel', not {self.mode!r}")
 
 
 def _positive(what: str, value: int) -> None:

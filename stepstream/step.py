@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Literal, TypeVar, TypeVarTuple
 
 from schemas.messages import (
     ErrorInfo,
@@ -72,6 +72,9 @@ class ChainBudget:
     allow: Callable[[], Awaitable[bool]] | None = None
     """Asked before each further step of a chain; False ends the chain there (flow
     control: the dispatch keeps its concurrency slot only while no one waits ahead)."""
+
+ParentCancel = Literal["cancel", "abandon"]
+"""What ``step.invoke`` does with its child when the parent stops waiting for it."""
 
 _DISCOVERY_TICKS = 4
 """Loop turns to wait for sibling steps; covers gather() and a few awaits before a step."""
@@ -208,16 +211,30 @@ class Step:
         return result  # type: ignore[no-any-return]
 
     async def invoke(self, step_id: str, *, function: str | Callable[..., Any],
-                     data: dict[str, Any] | None = None) -> Any:
+                     data: dict[str, Any] | None = None, timeout: timedelta | None = None,
+                     on_parent_cancel: ParentCancel = "cancel") -> Any:
         """Run another function as a child run and return its output.
 
+        Args:
+            timeout: the step fails (``StepError`` of type ``InvokeTimeout``) if the child
+                has not ended by then; None: wait as long as the child runs.
+            on_parent_cancel: what happens to the child when this run stops waiting for
+                it (this run is cancelled or otherwise ends first, or ``timeout`` passes):
+                ``cancel`` it (the default), or ``abandon`` it to run on by itself.
+
         Raises:
-            StepError: the child run failed or was cancelled.
+            StepError: the child run failed or was cancelled, or the timeout passed.
         """
+        if on_parent_cancel not in ("cancel", "abandon"):
+            raise ConfigError(f"on_parent_cancel={on_parent_cancel!r}: expected 'cancel' or "
+                              "'abandon'")
         target = function_id_of(function)
         data_json = dumps(data or {}, limit=self._max_output_bytes, what="invoke data")
+        timeout_ms = None if timeout is None else to_ms(timeout)
         return await self._durable(step_id, lambda unique: PlannedStep(
-            step_id=unique, kind="invoke", function_id=target, data_json=data_json))
+            step_id=unique, kind="invoke", function_id=target, data_json=data_json,
+            on_parent_cancel="abandon" if on_parent_cancel == "abandon" else None,
+            timeout_ms=timeout_ms))
 
     async def send_event(self, step_id: str,
                          events: dict[str, Any] | Sequence[dict[str, Any]]) -> list[str]:

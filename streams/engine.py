@@ -1,12 +1,13 @@
 """The engine: everything one worker process runs for a ``Stepstream`` application
 (DESIGN §4).
 
-Two runtimes (``streams.kafka.runtime``), each a consumer-group member whose tasks
+Runtimes (``streams.kafka.runtime``), each a consumer-group member whose tasks
 commit in Kafka transactions:
 
-- the engine's: trigger (events), orchestrator (runs, with the runs store), executor
-  (steps) and waiter matcher (waiters and events by name, with the waiters store), all
-  co-partitioned, so the worker that owns a run's state also executes its steps;
+- the engine's: trigger (events), orchestrator (runs, with the runs store and the
+  functions and singletons tables of ``streams.pauses`` and ``streams.singletons``),
+  executor (steps) and waiter matcher (waiters and events by name, with the waiters
+  store), all co-partitioned, so the worker that owns a run's state also executes its steps;
 - the delay tiers': the delay forwarder;
 - one per source group (``streams.sources``): records of topics stepstream does not
   own, as run starts or as events for the waiters.
@@ -25,7 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.codec import default_codec
-from schemas.messages import Event, RunState, TimerFired, Waiter, WaiterSet
+from schemas.messages import (
+    Event,
+    FunctionControl,
+    RunState,
+    SingletonHolder,
+    TimerFired,
+    Waiter,
+    WaiterSet,
+)
 from stepstream.client import Stepstream
 from stepstream.errors import ConfigError
 from stepstream.function import FunctionDef
@@ -39,11 +48,12 @@ from streams.kafka.clients import plain_producer
 from streams.kafka.runtime import Runtime, StoreSpec
 from streams.kafka.sender import Sender
 from streams.kafka.store import WholeValues
-from streams.kafka.task import Task
+from streams.kafka.task import Record, Task
 from streams.leases import LeaseClock
 from streams.machine import RunPolicy, holds_lease
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
+from streams.pauses import FUNCTIONS, PauseBoard
 from streams.policy import policy_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
 from streams.processors.delays import DelayForwarder
@@ -58,6 +68,7 @@ from streams.readmodel import RunStore
 from streams.registry import RegistryDecoder
 from streams.retention import expire_finished_runs
 from streams.run_records import RunRecords
+from streams.singletons import SINGLETONS, start_records
 from streams.source_records import SourceRecords
 from streams.sources import first_offsets, source_groups
 from streams.starts import Starter
@@ -89,6 +100,8 @@ class Engine:
         self.outputs = Outputs(settings, self.codec, self.metrics, self.partitions, self.tiers)
         self.redis = redis_client.connect(settings.redis_url)
         self.store = RunStore(self.redis, settings.namespace)
+        self.pauses = PauseBoard(self.redis, settings.namespace)
+        self._copies: set[asyncio.Future[None]] = set()
         self.starter = Starter(ss, self.redis, self.metrics)
         self.flow = FlowGate(self.redis, settings, self.metrics)
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
@@ -118,7 +131,13 @@ class Engine:
                               RunRecords(self.codec)),
                     StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
                               WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, (Waiter, WaiterSet))))],
+                                  raw, (Waiter, WaiterSet)))),
+                    StoreSpec(FUNCTIONS, f"{settings.namespace}-functions-changelog",
+                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
+                                  raw, FunctionControl))),
+                    StoreSpec(SINGLETONS, f"{settings.namespace}-singletons-changelog",
+                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
+                                  raw, SingletonHolder)))],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
@@ -134,17 +153,21 @@ class Engine:
         self.delay_runtime.ended.append(self.delays.task_ended)
         self.registry = RegistryDecoder(settings)
         records = SourceRecords(self.registry, limit=settings.max_payload_bytes)
+        groups = source_groups(settings.namespace, ss.functions)
         self.sources = [Runtime(
             settings, group_id=group.group, transactional_prefix=group.group,
             processors={group.topic: Source(trigger, records, group.function)},
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
             first_offsets=functools.partial(first_offsets, group))
-            for group in source_groups(settings.namespace, ss.functions)]
+            for group in groups]
+        # What starts runs: the events topic, and the source topics of TopicTriggers.
+        self._starts = [(self.runtime, topic("events"))] + [
+            (runtime, group.topic) for runtime, group in zip(self.sources, groups, strict=True)
+            if group.function is not None]
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
-        self.intake = RunIntake(settings.max_active_runs,
-                                lambda paused: self.runtime.throttle(topic("events"), paused))
+        self.intake = RunIntake(settings.max_active_runs, self._throttle_starts)
         self._table_observers: list[TableObserver] = [
             self._arm_leases, self.finished.rebuild,
             lambda task, states: self.intake.rebuild(task.partition, states)]
@@ -153,6 +176,7 @@ class Engine:
         self.runtime.started.append(matcher.task_started)
         self.runtime.ended.append(matcher.task_ended)
         self.runtime.started.append(self._observe_finished)
+        self.runtime.started.append(self._show_pauses)
         self.runtime.ended.append(self.finished.forget)
         self.runtime.started.append(self._observe_active)
         self.runtime.ended.append(lambda task: self.intake.forget(task.partition))
@@ -169,6 +193,32 @@ class Engine:
     async def send_events(self, events: list[Event]) -> None:
         """Produce events to the events topic and wait until the broker has them."""
         await asyncio.gather(*(self.send("events", event.id, event) for event in events))
+
+    async def control(self, control: FunctionControl) -> None:
+        """Pause or resume a function: ``control`` on every partition of the runs topic
+        (``streams.pauses``); returns once the broker has every copy, and the read model
+        says so."""
+        topic = self.settings.topic("runs")
+        value = self.codec.encode(control)
+        await asyncio.gather(*(self.sender.send(Record(topic, partition, None, value))
+                               for partition in range(self.partitions[topic])))
+        await self.pauses.record([control])
+
+    def _show_pauses(self, task: Task) -> None:
+        """Copy a restored functions table to the read model (its rebuild path), in the
+        background: Redis does not hold up a partition's start."""
+        controls = [control for _, control in task.stores[FUNCTIONS].values(
+            lambda exc: log.warning("undecodable function state in the store: %s", exc))]
+        if controls:
+            copy = asyncio.ensure_future(self._copy_pauses(controls))
+            self._copies.add(copy)
+            copy.add_done_callback(self._copies.discard)
+
+    async def _copy_pauses(self, controls: list[FunctionControl]) -> None:
+        try:
+            await self.pauses.record(controls)
+        except redis_client.STORE_ERRORS as exc:
+            log.warning("could not copy paused functions to the read model: %s", exc)
 
     async def quarantine(self, message: Any, reason: str) -> None:
         """Set aside a message read outside the tasks (the projector's)."""
@@ -213,6 +263,11 @@ class Engine:
     def _observe_finished(self, task: Task) -> None:
         task.stores[RUNS].observers.append(functools.partial(self.finished.written,
                                                              task.partition))
+
+    def _throttle_starts(self, paused: bool) -> None:
+        """Stop (or go on) reading what starts runs (``streams.intake``)."""
+        for runtime, source in self._starts:
+            runtime.throttle(source, paused)
 
     def _observe_active(self, task: Task) -> None:
         task.stores[RUNS].observers.append(functools.partial(self.intake.written,
@@ -269,7 +324,8 @@ class Engine:
             await asyncio.sleep(max(0.05, 1.0 - (now_ms() % 1000) / 1000))
             now = now_ms()
             starts = self.starter.cron_starts(last, now)
-            await asyncio.gather(*(self.send("runs", s.run_id, s) for s in starts))
+            records = start_records(self.outputs, self.ss.functions, starts)
+            await asyncio.gather(*map(self.sender.send, records))
             last = now
 
 

@@ -19,6 +19,7 @@ from stepstream.errors import ConfigError, SerializationError
 from stepstream.settings import Settings
 from streams import http_static
 from streams.http_auth import Handler, token_auth
+from streams.http_functions import FunctionsApi, PauseStates, SendPause
 from streams.http_guard import HostRule, browser_guard
 from streams.http_login import Login
 from streams.http_params import BadInput, json_body
@@ -67,17 +68,21 @@ class HttpApi:
         ready: whether the worker has joined its group and owns partitions.
         send_control: produces cancel and replay requests to the runs topic.
         functions: ids of the functions the worker registers.
+        pauses: which functions are paused (the read model).
+        send_pause: produces pauses and resumes of functions.
         replay_window_s: how long after its end a run can be replayed.
         retention_s: how long after its end a run stays in the read model.
     """
 
     def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any, *,
                  send_control: SendControl | None = None, functions: Iterable[str] = (),
-                 replay_window_s: float | None = None, retention_s: float | None = None
+                 replay_window_s: float | None = None, retention_s: float | None = None,
+                 pauses: PauseStates | None = None, send_pause: SendPause | None = None
                  ) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
         self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
                             retention_s=retention_s)
+        self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause)
 
     def application(self, *, token: str = "", bind_host: str = "127.0.0.1",
                     allowed_hosts: str = "", session_s: float = Settings.http_session_s
@@ -101,6 +106,7 @@ class HttpApi:
             web.get("/metrics", self.prometheus),
             web.post("/v1/events", self.post_event),
             *self.runs.routes(),
+            *self.functions.routes(),
             *Login(token, sessions).routes(),
             *http_static.routes(),
         ])

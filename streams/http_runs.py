@@ -14,8 +14,9 @@ request until the run (every run of the event) has ended, and answer at once the
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any
 
@@ -40,7 +41,11 @@ from streams.timeline import FINAL
 SendControl = Callable[[CancelRequested | ReplayRequested], Awaitable[None]]
 """Produces a control message to the runs topic, keyed by its run id."""
 REPLAYABLE = ("failed", "cancelled")
-MAX_BULK_REPLAY = 10_000
+MAX_BULK = 10_000
+"""Most runs one bulk replay or cancel selects (the newest first)."""
+_SEND_AT_ONCE = 500
+_STARTED = {"started_after": "since", "started_before": "until"}
+"""A bulk cancel's names of the run list's ``since`` and ``until`` (run start times)."""
 MAX_WAIT_S = 60.0
 """Longest ``wait`` a request may ask for (proxies and load balancers cut idle requests
 at about a minute): a client that needs longer asks again."""
@@ -87,7 +92,7 @@ def _answers_bad_input(handler: Handler) -> Handler:
 
 
 class RunsApi:
-    """The ``/v1/runs``, ``/v1/functions`` and ``/v1/dlq`` routes.
+    """The ``/v1/runs``, ``/v1/functions/{id}/replay`` and ``/v1/dlq`` routes.
 
     Args:
         store: the read model.
@@ -111,20 +116,24 @@ class RunsApi:
         """The routes, for ``web.Application.add_routes``."""
         return [
             web.get("/v1/runs", self.list_runs),
+            web.post("/v1/runs/cancel", self.cancel_matching),
             web.get("/v1/runs/{run_id}", self.get_run),
             web.post("/v1/runs/{run_id}/cancel", self.cancel),
             web.post("/v1/runs/{run_id}/replay", self.replay),
             web.get("/v1/events/{event_id}/runs", self.event_runs),
-            web.get("/v1/functions", self.functions),
             web.post("/v1/functions/{function_id}/replay", self.replay_function),
             web.get("/v1/dlq", self.dead_letters),
             web.post("/v1/dlq/{run_id}/replay", self.replay_dead_letter),
         ]
 
     async def _send(self, message: CancelRequested | ReplayRequested) -> None:
+        await self._send_all([message])
+
+    async def _send_all(self, messages: Sequence[CancelRequested | ReplayRequested]) -> None:
         if self.send_control is None:
             raise BadInput("this worker cannot send control messages", status=503)
-        await self.send_control(message)
+        for start in range(0, len(messages), _SEND_AT_ONCE):
+            await asyncio.gather(*map(self.send_control, messages[start:start + _SEND_AT_ONCE]))
 
     async def _run(self, request: web.Request) -> dict[str, Any]:
         run_id = request.match_info["run_id"]
@@ -176,6 +185,27 @@ class RunsApi:
         return web.json_response({"run_id": run["run_id"], "requested": "cancel"}, status=202)
 
     @_answers_bad_input
+    async def cancel_matching(self, request: web.Request) -> web.StreamResponse:
+        """Cancel every running run a filter selects (the run list's filters)."""
+        body = await json_body(request, required=False)
+        function = optional_str(body, "function")
+        since, until = time_range({name: str(body[key]) for key, name in _STARTED.items()
+                                   if body.get(key) is not None})
+        status_filter(body, ("running",))
+        limit = limit_of(body, default=MAX_BULK, maximum=MAX_BULK)
+        run_ids = await self.store.run_ids(function=function, status="running", since=since,
+                                           until=until, limit=limit)
+        dry_run = body.get("dry_run") is True
+        if not dry_run:
+            reason = optional_str(body, "reason") or "cancelled through the API (bulk)"
+            now = _now_ms()
+            await self._send_all([CancelRequested(run_id=run_id, reason=reason, ts=now)
+                                  for run_id in run_ids])
+        return web.json_response({"requested": 0 if dry_run else len(run_ids),
+                                  "matched": len(run_ids), "run_ids": run_ids,
+                                  "dry_run": dry_run}, status=200 if dry_run else 202)
+
+    @_answers_bad_input
     async def replay(self, request: web.Request) -> web.StreamResponse:
         body = await json_body(request, required=False)
         from_step = optional_str(body, "from_step")
@@ -199,32 +229,20 @@ class RunsApi:
                            status=409)
 
     @_answers_bad_input
-    async def functions(self, request: web.Request) -> web.StreamResponse:
-        since, until = time_range(request.query)
-        found = {f["function_id"]: f for f in await self.store.functions(since=since,
-                                                                           until=until)}
-        for function_id in self.registered:
-            found.setdefault(function_id, {
-                "function_id": function_id, "runs": 0, "running": 0, "completed": 0,
-                "failed": 0, "cancelled": 0, "failure_rate": None})
-        return web.json_response({"functions": [found[k] for k in sorted(found)]})
-
-    @_answers_bad_input
     async def replay_function(self, request: web.Request) -> web.StreamResponse:
         function_id = request.match_info["function_id"]
         body = await json_body(request, required=False)
         since, until = time_range({k: str(v) for k, v in body.items()
                                    if k in ("since", "until") and v is not None})
         status = status_filter(body, REPLAYABLE) or "failed"
-        limit = limit_of(body, default=1000, maximum=MAX_BULK_REPLAY)
+        limit = limit_of(body, default=1000, maximum=MAX_BULK)
         if function_id not in self.registered and not await self.store.has_function(
                 function_id):
             raise BadInput(f"no function {function_id!r}", status=404)
         run_ids = await self.store.run_ids(function=function_id, status=status, since=since,
                                            until=until, limit=limit)
         now = _now_ms()
-        for run_id in run_ids:
-            await self._send(ReplayRequested(run_id=run_id, ts=now))
+        await self._send_all([ReplayRequested(run_id=run_id, ts=now) for run_id in run_ids])
         return web.json_response({"function_id": function_id, "status": status,
                                   "replayed": len(run_ids), "run_ids": run_ids}, status=202)
 

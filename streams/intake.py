@@ -6,8 +6,9 @@ as it reads events, far faster than their steps run; each started run keeps its 
 its lease and its bookkeeping in the worker until it ends, so the worker's memory would
 follow the backlog, and stay at its peak after it (the allocators keep what they once
 held). Kafka keeps a backlog for free. So once ``max_active_runs`` runs of this worker's
-partitions have a step requested and not yet answered, the events topic is paused; it
-is resumed when they are down to half (a band, so intake does not flap at every run).
+partitions have a step requested and not yet answered, what starts runs is paused (the
+events topic, the source topics of ``TopicTrigger`` functions); it is resumed when they
+are down to half (a band, so intake does not flap at every run).
 
 Runs that sleep, or wait for an event or a child, hold no dispatch and do not count: a
 run waiting for an event must never keep that event out.
@@ -24,7 +25,7 @@ from streams.machine import RUNNING
 log = logging.getLogger("stepstream.intake")
 
 Throttle = Callable[[bool], None]
-"""Pause (True) or resume (False) the events topic."""
+"""Pause (True) or resume (False) what starts runs."""
 
 
 def is_active(state: RunState | None) -> bool:

@@ -39,6 +39,7 @@ from schemas.messages import (
     RunMessage,
     RunStarted,
     RunState,
+    SingletonReleased,
     StepCompleted,
     StepDeferred,
     StepFailed,
@@ -86,6 +87,9 @@ class RunPolicy:
     max_state_bytes: int = MAX_STATE_BYTES
     """The run's saved results (every step's output or error) may take this many bytes;
     the step whose result would pass it fails the run (``RunStateTooLarge``)."""
+    paused: bool = False
+    """The function is paused (``streams.pauses``): what the run would dispatch is held
+    (``Pending`` of kind ``paused``) until ``resume``; steps already dispatched finish."""
 
 
 # --- commands -------------------------------------------------------------------------
@@ -135,6 +139,20 @@ class StartChild:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelChild:
+    """Cancel a child run the run no longer waits for (``on_parent_cancel="cancel"``)."""
+
+    cancel: CancelRequested
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back the singleton key the run held (``streams.singletons``)."""
+
+    released: SingletonReleased
+
+
+@dataclass(frozen=True, slots=True)
 class NotifyParent:
     """Tell the parent run that this child run ended."""
 
@@ -148,7 +166,8 @@ class Emit:
     event: Event
 
 
-Command = Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | NotifyParent | Emit
+Command = (Dispatch | Schedule | Record | SendToDlq | Watch | StartChild | CancelChild
+           | Release | NotifyParent | Emit)
 Transition = tuple[RunState | None, list[Command]]
 
 
@@ -157,10 +176,68 @@ def child_run_id(run_id: str, step_id: str) -> str:
     return f"{run_id}.{step_id}"
 
 
+PAUSED = "paused"
+"""The kind of a ``Pending`` step that a pause of its function holds back."""
+
+
 def advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     """Apply one message to a run; returns the new state and what to do about it."""
+    state, out = _advance(state, message, policy)
+    if policy.paused and state is not None and any(isinstance(c, Dispatch) for c in out):
+        state = _hold(state, out, _ts_of(message, state))
+    return state, out
+
+
+def resume(state: RunState, ts: int) -> tuple[RunState, list[Command]]:
+    """The run's function was resumed: dispatch what its pause held, in the order held."""
+    held = [(step_id, p) for step_id, p in state.pending.items() if p.kind == PAUSED]
+    if state.status in FINAL_STATUSES or not held:
+        return state, []
+    out: list[Command] = []
+    state = _record(state, out, "run.resumed", ts, logs=[LogLine(
+        ts=ts, level="INFO", message=f"function {state.function_id} resumed")])
+    for step_id, pending in held:
+        state = _dispatch(_unpark(state, step_id), out, step_id=step_id,
+                          attempt=pending.attempt)
+    return state, out
+
+
+def is_held(state: RunState) -> bool:
+    """Whether a pause of the run's function holds back one of its dispatches."""
+    return any(p.kind == PAUSED for p in state.pending.values())
+
+
+def _hold(state: RunState, out: list[Command], ts: int) -> RunState:
+    """Park the dispatches of a paused function's run instead of sending them."""
+    requests = [c.request for c in out if isinstance(c, Dispatch)]
+    out[:] = [c for c in out if not isinstance(c, Dispatch)]
+    if not is_held(state):
+        state = _record(state, out, "run.paused", ts, logs=[LogLine(
+            ts=ts, level="INFO", message=f"function {state.function_id} is paused: the run "
+                                         "waits until it is resumed")])
+    for request in requests:
+        state = replace(state, dispatched={
+            k: v for k, v in state.dispatched.items() if k != str(request.seq)})
+        state = _park(state, request.target or "", Pending(kind=PAUSED,
+                                                           attempt=request.attempt))
+    return state
+
+
+def _ts_of(message: RunMessage, state: RunState) -> int:
+    ts = getattr(message, "ts", None) or getattr(message, "ended_at", None)
+    return int(ts) if ts else state.started_at
+
+
+def _advance(state: RunState | None, message: RunMessage, policy: RunPolicy) -> Transition:
     if isinstance(message, RunStarted):
-        return _start(state, message, policy) if state is None else (state, [])
+        if state is None:
+            return _start(state, message, policy)
+        if message.singleton_key and state.status in FINAL_STATUSES:
+            # Its key was claimed again for a run that ended already (the same event,
+            # redelivered): give it back, or nothing ever will.
+            return state, [Release(SingletonReleased(message.singleton_key, state.run_id,
+                                                     message.ts))]
+        return state, []
     if isinstance(message, ReplayRequested):
         return _replay(state, message, policy)
     if state is None or state.status in FINAL_STATUSES:
@@ -198,8 +275,8 @@ def _over_budget(before: RunState, state: RunState, message: RunMessage, policy:
               if isinstance(c, Record) and c.record.kind == "step.completed"
               and c.record.step_id in grown else c
               for c in out if not isinstance(c, Dispatch | Schedule)]
-    ts = getattr(message, "ts", None) or getattr(message, "ended_at", None) or state.started_at
-    return _finish(replace(state, memo=before.memo), FAILED, ts, out, error=error)
+    return _finish(replace(state, memo=before.memo), FAILED, _ts_of(message, state), out,
+                   error=error)
 
 
 def completed_marker(state: RunState) -> RunState:
@@ -253,7 +330,8 @@ def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
     state = RunState(run_id=message.run_id, function_id=message.function_id,
                      event=message.event, status=RUNNING, seq=0, started_at=message.ts,
                      parent_run_id=message.parent_run_id,
-                     parent_step_id=message.parent_step_id, batch=message.batch)
+                     parent_step_id=message.parent_step_id, batch=message.batch,
+                     singleton_key=message.singleton_key)
     out: list[Command] = []
     state = _record(state, out, "run.started", message.ts, event=message.event)
     for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
@@ -448,7 +526,14 @@ def _plan(state: RunState, planned: PlannedStep, ts: int, out: list[Command]) ->
                                          event=event, ts=ts, parent_run_id=state.run_id,
                                          parent_step_id=step_id)))
         state = _record(state, out, "step.invoking", ts, step_id=step_id)
-        return _park(state, step_id, Pending(kind="invoke", child_run_id=child))
+        timer_id = None
+        if planned.timeout_ms is not None:
+            timer = TimerFired(state.run_id, f"invoke:{step_id}", ts + planned.timeout_ms)
+            timer_id = timer.timer_id
+            out.append(Schedule(planned.timeout_ms, timer))
+        return _park(state, step_id, Pending(kind="invoke", child_run_id=child,
+                                             timer_id=timer_id,
+                                             abandon=planned.on_parent_cancel == "abandon"))
     return _memoize(state, step_id, MemoEntry(error=ErrorInfo(
         type="UnknownStepKind", message=f"step {step_id!r} has unknown kind {planned.kind!r}")))
 
@@ -467,6 +552,12 @@ def _timer(state: RunState, message: TimerFired, out: list[Command]) -> RunState
     if step_id is None:
         return state
     pending = state.pending[step_id]
+    if pending.kind == "invoke":
+        _let_go(state, pending, "its parent's invoke timed out", message.ts, out)
+        return _resolve(state, step_id, "invoke", out, ts=message.ts, output_json=None,
+                        error=ErrorInfo(type="InvokeTimeout", message=(
+                            f"child run {pending.child_run_id} did not end within the "
+                            "invoke's timeout")))
     if pending.kind in ("retry", "deferred"):
         state = _unpark(state, step_id)
         return _dispatch(state, out, step_id=step_id, attempt=pending.attempt,
@@ -500,10 +591,13 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
     for step_id, pending in state.pending.items():
         if pending.kind == "event":
             out.append(Watch(WaiterChanged(_step_waiter(state, step_id, pending), False)))
+        _let_go(state, pending, f"its parent run {state.run_id} ended {status}", ts, out)
     state = replace(state, status=status, ended_at=ts, output_json=output_json, error=error,
                     dispatched={}, pending={})
     state = _record(state, out, f"run.{status}", ts, output_json=output_json, error=error,
                     logs=logs or [])
+    if state.singleton_key is not None:
+        out.append(Release(SingletonReleased(state.singleton_key, state.run_id, ts)))
     if state.parent_run_id is not None and state.parent_step_id is not None:
         if status != COMPLETED and error is None:
             error = ErrorInfo(type="ChildRunFailed", message=f"child run ended {status}")
@@ -514,6 +608,13 @@ def _finish(state: RunState, status: str, ts: int, out: list[Command], *,
     if status == FAILED:
         out.append(Emit(_failure_event(state, ts)))
     return state
+
+
+def _let_go(state: RunState, pending: Pending, why: str, ts: int, out: list[Command]) -> None:
+    """The run stops waiting for a child run: cancel it, unless it is to be abandoned."""
+    if pending.kind == "invoke" and pending.child_run_id and not pending.abandon:
+        out.append(CancelChild(CancelRequested(run_id=pending.child_run_id,
+                                               reason=f"cancelled: {why}", ts=ts)))
 
 
 def _replay(state: RunState | None, message: ReplayRequested, policy: RunPolicy) -> Transition:

@@ -88,7 +88,7 @@ class Starter:
                 # the expression and its error in its history; the event's other
                 # functions start as usual.
                 report(self.metrics, function.id, "key", error)
-                decision.records += never_ran(function, event, run_id, "failed", ErrorInfo(
+                decision.records += never_ran(function.id, event, run_id, "failed", ErrorInfo(
                     type=type(error).__name__, message=str(error)))
         return decision
 

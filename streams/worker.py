@@ -72,7 +72,8 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
     return HttpApi(engine.store, engine.metrics, send_event, ready, send_control=send_control,
                    functions=engine.ss.functions,
                    replay_window_s=engine.settings.finished_run_retention_s,
-                   retention_s=engine.settings.readmodel_retention_s)
+                   retention_s=engine.settings.readmodel_retention_s,
+                   pauses=engine.pauses, send_pause=engine.control)
 
 
 async def serve_http(api: HttpApi, engine: Engine) -> None:

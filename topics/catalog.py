@@ -61,6 +61,8 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         # first, Faust-based runtime gave them: a running deployment keeps its state).
         spec(f"{settings.namespace}-runs-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
+        spec(f"{settings.namespace}-functions-changelog", {"cleanup.policy": "compact"}),
+        spec(f"{settings.namespace}-singletons-changelog", {"cleanup.policy": "compact"}),
     )
 
 

@@ -1,7 +1,8 @@
 "use strict";
 // The stepstream dashboard: plain JavaScript over the worker's JSON API (/openapi.json).
-// Views: #/runs (filters, pages), #/run/ID (timeline, outputs, errors, logs, cancel and
-// replay), #/functions (counts, failure rates, bulk replay), #/dlq (dead letters).
+// Views: #/runs (filters, pages, bulk cancel), #/run/ID (timeline, outputs, errors, logs,
+// cancel and replay), #/functions (counts, failure rates, bulk replay, pause and resume),
+// #/dlq (dead letters).
 // Data is only ever put in the page as text (textContent), never as HTML.
 
 const REFRESH_MS = 2000;
@@ -126,7 +127,9 @@ async function showRuns(params) {
       ["running", "completed", "failed", "cancelled"].map((s) => h("option", { value: s }, s)))),
     h("label", {}, "started after", h("input", { type: "datetime-local", name: "since" })),
     h("label", {}, "started before", h("input", { type: "datetime-local", name: "until" })),
-    h("button", { type: "button", onclick: () => { location.hash = "#/runs"; } }, "clear"));
+    h("button", { type: "button", onclick: () => { location.hash = "#/runs"; } }, "clear"),
+    h("button", { type: "button", id: "bulk-cancel", class: "danger", onclick: () => bulkCancel(filters) },
+      "cancel running…"));
   form.status.value = filters.status || "";
   form.since.value = toLocalInput(filters.since);
   form.until.value = toLocalInput(filters.until);
@@ -171,6 +174,24 @@ async function showRuns(params) {
     newer.disabled = !ui.cursors.length;
   }
   every(refresh);
+}
+
+// Cancels every running run the list's filters select, after a confirmation with the count.
+async function bulkCancel(filters) {
+  const query = { status: "running" };
+  if (filters.function) query.function = filters.function;
+  if (filters.since) query.started_after = Number(filters.since);
+  if (filters.until) query.started_before = Number(filters.until);
+  try {
+    const { matched } = await post("/v1/runs/cancel", { ...query, dry_run: true });
+    if (!matched) return notice("No running run matches these filters.");
+    const what = filters.function ? ` of ${filters.function}` : "";
+    if (!window.confirm(`Cancel ${matched} running runs${what}?`)) return;
+    const { requested } = await post("/v1/runs/cancel", { ...query, reason: "cancelled from the dashboard (bulk)" });
+    notice(`Cancel requested for ${requested} runs; each changes once the orchestrator has it.`);
+  } catch (err) {
+    notice(`Bulk cancel refused: ${err.message}`, true);
+  }
 }
 
 // --- one run ---------------------------------------------------------------------------
@@ -305,11 +326,12 @@ function showFunctions() {
   const body = h("tbody");
   setView(h("h1", {}, "Functions"),
     h("table", { id: "functions-table" }, h("thead", {}, h("tr", {},
-      ["function", "runs", "running", "completed", "failed", "cancelled", "failure rate", ""].map((c) => h("th", {}, c)))), body));
+      ["function", "state", "runs", "running", "completed", "failed", "cancelled", "failure rate", ""].map((c) => h("th", {}, c)))), body));
   every(async () => {
     const { functions } = await api("/v1/functions");
     body.replaceChildren(...functions.map((f) => h("tr", { "data-function": f.function_id },
       h("td", {}, h("a", { href: "#/runs?function=" + encodeURIComponent(f.function_id) }, f.function_id)),
+      h("td", { class: "state" }, badge(f.paused ? "paused" : "active")),
       h("td", {}, f.runs), h("td", {}, f.running), h("td", {}, f.completed), h("td", {}, f.failed), h("td", {}, f.cancelled),
       h("td", { class: "failure-rate" }, f.failure_rate == null ? "–" : [
         h("span", { class: "rate", style: `width:${Math.round(f.failure_rate * 60)}px` }), `${(f.failure_rate * 100).toFixed(1)} %`]),
@@ -317,9 +339,22 @@ function showFunctions() {
         if (window.confirm(`Replay the ${f.failed} failed runs of ${f.function_id}?`)) {
           act("Bulk replay", () => post(`/v1/functions/${encodeURIComponent(f.function_id)}/replay`, { status: "failed" }));
         }
-      } }, "replay failed")))));
-    if (!functions.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No functions yet.")));
+      } }, "replay failed"), " ", pauseButton(f)))));
+    if (!functions.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No functions yet.")));
   });
+}
+
+function pauseButton(f) {
+  const action = f.paused ? "resume" : "pause";
+  return h("button", { class: f.paused ? "primary pause-btn" : "pause-btn", onclick: async () => {
+    try {
+      await post(`/v1/functions/${encodeURIComponent(f.function_id)}/${action}`, {});
+      notice(f.paused ? `${f.function_id} resumed: its waiting runs continue.`
+        : `${f.function_id} paused: new events wait as runs, running runs stop after their current step.`);
+    } catch (err) {
+      notice(`${action} refused: ${err.message}`, true);
+    }
+  } }, f.paused ? "Resume" : "Pause");
 }
 
 function showDlq() {

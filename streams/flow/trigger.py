@@ -54,18 +54,18 @@ def dropped(function: FunctionDef, event: Event, run_id: str, key: str) -> list[
     limit = function.flow.rate_limit
     assert limit is not None
     where = f" for key {key!r}" if key else ""
-    return never_ran(function, event, run_id, "cancelled", ErrorInfo(type=RATE_LIMITED, message=(
+    return never_ran(function.id, event, run_id, "cancelled", ErrorInfo(type=RATE_LIMITED, message=(
         f"dropped: rate limit of {limit.limit} runs per {limit.period} reached{where}")))
 
 
-def never_ran(function: FunctionDef, event: Event, run_id: str, status: str,
-              error: ErrorInfo) -> list[HistoryRecord]:
+def never_ran(function_id: str, event: Event, run_id: str, status: str,
+              error: ErrorInfo, ts: int | None = None) -> list[HistoryRecord]:
     """The history of a run that ended (``status``) with ``error`` before it started."""
-    ts = now_ms()
+    ts = now_ms() if ts is None else ts
     return [HistoryRecord(run_id=run_id, seq=1, ts=ts, kind="run.started",
-                          function_id=function.id, event=event),
+                          function_id=function_id, event=event),
             HistoryRecord(run_id=run_id, seq=2, ts=ts, kind=f"run.{status}",
-                          function_id=function.id, error=error)]
+                          function_id=function_id, error=error)]
 
 
 class FlowTrigger:

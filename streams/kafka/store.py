@@ -307,5 +307,16 @@ class StateStore(Generic[V]):
             except Exception as exc:
                 skip(exc)
 
+    def current_values(self, skip: Callable[[Exception], None]
+                       ) -> Iterator[tuple[bytes, V]]:
+        """Every value with this transaction's writes (a scan in the middle of a batch)."""
+        overlay = dict(self._overlay)
+        for key, value in self.values(skip):
+            if key not in overlay:
+                yield key, value
+        for key, written in overlay.items():
+            if written is not _DELETED:
+                yield key, cast(V, written)
+
     def close(self) -> None:
         self.backend.close()

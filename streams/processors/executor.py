@@ -46,6 +46,7 @@ from streams.chain_heartbeat import ChainHeartbeat
 from streams.flow.gate import FlowGate
 from streams.kafka.local import is_local
 from streams.kafka.task import Fenced, Task
+from streams.pauses import FUNCTIONS, until_paused
 from streams.processors.orchestrator import RUNS, unknown_function_finished
 from streams.processors.outputs import Outputs, by_run_id
 
@@ -224,7 +225,10 @@ class Executor:
             outcome = await execute(function, request,
                                     max_output_bytes=self.settings.max_payload_bytes,
                                     send_events=self.send_events,
-                                    chain=held.budget(self.chain), on_progress=progress)
+                                    chain=until_paused(held.budget(self.chain),
+                                                       task.stores[FUNCTIONS],
+                                                       request.function_id),
+                                    on_progress=progress)
         self._count_attempt(request.function_id, outcome)
         await task.send_later([out.to("runs", run_id, outcome)], release=claim.release())
 

@@ -7,6 +7,7 @@ from one state."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from schemas.codec import DecodeError
@@ -14,9 +15,14 @@ from schemas.messages import (
     RUN_MESSAGES,
     ChildFinished,
     ErrorInfo,
+    FunctionControl,
     FunctionFinished,
+    HistoryRecord,
     RunStarted,
     RunState,
+    SingletonClaim,
+    SingletonHolder,
+    SingletonReleased,
 )
 from stepstream.step import now_ms
 from streams.kafka.store import StateStore
@@ -24,10 +30,12 @@ from streams.kafka.task import Record, Task
 from streams.leases import LeaseClock
 from streams.machine import (
     FINAL_STATUSES,
+    CancelChild,
     Command,
     Dispatch,
     Emit,
     NotifyParent,
+    Release,
     RunPolicy,
     Schedule,
     SendToDlq,
@@ -35,16 +43,29 @@ from streams.machine import (
     Watch,
     advance,
     is_lease,
+    resume,
 )
 from streams.machine import (
     Record as HistoryCommand,
 )
-from streams.processors.outputs import Outputs, by_run_id
+from streams.pauses import FUNCTIONS, apply_control, held_runs, paused
+from streams.processors.outputs import Outputs
+from streams.singletons import SINGLETONS, on_claim, on_release
 
 log = logging.getLogger("stepstream.orchestrator")
 
 RUNS = "runs"
 """The name of the run-state store."""
+
+INPUTS = (*RUN_MESSAGES, FunctionControl, SingletonClaim, SingletonReleased)
+
+
+def _owner(record: Any) -> str | None:
+    """What a record is about: its run, or its singleton key (None: a
+    ``FunctionControl``, on every partition)."""
+    if isinstance(record, SingletonClaim | SingletonReleased):
+        return record.key
+    return None if isinstance(record, FunctionControl) else str(record.run_id)
 
 
 class Orchestrator:
@@ -57,8 +78,14 @@ class Orchestrator:
         self.codec, self.metrics = outputs.codec, outputs.metrics
 
     async def process(self, task: Task, message: Any) -> None:
-        decoded = self.outputs.decoded(task, message, RUN_MESSAGES, owner=by_run_id)
+        decoded = self.outputs.decoded(task, message, INPUTS, owner=_owner)
         if decoded is None:
+            return
+        if isinstance(decoded, FunctionControl):
+            self._control(task, decoded)
+            return
+        if isinstance(decoded, SingletonClaim | SingletonReleased):
+            self._singleton(task, decoded)
             return
         store: StateStore[RunState] = task.stores[RUNS]
         key = decoded.run_id.encode()
@@ -78,19 +105,58 @@ class Orchestrator:
             for record in self._reject_unknown(decoded):
                 task.send(record)
             return
-        new_state, commands = advance(state, decoded, policy or RunPolicy())
+        policy = policy or RunPolicy()
+        if paused(task.stores[FUNCTIONS], function_id):
+            policy = replace(policy, paused=True)
+        new_state, commands = advance(state, decoded, policy)
         if new_state is state or new_state is None:
             log.debug("%s of %s at %s[%d]@%d changes nothing (state seq %s, pending %s)",
                       type(decoded).__name__, decoded.run_id, message.topic(),
                       message.partition(), message.offset(), state and state.seq,
                       state and list(state.pending.values()))
             return  # a duplicate or stale message: nothing changes
+        self._apply(task, state, new_state, commands)
+
+    def _apply(self, task: Task, old: RunState | None, new: RunState,
+               commands: list[Command]) -> None:
         for command in commands:
-            output = self._perform(new_state, command)
+            output = self._perform(new, command)
             if output is not None:
                 task.send(output)
-        store.put(key, new_state)
-        self._count_transition(state, new_state)
+        task.stores[RUNS].put(new.run_id.encode(), new)
+        self._count_transition(old, new)
+
+    def _control(self, task: Task, control: FunctionControl) -> None:
+        """A pause or resume of a function (``streams.pauses``); a resume dispatches the
+        runs the pause held, in this same transaction."""
+        if not apply_control(task.stores[FUNCTIONS], control) or control.paused:
+            return
+        held = held_runs(task.stores[RUNS], control.function_id, lambda exc: log.warning(
+            "undecodable run state in the store: %s", exc))
+        for state in held:
+            new_state, commands = resume(state, control.ts)
+            self._apply(task, state, new_state, commands)
+        if held:
+            log.info("resumed %d runs of %s on partition %d", len(held),
+                     control.function_id, task.partition)
+
+    def _singleton(self, task: Task, message: SingletonClaim | SingletonReleased) -> None:
+        """A run claims or releases a singleton key (``streams.singletons``)."""
+        table: StateStore[SingletonHolder] = task.stores[SINGLETONS]
+        key = message.key.encode()
+        holder = table.get(key)
+        if isinstance(message, SingletonClaim):
+            new, outputs = on_claim(holder, message, now_ms())
+        else:
+            new, outputs = on_release(holder, message, now_ms())
+        if new is None:
+            if holder is not None:
+                table.delete(key)
+        elif new != holder:
+            table.put(key, new)
+        for output in outputs:
+            task.send(self.outputs.history(output) if isinstance(output, HistoryRecord)
+                      else self.outputs.to("runs", output.run_id, output))
 
     def _perform(self, state: RunState, command: Command) -> Record | None:
         run_id, out = state.run_id, self.outputs
@@ -113,6 +179,10 @@ class Orchestrator:
                 return out.to("runs", start.run_id, start)
             case NotifyParent(finished):
                 return out.to("runs", finished.run_id, finished)
+            case CancelChild(cancel):
+                return out.to("runs", cancel.run_id, cancel)
+            case Release(released):
+                return out.to("runs", released.key, released)
             case Emit(event):
                 return out.to("events", event.id, event)
         raise TypeError(f"unknown command {command!r}")

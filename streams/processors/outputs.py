@@ -58,7 +58,7 @@ class Outputs:
         return self.to(f"delay.{tier}", key, wrapped)
 
     def decoded(self, task: Task, message: Any, kinds: Any,
-                owner: Callable[[Any], str] | None = None) -> Any:
+                owner: Callable[[Any], str | None] | None = None) -> Any:
         """``message``'s record if it decodes to one of ``kinds`` and lies where its key
         routes it; else it is set aside in ``task``'s transaction and None is returned.
 

@@ -13,6 +13,7 @@ from stepstream.step import now_ms
 from streams.flow.trigger import Decision
 from streams.kafka.task import Record, Task
 from streams.processors.outputs import Outputs
+from streams.singletons import start_records
 from streams.starts import Starter
 
 log = logging.getLogger("stepstream.trigger")
@@ -54,7 +55,7 @@ class Trigger:
 
     def decided(self, decision: Decision) -> list[Record]:
         out = self.outputs
-        records = [out.to("runs", start.run_id, start) for start in decision.starts]
+        records = start_records(out, self.starter.functions, decision.starts)
         records += [out.history(r) for r in decision.records]
         for timer in decision.timers:  # debounce and batch timers come back as events
             records.append(out.delayed("events", f"{timer.function_id}:{timer.key}", timer,

@@ -162,3 +162,45 @@ def test_with_a_token_the_dashboard_logs_in_with_a_session_cookie(
     assert page.context.cookies(worker.url) == []
     page.goto(worker.url + "/")
     expect(page.locator("form#login")).to_be_visible()
+
+
+def test_the_dashboard_pauses_and_resumes_a_function_and_cancels_runs_in_bulk(
+        settings: Settings, start_worker: WorkerFactory, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    from tests.integration.helpers import get_json, wait_for
+    from tests.integration.test_operator import held
+
+    worker = start_worker("tests.integration.operator_functions")
+    client = Stepstream("t", settings=settings)
+
+    # Pause: a new run waits; resume: it completes.
+    page.goto(worker.url + "/#/functions")
+    row = page.locator('#functions-table tr[data-function="gated"]')
+    expect(row.locator(".state")).to_contain_text("active")
+    row.locator(".pause-btn").click()
+    expect(page.locator("#notice")).to_contain_text("gated paused")
+    expect(row.locator(".state")).to_contain_text("paused")
+    waiting = run_id_for("gated", client.send("op/gated", {}))
+    wait_for(lambda: held(worker.url, waiting), what="the run held by the pause")
+    row.locator(".pause-btn").click()
+    expect(page.locator("#notice")).to_contain_text("gated resumed")
+    expect(row.locator(".state")).to_contain_text("active")
+    assert wait_for_run(worker.url, waiting)["status"] == "completed"
+
+    # Bulk cancel from the runs list's filters, after a confirmation with the count.
+    events = [client.send("op/nap", {}) for _ in range(3)]
+    naps = [run_id_for("napper", e) for e in events]
+    dozes = [run_id_for("dozer", e) for e in events]
+    for run_id in naps + dozes:
+        wait_for(lambda r=run_id: (get_json(f"{worker.url}/v1/runs/{r}") or {}).get("steps"),
+                 what=f"{run_id} asleep")
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.goto(worker.url + "/#/runs?function=napper&status=running")
+    expect(page.locator("#runs-table tbody tr[data-run-id]")).to_have_count(3)
+    page.click("#bulk-cancel")
+    expect(page.locator("#notice")).to_contain_text("Cancel requested for 3 runs")
+    assert asked == ["Cancel 3 running runs of napper?"]
+    assert [wait_for_run(worker.url, r)["status"] for r in naps] == ["cancelled"] * 3
+    assert [get_json(f"{worker.url}/v1/runs/{r}")["status"] for r in dozes] == ["running"] * 3

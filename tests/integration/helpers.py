@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +17,9 @@ from confluent_kafka import Consumer, Producer
 
 from schemas.codec import default_codec
 from schemas.messages import RunState
+from stepstream.settings import Settings
 from streams.run_records import RunRecords
+from tests.conftest import ROOT, settings_env
 
 FINAL = {"completed", "failed", "cancelled"}
 
@@ -28,6 +33,24 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         if exc.code == 404:
             return None
         raise
+
+
+def cli(settings: Settings, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``stepstream ARGS`` in a subprocess, against the worker API at ``url``."""
+    env = {**os.environ, **settings_env(settings), "STEPSTREAM_API_URL": url, "COLUMNS": "220"}
+    return subprocess.run([sys.executable, "-m", "stepstream.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def post(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """POST ``body`` as JSON to ``url``: the status and the decoded answer."""
+    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:

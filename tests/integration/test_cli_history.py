@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -15,8 +13,8 @@ from stepstream import Stepstream
 from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
-from tests.conftest import ROOT, fresh_settings, settings_env, worker_factory
-from tests.integration.helpers import get_json, wait_for, wait_for_run
+from tests.conftest import fresh_settings, worker_factory
+from tests.integration.helpers import cli, get_json, wait_for, wait_for_run
 from tests.integration.history_functions import fixed_key
 
 pytestmark = pytest.mark.integration
@@ -32,11 +30,7 @@ def kit(broker: DevBroker, redis_url: str,
 
 
 def stepstream(kit: Kit, *args: str) -> subprocess.CompletedProcess[str]:
-    settings, worker = kit
-    env = {**os.environ, **settings_env(settings), "STEPSTREAM_API_URL": worker.url,
-           "COLUMNS": "220"}
-    return subprocess.run([sys.executable, "-m", "stepstream.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return cli(kit[0], kit[1].url, *args)
 
 
 def ok(kit: Kit, *args: str) -> str:

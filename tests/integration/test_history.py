@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +21,7 @@ from streams.readmodel import READ_MODEL_PATTERNS
 from streams.rebuild import rebuild
 from tests.conftest import fresh_settings, worker_factory
 from tests.integration.functions import executions_key
-from tests.integration.helpers import get_json, wait_for, wait_for_run
+from tests.integration.helpers import get_json, post, wait_for, wait_for_run
 from tests.integration.history_functions import fixed_key
 
 pytestmark = pytest.mark.integration
@@ -41,16 +39,6 @@ def kit(broker: DevBroker, redis_url: str,
 
 def send(kit: Kit, name: str, data: dict[str, Any] | None = None) -> str:
     return Stepstream("t", settings=kit[0]).send(name, data or {})
-
-
-def post(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body or {}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.load(reply)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def executions(settings: Settings, run_id: str, step_id: str) -> int:

@@ -27,6 +27,7 @@ EXPORTS = [
     "RunFailed",
     "SerializationError",
     "Settings",
+    "Singleton",
     "StepError",
     "Stepstream",
     "StepstreamError",

@@ -279,16 +279,19 @@ def test_the_catalog_names_every_topic_of_the_namespace() -> None:
         "ns.events", "ns.runs", "ns.steps", "ns.history", "ns.steps.dlq", "ns.quarantine",
         "ns.delay.1s", "ns.delay.10s", "ns.delay.1m", "ns.delay.10m", "ns.delay.1h",
         "ns.waiters", "ns.events.by-name",
-        "ns-runs-changelog", "ns-waiters-changelog"}
+        "ns-runs-changelog", "ns-waiters-changelog", "ns-functions-changelog",
+        "ns-singletons-changelog"}
     assert all(s.replication == 3 for s in specs)
     # runs, steps and the delay tiers are joined by run id, waiters and re-keyed events
     # by event name, and the engine's tasks take partition p of every topic it reads:
     # same partition count.
     joined = {"ns.events", "ns.runs", "ns.steps", *(f"ns.delay.{t}" for t, _ in DELAY_TIERS),
-              "ns.waiters", "ns.events.by-name", "ns-runs-changelog", "ns-waiters-changelog"}
+              "ns.waiters", "ns.events.by-name", "ns-runs-changelog", "ns-waiters-changelog",
+              "ns-functions-changelog", "ns-singletons-changelog"}
     for name in joined:
         assert by_name[name].co_partitioned and by_name[name].partitions == 6
-    for name in ("ns-runs-changelog", "ns-waiters-changelog"):
+    for name in ("ns-runs-changelog", "ns-waiters-changelog", "ns-functions-changelog",
+                 "ns-singletons-changelog"):
         assert by_name[name].configs["cleanup.policy"] == "compact"
     for name in ("ns.events", "ns.runs", "ns.steps", "ns.history", "ns.steps.dlq",
                  "ns.waiters", "ns.events.by-name"):

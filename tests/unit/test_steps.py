@@ -315,6 +315,18 @@ async def test_an_invoke_is_planned_with_the_child_function_and_its_data() -> No
     assert last.output_json == '[{"r":1},2]'
 
 
+async def test_an_invoke_plans_its_timeout_and_what_becomes_of_the_child() -> None:
+    async def handler(ctx: Context) -> Any:
+        return await ctx.step.invoke("one", function="child-fn", timeout=timedelta(seconds=2),
+                                     on_parent_cancel="abandon")
+
+    planned = await execute(define(handler, Stepstream("t")), request(),
+                            max_output_bytes=LIMIT)
+    assert planned.steps == [PlannedStep(step_id="one", kind="invoke", function_id="child-fn",
+                                         data_json="{}", on_parent_cancel="abandon",
+                                         timeout_ms=2000)]
+
+
 async def test_a_child_run_that_failed_raises_step_error_in_the_parent() -> None:
     caught: list[StepError] = []
 

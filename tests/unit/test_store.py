@@ -45,6 +45,19 @@ def test_a_rolled_back_transaction_leaves_the_committed_values() -> None:
     assert runs.get(b"r1") == "kept" and runs.changes() == {}
 
 
+def test_a_scan_in_a_transaction_sees_its_writes() -> None:
+    runs = store()
+    runs.put(b"r1", "one")
+    runs.put(b"r2", "two")
+    runs.committed(runs.changes(), None)
+    runs.put(b"r2", "two again")
+    runs.delete(b"r1")
+    runs.put(b"r3", "three")
+    assert sorted(runs.current_values(lambda exc: None)) == [(b"r2", "two again"),
+                                                            (b"r3", "three")]
+    assert sorted(runs.values(lambda exc: None)) == [(b"r1", "one"), (b"r2", "two")]
+
+
 def test_restored_records_replace_what_was_decoded() -> None:
     runs = store()
     runs.put(b"r1", "ours")
