@@ -342,6 +342,9 @@ class HistoryRecord:
     next_attempt_at: int | None = None
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
+    event_id: str | None = None
+    """The id of the event that started the run, on each of its records (None: written
+    before stepstream recorded it), so a reader of one record knows the event."""
 
 
 @dataclass(frozen=True, slots=True)

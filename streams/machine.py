@@ -580,6 +580,7 @@ def _record(state: RunState, out: list[Command], kind: str, ts: int,
     seq = state.history_seq + 1
     out.append(Record(HistoryRecord(run_id=state.run_id, seq=seq, ts=ts, kind=kind,
                                     function_id=state.function_id,
+                                    event_id=state.event.id,
                                     **fields)))  # type: ignore[arg-type]
     return replace(state, history_seq=seq)
 
