@@ -58,5 +58,5 @@ def lifecycle_event(record: HistoryRecord) -> dict[str, Any]:
         "error_type": error.type if error is not None else None,
         "error_message": error.message if error is not None else None,
         "started_at": record.started_at, "ended_at": record.ended_at,
-        "next_attempt_at": record.next_attempt_at,
+        "next_attempt_at": record.next_attempt_at, "backfill": record.backfill,
     }

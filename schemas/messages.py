@@ -73,6 +73,8 @@ class RunStarted:
     parent_step_id: str | None = None
     batch: list[Event] = field(default_factory=list)
     """``batch_events``: every event of the batch (``event`` is the first); else empty."""
+    backfill: str | None = None
+    """The backfill (its consumer group) that started the run; None: the live path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +347,8 @@ class HistoryRecord:
     event_id: str | None = None
     """The id of the event that started the run, on each of its records (None: written
     before stepstream recorded it), so a reader of one record knows the event."""
+    backfill: str | None = None
+    """On ``run.started``: the backfill that started the run (``RunStarted.backfill``)."""
 
 
 @dataclass(frozen=True, slots=True)

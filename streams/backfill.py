@@ -97,7 +97,7 @@ class Backfill:
         codec = default_codec()
         outputs = Outputs(settings, codec, metrics, partitions, DelayTiers(settings))
         redis = redis_client.connect(settings.redis_url)
-        trigger = Trigger(outputs, Starter(self.ss, redis, metrics))
+        trigger = Trigger(outputs, Starter(self.ss, redis, metrics), backfill=self.group)
         source = Source(trigger, SourceRecords(RegistryDecoder(settings),
                                                limit=settings.max_payload_bytes),
                         self.function) if self.function.source is not None else None

@@ -255,7 +255,8 @@ def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
                      parent_run_id=message.parent_run_id,
                      parent_step_id=message.parent_step_id, batch=message.batch)
     out: list[Command] = []
-    state = _record(state, out, "run.started", message.ts, event=message.event)
+    state = _record(state, out, "run.started", message.ts, event=message.event,
+                    backfill=message.backfill)
     for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
                                  (_FINISH_TIMER, policy.finish_timeout_ms)):
         if timeout_ms is not None:

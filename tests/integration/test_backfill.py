@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -59,10 +60,10 @@ def engine_read_all_of(settings: Settings, suffix: str) -> None:
         consumer.close()
 
 
-def backfill(settings: Settings, *args: str) -> str:
+def backfill(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     done = stepstream(settings, "backfill", MODULE, *args, "--quiet")
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done
 
 
 def test_a_backfill_starts_runs_for_exactly_the_range_and_never_twice(
@@ -83,18 +84,23 @@ def test_a_backfill_starts_runs_for_exactly_the_range_and_never_twice(
     # Deployed after the records: its live group starts at the end (start="latest").
     worker = start_worker(MODULE)
 
-    out = backfill(settings, "hourly", "--from", "2026-11-01T11:00Z",
-                   "--to", "2026-11-01T12:00Z")
+    started = backfill(settings, "hourly", "--from", "2026-11-01T11:00Z",
+                       "--to", "2026-11-01T12:00Z")
+    out = started.stdout
 
     assert re.search(r"3 records in range of \d+ read; 3 run starts sent", out), out
     middle = {run_id_for("hourly", f"{topic}:{p}:{o}"): data
               for p, o, data in landed if data["hour"] == 1}
+    group = re.search(r"in group (\S+)", started.stderr)
+    assert group is not None, started.stderr
     for run_id, data in middle.items():
-        assert wait_for_run(worker.url, run_id)["output"] == data
+        run = wait_for_run(worker.url, run_id)
+        assert (run["output"], run["backfill"]) == (data, group[1])
 
     # Again, in a group of its own: the same run ids, which the engine already has.
-    assert "3 run starts sent" in backfill(settings, "hourly", "--from", "2026-11-01T11:00Z",
-                                           "--to", "2026-11-01T12:00Z")
+    again = backfill(settings, "hourly", "--from", "2026-11-01T11:00Z",
+                     "--to", "2026-11-01T12:00Z")
+    assert "3 run starts sent" in again.stdout
     engine_read_all_of(settings, "runs")
     assert sorted(starts_in_history(settings, "hourly")) == sorted(middle)
 
@@ -111,7 +117,7 @@ def test_a_function_added_later_gets_runs_for_past_events(
     earlier.stop()
     worker = start_worker(MODULE)  # the new version, with "later"
 
-    out = backfill(settings, "later", "--from", "earliest")
+    out = backfill(settings, "later", "--from", "earliest").stdout
 
     assert re.search(r"2 records in range of \d+ read; 2 run starts sent", out), out
     for n, event_id in enumerate(sent):
