@@ -159,10 +159,12 @@ class Backfill:
                 decided = await self._decide(message, trigger, source)
                 started += sum(1 for r in decided if r.topic == self.settings.topic("runs"))
                 records += decided
+            before = dict(reached)
             for tp in consumer.position([TopicPartition(topic, p) for p in left]):
                 # Past transaction markers too; none yet (negative) before a first fetch.
                 reached[tp.partition] = max(reached[tp.partition], tp.offset)
-            self._commit(consumer, producer, records, reached)
+            if records or reached != before:
+                self._commit(consumer, producer, records, reached)
             left = {p for p in left if reached[p] < ends[p]}
             if progress is not None:
                 progress(sum(min(reached[p], ends[p]) - starts[p] for p in reached), total)
