@@ -75,6 +75,8 @@ class RunStarted:
     """``batch_events``: every event of the batch (``event`` is the first); else empty."""
     singleton_key: str | None = None
     """The singleton key the run holds (``streams.singletons``): released when it ends."""
+    backfill: str | None = None
+    """The backfill (its consumer group) that started the run; None: the live path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +392,11 @@ class HistoryRecord:
     next_attempt_at: int | None = None
     logs: list[LogLine] = field(default_factory=list)
     """Log lines the dispatch emitted (``ctx.logger`` and Python logging), capped."""
+    event_id: str | None = None
+    """The id of the event that started the run, on each of its records (None: written
+    before stepstream recorded it), so a reader of one record knows the event."""
+    backfill: str | None = None
+    """On ``run.started``: the backfill that started the run (``RunStarted.backfill``)."""
 
 
 @dataclass(frozen=True, slots=True)

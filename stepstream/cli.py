@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from stepstream.cli_backfill import add_backfill
 from stepstream.cli_runs import add_commands
 from stepstream.errors import ConfigError, RunFailed, StepstreamError
 from stepstream.options import parse_duration
@@ -116,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     topics.set_defaults(run=_topics)
 
     add_commands(sub)  # runs, dlq, functions, history
+    add_backfill(sub)
     return root
 
 

@@ -14,6 +14,7 @@ from stepstream.masking import DEFAULT_SECRET_FIELDS, SecretFields
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+LIFECYCLE_FORMATS = ("none", "confluent")
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -133,6 +134,12 @@ class Settings:
     """Confluent Schema Registry (``https://host:8081``) that decodes records of source
     topics (``TopicTrigger``) in the Confluent wire format; empty: such records are
     quarantined."""
+    lifecycle_format: str = "none"
+    """The public lifecycle topic (``{namespace}.lifecycle``: run started, step completed
+    or failed, run finished; schema in ``schemas/public/``): ``none`` (the default: no
+    such topic; the history topic is as it always was) or ``confluent`` (derived from
+    the history topic in the Confluent wire format, its schema registered at
+    ``schema_registry_url`` under ``{namespace}.lifecycle-value``)."""
     schema_registry_username: str = ""
     """Basic auth user of the Schema Registry (Confluent Cloud: the API key)."""
     schema_registry_password: str = field(default="", repr=False)
@@ -178,6 +185,11 @@ class Settings:
             raise ConfigError("newer_schema_wait_s must be >= 0")
         if self.http_session_s <= 0:
             raise ConfigError("http_session_s must be > 0")
+        if self.lifecycle_format not in LIFECYCLE_FORMATS:
+            raise ConfigError(f"lifecycle_format {self.lifecycle_format!r} must be one of "
+                              f"{', '.join(LIFECYCLE_FORMATS)}")
+        if self.lifecycle_format == "confluent" and not self.schema_registry_url:
+            raise ConfigError("lifecycle_format confluent needs schema_registry_url")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigError("ssl_certfile and ssl_keyfile go together")
 

@@ -10,7 +10,9 @@ commit in Kafka transactions:
   store), all co-partitioned, so the worker that owns a run's state also executes its steps;
 - the delay tiers': the delay forwarder;
 - one per source group (``streams.sources``): records of topics stepstream does not
-  own, as run starts or as events for the waiters.
+  own, as run starts or as events for the waiters;
+- with ``lifecycle_format=confluent``, the lifecycle topic's: history into the public
+  lifecycle topic (``streams.processors.lifecycle``).
 
 Beside them, the history projector (history into the Redis read model, at-least-once)
 and, when functions have schedules, the cron clock.
@@ -58,6 +60,7 @@ from streams.policy import policy_of
 from streams.processors.delays import FETCH_WAIT_MS as DELAY_FETCH_WAIT_MS
 from streams.processors.delays import DelayForwarder
 from streams.processors.executor import Executor
+from streams.processors.lifecycle import ConfluentLifecycle, Lifecycle
 from streams.processors.matcher import WAITERS, Matcher
 from streams.processors.orchestrator import RUNS, Orchestrator
 from streams.processors.outputs import Outputs
@@ -165,6 +168,16 @@ class Engine:
         self._starts = [(self.runtime, topic("events"))] + [
             (runtime, group.topic) for runtime, group in zip(self.sources, groups, strict=True)
             if group.function is not None]
+        self.lifecycle: Runtime | None = None
+        if settings.lifecycle_format == "confluent":
+            self.lifecycle = Runtime(
+                settings, group_id=f"{settings.namespace}-lifecycle",
+                transactional_prefix=f"{settings.namespace}.lifecycle",
+                processors={topic("history"): Lifecycle(
+                    self.outputs, self.codec,
+                    ConfluentLifecycle(settings, topic("lifecycle")))},
+                fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
+                refused=self.outputs.quarantined)
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
         self.intake = RunIntake(settings.max_active_runs, self._throttle_starts)
@@ -284,11 +297,11 @@ class Engine:
         """The engine's runtime has its partitions and every task is started; the others
         have joined their groups."""
         return self.runtime.ready and all(
-            runtime.joined for runtime in [self.delay_runtime, *self.sources])
+            runtime.joined for runtime in self._runtimes()[1:])
 
     async def run(self) -> None:
         """Run until ``stop``: the runtimes, the projector, the cron clock."""
-        runtimes = [self.runtime, self.delay_runtime, *self.sources]
+        runtimes = self._runtimes()
         jobs = [*(asyncio.ensure_future(runtime.run()) for runtime in runtimes),
                 asyncio.ensure_future(self.projector.run()),
                 asyncio.ensure_future(expire_finished_runs(
@@ -316,6 +329,11 @@ class Engine:
 
     def stop(self) -> None:
         self._stopped.set()
+
+    def _runtimes(self) -> list[Runtime]:
+        """Every runtime of the worker, the engine's first."""
+        lifecycle = [self.lifecycle] if self.lifecycle is not None else []
+        return [self.runtime, self.delay_runtime, *self.sources, *lifecycle]
 
     async def _cron(self) -> None:
         """Start cron runs on time; every worker does, and the run ids make it one run."""

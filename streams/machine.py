@@ -333,7 +333,8 @@ def _start(_: None, message: RunStarted, policy: RunPolicy) -> Transition:
                      parent_step_id=message.parent_step_id, batch=message.batch,
                      singleton_key=message.singleton_key)
     out: list[Command] = []
-    state = _record(state, out, "run.started", message.ts, event=message.event)
+    state = _record(state, out, "run.started", message.ts, event=message.event,
+                    backfill=message.backfill)
     for timer_id, timeout_ms in ((_START_TIMER, policy.start_timeout_ms),
                                  (_FINISH_TIMER, policy.finish_timeout_ms)):
         if timeout_ms is not None:
@@ -681,6 +682,7 @@ def _record(state: RunState, out: list[Command], kind: str, ts: int,
     seq = state.history_seq + 1
     out.append(Record(HistoryRecord(run_id=state.run_id, seq=seq, ts=ts, kind=kind,
                                     function_id=state.function_id,
+                                    event_id=state.event.id,
                                     **fields)))  # type: ignore[arg-type]
     return replace(state, history_seq=seq)
 

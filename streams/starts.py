@@ -57,13 +57,16 @@ class Starter:
         return (await self.decide(event)).starts
 
     async def decide(self, event: Event, *, source: tuple[FunctionDef, dict[str, Any]]
-                     | None = None) -> Decision:
+                     | None = None, only: str | None = None) -> Decision:
         """What ``event`` starts now, later (flow-control timers), or drops (rate limits).
 
         ``source``: the event is a topic's record, for this function only; its
-        conditions also see the record as ``record`` (``stepstream.topic_trigger``)."""
+        conditions also see the record as ``record`` (``stepstream.topic_trigger``).
+        ``only``: of the functions the event triggers, only this one (a backfill's)."""
         decision = Decision()
         functions = self.by_trigger.get(event.name) if source is None else [source[0]]
+        if only is not None:
+            functions = [f for f in functions or () if f.id == only]
         if not functions:
             return decision
         context: dict[str, Any] = {"event": event_context(event)}

@@ -62,7 +62,7 @@ def new_doc(record: HistoryRecord) -> dict[str, Any]:
     return {"run_id": record.run_id, "function_id": record.function_id, "status": "running",
             "event": None, "started_at": record.ts, "ended_at": None, "duration_ms": None,
             "output": None, "error": None, "replays": 0, "steps": [], "logs": [],
-            "logs_dropped": 0, "dead_letters": [], "seq": 0}
+            "logs_dropped": 0, "dead_letters": [], "seq": 0, "backfill": None}
 
 
 def starts_again(doc: dict[str, Any] | None, record: HistoryRecord) -> bool:
@@ -85,6 +85,7 @@ def apply_record(doc: dict[str, Any] | None, record: HistoryRecord) -> dict[str,
             doc["event"] = {"id": record.event.id, "name": record.event.name,
                             "data": json.loads(record.event.data_json), "ts": record.event.ts}
         doc["started_at"] = record.ts
+        doc["backfill"] = record.backfill
     elif kind == "run.replayed":
         doc.update(status="running", ended_at=None, duration_ms=None, output=None, error=None,
                    replays=doc["replays"] + 1, dead_letters=[])

@@ -63,6 +63,10 @@ def catalog(settings: Settings) -> tuple[TopicSpec, ...]:
         spec(f"{settings.namespace}-waiters-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-functions-changelog", {"cleanup.policy": "compact"}),
         spec(f"{settings.namespace}-singletons-changelog", {"cleanup.policy": "compact"}),
+        # The public lifecycle topic, derived from history (streams.processors.lifecycle)
+        # only when asked for; keyed by run id like history, kept as long.
+        *([spec(topic("lifecycle"), _deleting(30), joined=False)]
+          if settings.lifecycle_format != "none" else []),
     )
 
 

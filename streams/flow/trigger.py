@@ -63,9 +63,9 @@ def never_ran(function_id: str, event: Event, run_id: str, status: str,
     """The history of a run that ended (``status``) with ``error`` before it started."""
     ts = now_ms() if ts is None else ts
     return [HistoryRecord(run_id=run_id, seq=1, ts=ts, kind="run.started",
-                          function_id=function_id, event=event),
+                          function_id=function_id, event=event, event_id=event.id),
             HistoryRecord(run_id=run_id, seq=2, ts=ts, kind=f"run.{status}",
-                          function_id=function_id, error=error)]
+                          function_id=function_id, error=error, event_id=event.id)]
 
 
 class FlowTrigger:

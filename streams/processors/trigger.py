@@ -4,6 +4,7 @@ run starts (DESIGN §4). Every event is also re-keyed by name for the waiter mat
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from schemas.codec import DecodeError
@@ -22,8 +23,11 @@ log = logging.getLogger("stepstream.trigger")
 class Trigger:
     """Processes ``{namespace}.events``."""
 
-    def __init__(self, outputs: Outputs, starter: Starter) -> None:
-        self.outputs, self.starter = outputs, starter
+    def __init__(self, outputs: Outputs, starter: Starter, *, backfill: str | None = None
+                 ) -> None:
+        """``backfill``: the backfill this trigger decides for, tagged on the runs it
+        starts (``streams.backfill``)."""
+        self.outputs, self.starter, self.backfill = outputs, starter, backfill
         self.codec, self.metrics = outputs.codec, outputs.metrics
 
     async def process(self, task: Task, message: Any) -> None:
@@ -55,7 +59,9 @@ class Trigger:
 
     def decided(self, decision: Decision) -> list[Record]:
         out = self.outputs
-        records = start_records(out, self.starter.functions, decision.starts)
+        starts = decision.starts if self.backfill is None else [
+            replace(start, backfill=self.backfill) for start in decision.starts]
+        records = start_records(out, self.starter.functions, starts)
         records += [out.history(r) for r in decision.records]
         for timer in decision.timers:  # debounce and batch timers come back as events
             records.append(out.delayed("events", f"{timer.function_id}:{timer.key}", timer,

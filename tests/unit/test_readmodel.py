@@ -49,7 +49,7 @@ def test_a_started_run() -> None:
                              "ts": 1},
                    "started_at": 50, "ended_at": None, "duration_ms": None, "output": None,
                    "error": None, "replays": 0, "steps": [], "logs": [], "logs_dropped": 0,
-                   "dead_letters": [], "seq": 1}
+                   "dead_letters": [], "seq": 1, "backfill": None}
 
 
 def test_the_run_document_builds_up_from_its_records() -> None:
