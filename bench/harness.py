@@ -53,12 +53,12 @@ class Cluster:
     def broker_pids(self) -> list[int]:
         return self.broker.pids if self.broker else []
 
-    def add_workers(self, count: int = 1) -> Cluster:
+    def add_workers(self, count: int = 1, *, ready_timeout: float = 60.0) -> Cluster:
         """Start ``count`` more workers and wait until they own partitions."""
         new = [self._start(len(self.workers) + i) for i in range(count)]
         self.workers += new
         for worker in new:
-            worker.wait_ready()
+            worker.wait_ready(ready_timeout)
         if len(self.workers) > 1:
             time.sleep(2.0)  # let the group settle: readiness comes before the last rebalance
         return self

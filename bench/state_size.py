@@ -62,7 +62,7 @@ def wait_until(done: Callable[[dict[str, float]], bool], url: str, timeout: floa
         time.sleep(0.5)
 
 
-def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
+def measure(scenario: str, runs: int, timeout: float, store: str) -> dict[str, Any]:
     event, data = {"finished": ("bench/noop", {"n": 1}),
                    "sleeping": ("bench/nap", {})}[scenario]
     done: Callable[[dict[str, float]], bool] = {
@@ -72,6 +72,7 @@ def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
                                and m.get("stepstream_runs_active", 1) == 0),
     }[scenario]
     with running_engine("bench.functions", STEPSTREAM_MONITOR_INTERVAL_S="1",
+                        STEPSTREAM_STORE=store,
                         STEPSTREAM_FINISHED_RUN_RETENTION_S=str(WINDOW_S)) as cluster:
         worker = cluster.workers[0]
         assert worker.process is not None
@@ -86,12 +87,14 @@ def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
         # memory back (streams.memory) within the same time.
         time.sleep(max(WINDOW_S, TRIM_INTERVAL_S) + 5)
         after = rss_mb(worker.process.pid)
+        log(json.dumps({"scenario": scenario, "runs": runs, "took_s": round(took, 1),
+                        "rss_before_mb": before, "rss_done_mb": peak, "rss_after_mb": after}))
         killed = time.perf_counter()
         worker.kill()
         cluster.workers.remove(worker)  # alone again: add_workers waits for no rebalance
-        cluster.add_workers(1)
+        cluster.add_workers(1, ready_timeout=timeout)
         restart = time.perf_counter() - killed
-    row = {"scenario": scenario, "runs": runs, "runs_per_s": round(runs / took),
+    row = {"scenario": scenario, "store": store, "runs": runs, "runs_per_s": round(runs / took),
            "rss_before_mb": before, "rss_done_mb": peak, "rss_after_mb": after,
            "rss_growth_mb": round(after - before, 1), "restart_s": round(restart, 1),
            "load": round(loadavg(), 1)}
@@ -101,10 +104,11 @@ def measure(scenario: str, runs: int, timeout: float) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     return format_table(
-        ["scenario", "runs", "runs/s", "RSS before MB", "RSS when done MB", "RSS after MB",
-         "growth MB", "kill -9 → new worker ready s", "load 1m"],
-        [[r["scenario"], r["runs"], r["runs_per_s"], r["rss_before_mb"], r["rss_done_mb"],
-          r["rss_after_mb"], r["rss_growth_mb"], r["restart_s"], r["load"]] for r in rows])
+        ["scenario", "store", "runs", "runs/s", "RSS before MB", "RSS when done MB",
+         "RSS after MB", "growth MB", "kill -9 → new worker ready s", "load 1m"],
+        [[r["scenario"], r["store"], r["runs"], r["runs_per_s"], r["rss_before_mb"],
+          r["rss_done_mb"], r["rss_after_mb"], r["rss_growth_mb"], r["restart_s"], r["load"]]
+         for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200_000)
     parser.add_argument("--scenarios", nargs="+", default=["finished", "sleeping"])
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--store", default="memory://",
+                        help="STEPSTREAM_STORE of the worker (memory:// or rocksdb://)")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args(argv)
-    rows = [measure(s, args.runs, args.timeout) for s in args.scenarios]
+    rows = [measure(s, args.runs, args.timeout, args.store) for s in args.scenarios]
     print(table(rows))
     if args.write:
         write_results("Memory and restart after many runs (one worker)",
-                      f"python -m bench.state_size --runs {args.runs} --scenarios "
-                      + " ".join(args.scenarios), table(rows))
+                      f"python -m bench.state_size --runs {args.runs} --store {args.store} "
+                      "--scenarios " + " ".join(args.scenarios), table(rows))
     return 0
 
 
