@@ -55,6 +55,9 @@ class Settings:
     state with its changelog position: a restart reads only the tail)."""
     data_dir: str = ".stepstream"
     """Where a worker keeps local store state (``rocksdb://``)."""
+    rocksdb_memory_mb: int = 64
+    """What a worker's RocksDB stores take in memory, all together (block cache and
+    memtables; ``rocksdb://`` only)."""
     read_committed: bool = True
     """Consumers read only committed transactions (Kafka's ``read_committed``). Turning it off
     lets the engine see records of open and aborted transactions: only for a broker whose
@@ -157,6 +160,8 @@ class Settings:
             raise ConfigError("partitions and replication must be >= 1")
         if self.executor_concurrency < 1:
             raise ConfigError("executor_concurrency must be >= 1")
+        if self.rocksdb_memory_mb < 8:
+            raise ConfigError("rocksdb_memory_mb must be >= 8")
         if self.max_active_runs < 1:
             raise ConfigError("max_active_runs must be >= 1")
         if not self.brokers.strip():

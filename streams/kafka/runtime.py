@@ -549,7 +549,8 @@ class Runtime:
             backend = self._suspended.pop((spec.changelog, partition), None)
             if backend is None:
                 backend = open_backend(self.settings.store, self.settings.data_dir,
-                                       f"{self.settings.namespace}/{spec.name}-{partition}")
+                                       f"{self.settings.namespace}/{spec.name}-{partition}",
+                                       memory_mb=self.settings.rocksdb_memory_mb)
             stores[spec.name] = StateStore(spec.changelog, partition, backend, spec.layout)
         return stores
 

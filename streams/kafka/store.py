@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from streams.kafka.rocks_memory import shared_options
+
 V = TypeVar("V")
 
 log = logging.getLogger("stepstream.store")
@@ -91,11 +93,11 @@ class RocksBackend:
     position it holds written in the same batch as the values: a restarted worker
     reads only the changelog's tail."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory_mb: int = 64) -> None:
         from rocksdict import Rdict
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = Rdict(str(path))
+        self._db = Rdict(str(path), shared_options(memory_mb))
         self._count = sum(key != _POSITION_KEY for key in self._db.keys())  # noqa: SIM118
 
     def get(self, key: bytes) -> bytes | None:
@@ -135,8 +137,9 @@ class RocksBackend:
         self._db.close()
 
 
-def open_backend(url: str, data_dir: str, name: str) -> Backend:
-    """The backend ``url`` names (``memory://`` or ``rocksdb://``) for store ``name``.
+def open_backend(url: str, data_dir: str, name: str, *, memory_mb: int = 64) -> Backend:
+    """The backend ``url`` names (``memory://`` or ``rocksdb://``) for store ``name``;
+    RocksDB stores share ``memory_mb`` (``streams.kafka.rocks_memory``).
 
     A RocksDB database another process holds open (a frozen worker that lost the
     partition) cannot be shared: that partition is kept in memory instead.
@@ -145,7 +148,7 @@ def open_backend(url: str, data_dir: str, name: str) -> Backend:
         return MemoryBackend()
     path = Path(data_dir) / name
     try:
-        return RocksBackend(path)
+        return RocksBackend(path, memory_mb)
     except Exception as exc:  # locked by another process, or damaged
         log.warning("store %s: RocksDB at %s unusable (%s); keeping it in memory", name,
                     path, exc)

@@ -90,3 +90,15 @@ def test_a_rocksdb_store_held_by_another_process_is_kept_in_memory(tmp_path: Pat
     assert isinstance(fallback, MemoryBackend)
     held.close()
     assert isinstance(open_backend("memory://", str(tmp_path), "ns/runs-0"), MemoryBackend)
+
+
+def test_rocksdb_stores_keep_their_memtables_within_the_shared_budget(tmp_path: Path) -> None:
+    # RocksDB's default memtable (64 MB) would hold these 12 MB in memory; within a
+    # budget of 8 MB (streams.kafka.rocks_memory) the store flushes them to disk.
+    backend = open_backend("rocksdb://", str(tmp_path), "ns/runs-0", memory_mb=8)
+    value = bytes(1024)
+    for batch in range(12):
+        backend.apply({f"{batch}-{i}".encode(): value for i in range(1024)}, batch)
+    flushed = list((tmp_path / "ns" / "runs-0").glob("*.sst"))
+    backend.close()
+    assert flushed
