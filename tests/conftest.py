@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stepstream.devservices import DevBroker, DevRedis, WorkerProcess
+from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, forget_namespace
 from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,9 +80,11 @@ def fresh_settings(broker: DevBroker, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def settings(broker: DevBroker, redis_url: str) -> Settings:
-    """Settings of a namespace of this test's own."""
-    return fresh_settings(broker, redis_url)
+def settings(broker: DevBroker, redis_url: str) -> Iterator[Settings]:
+    """Settings of a namespace of this test's own; its Redis keys go afterwards."""
+    settings = fresh_settings(broker, redis_url)
+    yield settings
+    forget_namespace(redis_url, settings.namespace)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

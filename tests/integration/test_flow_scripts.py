@@ -26,7 +26,7 @@ async def store(redis_url: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
     client = aioredis.Redis.from_url(redis_url)
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield client, prefix
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    keys = [k async for k in client.scan_iter(f"{prefix}:*", count=1000)]
     if keys:
         await client.delete(*keys)
     await client.aclose()
