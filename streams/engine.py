@@ -132,15 +132,9 @@ class Engine:
                         topic("events.by-name"): matcher},
             stores=[StoreSpec(RUNS, f"{settings.namespace}-runs-changelog",
                               RunRecords(self.codec)),
-                    StoreSpec(WAITERS, f"{settings.namespace}-waiters-changelog",
-                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, (Waiter, WaiterSet)))),
-                    StoreSpec(FUNCTIONS, f"{settings.namespace}-functions-changelog",
-                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, FunctionControl))),
-                    StoreSpec(SINGLETONS, f"{settings.namespace}-singletons-changelog",
-                              WholeValues(self.codec.encode, lambda raw: self.codec.decode_as(
-                                  raw, SingletonHolder)))],
+                    self._whole_values(WAITERS, (Waiter, WaiterSet)),
+                    self._whole_values(FUNCTIONS, FunctionControl),
+                    self._whole_values(SINGLETONS, SingletonHolder)],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
             local_topics=[topic("runs"), topic("steps")], settle=self.executor.settle)
@@ -188,10 +182,9 @@ class Engine:
         self.runtime.ended.append(self.executor.task_ended)
         self.runtime.started.append(matcher.task_started)
         self.runtime.ended.append(matcher.task_ended)
-        self.runtime.started.append(self._observe_finished)
+        self.runtime.started.append(self._observe_runs)
         self.runtime.started.append(self._show_pauses)
         self.runtime.ended.append(self.finished.forget)
-        self.runtime.started.append(self._observe_active)
         self.runtime.ended.append(lambda task: self.intake.forget(task.partition))
         self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
         self._stopped = asyncio.Event()
@@ -273,18 +266,22 @@ class Engine:
         for observer in self._table_observers:
             observer(task, states)
 
-    def _observe_finished(self, task: Task) -> None:
-        task.stores[RUNS].observers.append(functools.partial(self.finished.written,
-                                                             task.partition))
+    def _observe_runs(self, task: Task) -> None:
+        """Show each committed write of the task's runs store to what follows runs: the
+        finished-run sweep and the run intake."""
+        for written in (self.finished.written, self.intake.written):
+            task.stores[RUNS].observers.append(functools.partial(written, task.partition))
+
+    def _whole_values(self, name: str, kinds: type | tuple[type, ...]) -> StoreSpec:
+        """A table whose values are records of ``kinds``, each in one changelog record."""
+        codec = self.codec
+        return StoreSpec(name, f"{self.settings.namespace}-{name}-changelog",
+                         WholeValues(codec.encode, lambda raw: codec.decode_as(raw, kinds)))
 
     def _throttle_starts(self, paused: bool) -> None:
         """Stop (or go on) reading what starts runs (``streams.intake``)."""
         for runtime, source in self._starts:
             runtime.throttle(source, paused)
-
-    def _observe_active(self, task: Task) -> None:
-        task.stores[RUNS].observers.append(functools.partial(self.intake.written,
-                                                             task.partition))
 
     def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
         for _, state in states:
