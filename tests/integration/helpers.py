@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -182,3 +183,27 @@ def run_states(messages: Iterable[Any]) -> list[tuple[Any, RunState]]:
         elif value is not None:
             states.append((message, layout.value(key, value, parts.get)))
     return states
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of the exposition, keyed by name and labels as written."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            samples[series] = float(value)
+    return samples
+
+
+def sample(samples: dict[str, float], name: str, **labels: str) -> float | None:
+    """The sample of ``name`` whose labels include ``labels``."""
+    for series, value in samples.items():
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})?", series)
+        if match is None or match[1] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return value
+    return None

@@ -4,7 +4,6 @@ retries, dead letters, quarantine, per-partition lag, table sizes and worker inf
 
 from __future__ import annotations
 
-import re
 import urllib.request
 
 import pytest
@@ -13,33 +12,16 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration.helpers import get_json, produce_raw, wait_for, wait_for_run
+from tests.integration.helpers import (
+    get_json,
+    produce_raw,
+    sample,
+    scrape,
+    wait_for,
+    wait_for_run,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Every sample of the exposition, keyed by name and labels as written."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            samples[series] = float(value)
-    return samples
-
-
-def sample(samples: dict[str, float], name: str, **labels: str) -> float | None:
-    """The sample of ``name`` whose labels include ``labels``."""
-    for series, value in samples.items():
-        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})?", series)
-        if match is None or match[1] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return value
-    return None
 
 
 def post(url: str) -> int:

@@ -3,9 +3,7 @@ events: they wait in Kafka, and start once runs have moved on (``streams.intake`
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
 import redis
 
@@ -14,15 +12,13 @@ from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.integration.functions import executions, release_key
-from tests.integration.helpers import wait_for, wait_for_run
+from tests.integration.helpers import sample, scrape, wait_for, wait_for_run
 
 
 def gauge(url: str, name: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
+    value = sample(scrape(url), name)
+    assert value is not None, f"{name} not in /metrics"
+    return value
 
 
 def test_events_wait_in_kafka_while_the_worker_has_its_fill_of_active_runs(
