@@ -23,11 +23,15 @@ from typing import Any
 class ReplayPaths:
     """Per run: the step ids of its last dispatch on this process, bounded (LRU).
 
+    About twice the runs a worker keeps active (``STEPSTREAM_MAX_ACTIVE_RUNS``, 1,000):
+    the check matters between a run's dispatches in quick succession; a run that slept
+    a week is checked afresh (an entry holds ~0.4 KB, and sleeping runs are many).
+
     An entry also holds the handler that ran, so that the same run id under another
     handler (tests reuse ids) is not taken for the same code.
     """
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 2048) -> None:
         self.capacity = capacity
         self._paths: OrderedDict[str, tuple[Any, tuple[str, ...], frozenset[str]]] = (
             OrderedDict())

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from schemas.codec import default_codec
@@ -70,6 +70,7 @@ from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.registry import RegistryDecoder
 from streams.retention import expire_finished_runs
+from streams.run_index import INDEXED, IndexBuild, InFlight, active_runs, is_active
 from streams.run_records import RunRecords
 from streams.singletons import SINGLETONS, start_records
 from streams.source_records import SourceRecords
@@ -78,9 +79,6 @@ from streams.starts import Starter
 from topics.catalog import catalog
 
 log = logging.getLogger("stepstream.engine")
-
-TableObserver = Callable[[Task, Sequence[tuple[bytes, RunState]]], None]
-"""Told the run states of a runs store partition once it is restored."""
 
 
 class Engine:
@@ -175,18 +173,15 @@ class Engine:
         self.projector = HistoryProjector(settings, self.store, self.codec, self.quarantine)
         self.finished = FinishedRuns(settings.finished_run_retention_s)
         self.intake = RunIntake(settings.max_active_runs, self._throttle_starts)
-        self._table_observers: list[TableObserver] = [
-            self._arm_leases, self.finished.rebuild,
-            lambda task, states: self.intake.rebuild(task.partition, states)]
-        self.runtime.started.append(self._scan_runs)
+        self.in_flight = InFlight()
+        self._index_builds: dict[int, IndexBuild] = {}
+        self.runtime.started.append(self._runs_restored)
         self.runtime.ended.append(self.executor.task_ended)
         self.runtime.started.append(matcher.task_started)
         self.runtime.ended.append(matcher.task_ended)
-        self.runtime.started.append(self._observe_runs)
         self.runtime.started.append(self._show_pauses)
-        self.runtime.ended.append(self.finished.forget)
-        self.runtime.ended.append(lambda task: self.intake.forget(task.partition))
-        self.runtime.every(SWEEP_EVERY_S, self.finished.sweep)
+        self.runtime.ended.append(self._runs_revoked)
+        self.runtime.every(SWEEP_EVERY_S, self._sweep_runs)
         self._stopped = asyncio.Event()
 
     # --- sending outside the tasks ------------------------------------------------------
@@ -253,24 +248,37 @@ class Engine:
         if task is not None:  # else its next owner arms it from its store
             await task.send_later([record])
 
-    def on_restored_runs(self, observer: TableObserver) -> None:
-        """Call ``observer`` with the run states of each runs store partition this worker
-        is assigned, once it is restored (restored runs are not written, so nothing else
-        shows them). One scan feeds every observer."""
-        self._table_observers.append(observer)
+    def _runs_restored(self, task: Task) -> None:
+        """The task's runs store is restored: what follows runs learns its runs from the
+        table's index (``streams.run_index``), and each committed write from then on."""
+        store, partition = task.stores[RUNS], task.partition
+        self.in_flight.restored(partition, store)
+        store.record_observers.append(functools.partial(self.in_flight.committed, partition))
+        store.observers.append(functools.partial(self.intake.written, partition))
+        if store.marked(INDEXED):
+            active = active_runs(store)
+        else:  # written before the index: read once, indexed by the sweep (_sweep_runs)
+            self._index_builds[partition] = IndexBuild(store)
+            active = [(key, state) for key, state in store.values(
+                lambda exc: log.warning("undecodable run state in the store: %s", exc))
+                if is_active(state)]
+        self.intake.rebuild(partition, active)
+        for _, state in active:
+            self.leases.arm_held(state)
 
-    async def _scan_runs(self, task: Task) -> None:
-        store = task.stores[RUNS]
-        states = list(store.values(
-            lambda exc: log.warning("undecodable run state in the store: %s", exc)))
-        for observer in self._table_observers:
-            observer(task, states)
+    def _runs_revoked(self, task: Task) -> None:
+        self.in_flight.forget(task.partition)
+        self.intake.forget(task.partition)
+        self._index_builds.pop(task.partition, None)
 
-    def _observe_runs(self, task: Task) -> None:
-        """Show each committed write of the task's runs store to what follows runs: the
-        finished-run sweep and the run intake."""
-        for written in (self.finished.written, self.intake.written):
-            task.stores[RUNS].observers.append(functools.partial(written, task.partition))
+    def _sweep_runs(self, task: Task) -> None:
+        """Index a partition written before the index, then delete finished runs whose
+        window is over (``streams.expiry``)."""
+        build = self._index_builds.get(task.partition)
+        if build is None:
+            self.finished.sweep(task)
+        elif build.step():
+            del self._index_builds[task.partition]
 
     def _whole_values(self, name: str, kinds: type | tuple[type, ...]) -> StoreSpec:
         """A table whose values are records of ``kinds``, each in one changelog record."""
@@ -282,10 +290,6 @@ class Engine:
         """Stop (or go on) reading what starts runs (``streams.intake``)."""
         for runtime, source in self._starts:
             runtime.throttle(source, paused)
-
-    def _arm_leases(self, _task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
-        for _, state in states:
-            self.leases.arm_held(state)
 
     # --- running ------------------------------------------------------------------------
 

@@ -20,17 +20,12 @@ import logging
 from collections.abc import Callable, Iterable
 
 from schemas.messages import RunState
-from streams.machine import RUNNING
+from streams.run_index import is_active
 
 log = logging.getLogger("stepstream.intake")
 
 Throttle = Callable[[bool], None]
 """Pause (True) or resume (False) what starts runs."""
-
-
-def is_active(state: RunState | None) -> bool:
-    """Whether a run waits for a step request it made to be answered."""
-    return state is not None and state.status == RUNNING and bool(state.dispatched)
 
 
 class RunIntake:

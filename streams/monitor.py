@@ -20,27 +20,24 @@ Every ``Settings.monitor_interval_s`` seconds:
 - ``stepstream_runs_active`` / ``stepstream_run_intake_paused``: runs waiting for a step
   to run, and whether run starts wait for them (``streams.intake``).
 - ``stepstream_runs_in_flight`` / ``stepstream_oldest_run_age_seconds``: runs in
-  this worker's store partitions that are not final, kept up to date from the
-  committed writes and rebuilt from each store partition once it is restored.
+  this worker's store partitions that are not final, from the runs table's index
+  (``streams.run_index``: counted as transactions commit, the oldest a seek).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from schemas.messages import RunState
 from streams.kafka.clients import Lag
-from streams.kafka.task import Task
-from streams.machine import FINAL_STATUSES
 from streams.metrics import Metrics
 from streams.processors.matcher import WAITERS
 from streams.processors.orchestrator import RUNS
+from streams.run_index import oldest_start
 
 if TYPE_CHECKING:
     from streams.engine import Engine
@@ -49,31 +46,6 @@ log = logging.getLogger("stepstream.monitor")
 
 Taken = Mapping[tuple[str, int], tuple[int, float]]
 """(topic, partition) -> (offset, produce time in s) of the last record taken in."""
-
-
-class RunsInFlight:
-    """The runs of this worker's store partitions that are not final, by partition."""
-
-    def __init__(self) -> None:
-        self.by_partition: dict[int, dict[bytes, int]] = {}
-        """partition -> run key -> started_at (ms)."""
-
-    def written(self, partition: int, key: bytes, state: Any) -> None:
-        runs = self.by_partition.setdefault(partition, {})
-        if state is None or state.status in FINAL_STATUSES:
-            runs.pop(key, None)
-        else:
-            runs[key] = state.started_at
-
-    def rebuild(self, partition: int, states: Iterable[tuple[bytes, RunState]]) -> None:
-        self.by_partition[partition] = {key: state.started_at for key, state in states
-                                        if state.status not in FINAL_STATUSES}
-
-    def forget(self, partition: int) -> None:
-        self.by_partition.pop(partition, None)
-
-    def started(self) -> list[int]:
-        return [ms for runs in self.by_partition.values() for ms in runs.values()]
 
 
 def _package_version() -> str:
@@ -112,13 +84,9 @@ class Monitor:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.runs = RunsInFlight()
         self.topics = sorted({*engine.runtime.processors, *engine.projector.topics,
                               *engine.delays.topics})
         self._series: frozenset[tuple[str, str]] = frozenset()
-        engine.on_restored_runs(lambda task, states: self.runs.rebuild(task.partition, states))
-        engine.runtime.started.append(self._observe)
-        engine.runtime.ended.append(lambda task: self.runs.forget(task.partition))
         metrics, settings = engine.metrics, engine.settings
         metrics.worker_info.labels(settings.namespace, engine.ss.app_id,
                                    _package_version()).set(1)
@@ -131,9 +99,6 @@ class Monitor:
         metrics.oldest_run_age.set(0)
         for table in (RUNS, WAITERS):
             metrics.table_keys.labels(table).set(0)
-
-    def _observe(self, task: Task) -> None:
-        task.stores[RUNS].observers.append(functools.partial(self.runs.written, task.partition))
 
     async def run(self) -> None:
         """Tick every ``monitor_interval_s`` until cancelled."""
@@ -163,6 +128,6 @@ class Monitor:
         metrics.dlq_size.set(await engine.store.dlq_size())
         metrics.runs_active.set(len(engine.intake))
         metrics.run_intake_paused.set(int(engine.intake.paused))
-        started = self.runs.started()
-        metrics.runs_in_flight.set(len(started))
+        metrics.runs_in_flight.set(len(engine.in_flight))
+        started = [ms for t in tasks if (ms := oldest_start(t.stores[RUNS])) is not None]
         metrics.oldest_run_age.set(max(0.0, now - min(started) / 1000) if started else 0.0)

@@ -8,7 +8,9 @@ records of a run are written in the same transaction, so its state and its memo 
 disagree in Kafka.
 
 Keys: ``run id`` for the state; ``0xFF, run id, position (4 bytes, big-endian)`` for
-memo entries. UTF-8 never holds the byte 0xFF, so no run id can look like a memo key.
+memo entries; ``0xFE, ...`` for the table's indexes (``streams.run_index``), written
+with the state. UTF-8 never holds the bytes 0xFE and 0xFF, so no run id can look like
+another record's key.
 A state written before this layout holds its memo inline; it is read as it is and split
 at its next write.
 """
@@ -20,6 +22,8 @@ from dataclasses import replace
 
 from schemas.codec import AvroCodec
 from schemas.messages import MemoItem, RunState
+from streams.kafka.store import ORDERED
+from streams.run_index import index_records, run_key
 
 _MEMO = b"\xff"
 _POSITION_BYTES = 4
@@ -52,6 +56,7 @@ class RunRecords:
             elif position >= len(old) or old[position] != new[position]:
                 step_id, entry = new[position]
                 out[memo_key(key, position)] = self.codec.encode(MemoItem(step_id, entry))
+        out.update(index_records(key, committed, value, read))
         # The state last: a reader of the changelog has the memo of each state it meets.
         out[key] = None if value is None else self.codec.encode(replace(value, memo={}))
         return out
@@ -71,4 +76,6 @@ class RunRecords:
     def owner(self, key: bytes) -> bytes:
         if key[:1] == _MEMO:
             return key[1:-_POSITION_BYTES]
+        if key[:1] == ORDERED:
+            return run_key(key)
         return key

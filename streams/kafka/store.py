@@ -10,10 +10,14 @@ does not, which is what lets the RocksDB backend keep its data across restarts.
 
 Backends hold encoded values (bytes). The newest decoded values are kept beside them,
 so a run with many steps is not decoded again at each of its messages.
+
+Keys that begin with ``ORDERED`` (0xFE) are a table's own indexes (``streams.run_index``):
+every backend keeps them in order, for range scans (``Backend.range``).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import shutil
@@ -32,6 +36,14 @@ _DECODED_KEPT = 512
 
 _DELETED = object()
 
+ORDERED = b"\xfe"
+"""First byte of the keys a backend keeps in order (UTF-8 never holds it: no value's key
+begins with it)."""
+
+
+class Raw(bytes):
+    """A record a layout keeps beside the values (a marker), put as it is."""
+
 
 class Backend(Protocol):
     """Where a store partition's committed values live."""
@@ -47,6 +59,9 @@ class Backend(Protocol):
 
     def items(self) -> Iterator[tuple[bytes, bytes]]: ...
 
+    def range(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        """The keys in [start, stop), in order; both begin with ``ORDERED``."""
+
     def __len__(self) -> int: ...
 
     def close(self) -> None: ...
@@ -57,20 +72,32 @@ class MemoryBackend:
 
     def __init__(self) -> None:
         self._data: dict[bytes, bytes] = {}
+        self._ordered: list[bytes] = []
+        """The ``ORDERED`` keys, sorted (mostly appended: index keys begin with a time)."""
         self._position: int | None = None
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
     def apply(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
-        data = self._data
+        data, ordered = self._data, self._ordered
         for key, value in changes.items():
             if value is None:
-                data.pop(key, None)
+                if data.pop(key, None) is not None and key[:1] == ORDERED:
+                    del ordered[bisect.bisect_left(ordered, key)]
             else:
+                if key[:1] == ORDERED and key not in data:
+                    bisect.insort(ordered, key)
                 data[key] = value
         if position is not None:
             self._position = position
+
+    def range(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        ordered = self._ordered
+        i = bisect.bisect_left(ordered, start)
+        while i < len(ordered) and ordered[i] < stop:
+            yield ordered[i]
+            i += 1
 
     def position(self) -> int | None:
         return self._position
@@ -129,6 +156,13 @@ class RocksBackend:
         for key, value in self._db.items():
             if key != _POSITION_KEY:
                 yield cast(bytes, key), cast(bytes, value)
+
+    def range(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        for found in self._db.keys(from_key=start):
+            key = cast(bytes, found)
+            if key >= stop:
+                return
+            yield key
 
     def __len__(self) -> int:
         return self._count
@@ -206,7 +240,10 @@ class StateStore(Generic[V]):
         self._decoded: dict[bytes, tuple[bytes, V]] = {}
         self.observers: list[Callable[[bytes, V | None], None]] = []
         """Told the committed value of every key a transaction wrote, once it committed
-        or aborted (the monitor's runs in flight, indexes kept beside the store)."""
+        or aborted (the run intake, indexes kept beside the store)."""
+        self.record_observers: list[Callable[[dict[bytes, bytes | None]], None]] = []
+        """Told the records of each transaction that committed (``streams.run_index``
+        counts its index keys from them)."""
         self._count = sum(layout.owner(key) == key for key, _ in backend.items())
 
     def get(self, key: bytes) -> V | None:
@@ -218,6 +255,18 @@ class StateStore(Generic[V]):
 
     def put(self, key: bytes, value: V) -> None:
         self._overlay[key] = value
+
+    def mark(self, key: Raw) -> None:
+        """Put a layout's marker record (``key``, empty value) in this transaction."""
+        self._overlay[key] = key
+
+    def marked(self, key: Raw) -> bool:
+        """Whether the marker ``key`` is committed or put in this transaction."""
+        return key in self._overlay or self.backend.get(key) is not None
+
+    def range(self, start: bytes, stop: bytes) -> Iterator[bytes]:
+        """Committed ``ORDERED`` keys in [start, stop), in order (``Backend.range``)."""
+        return self.backend.range(start, stop)
 
     def delete(self, key: bytes) -> None:
         self._overlay[key] = _DELETED
@@ -260,6 +309,9 @@ class StateStore(Generic[V]):
         """The overlay as records: the changelog records of this transaction."""
         records: dict[bytes, bytes | None] = {}
         for key, value in self._overlay.items():
+            if isinstance(value, Raw):
+                records[key] = b""
+                continue
             records.update(self.layout.records(
                 key, None if value is _DELETED else value,
                 functools.partial(self._committed, key), self.backend.get))
@@ -268,9 +320,14 @@ class StateStore(Generic[V]):
     def committed(self, changes: dict[bytes, bytes | None], position: int | None) -> None:
         """The transaction that carried ``changes`` committed: they are the store's now."""
         overlay, self._overlay = self._overlay, {}
-        self._counted(changes, overlay)
+        self._counted(changes, (key for key, value in overlay.items()
+                                if not isinstance(value, Raw)))
         self.backend.apply(changes, position)
+        for told in self.record_observers:
+            told(changes)
         for key, value in overlay.items():
+            if isinstance(value, Raw):
+                continue
             raw = changes.get(key)
             if raw is None or value is _DELETED:
                 self._decoded.pop(key, None)
@@ -286,6 +343,8 @@ class StateStore(Generic[V]):
         overlay, self._overlay = self._overlay, {}
         if self.observers:
             for key in overlay:
+                if isinstance(overlay[key], Raw):
+                    continue
                 value = self._committed(key)
                 for observer in self.observers:
                     observer(key, value)
@@ -318,7 +377,7 @@ class StateStore(Generic[V]):
             if key not in overlay:
                 yield key, value
         for key, written in overlay.items():
-            if written is not _DELETED:
+            if written is not _DELETED and not isinstance(written, Raw):
                 yield key, cast(V, written)
 
     def close(self) -> None:

@@ -12,10 +12,11 @@ from schemas.codec import default_codec
 from schemas.messages import Event, RunState
 from stepstream.step import now_ms
 from streams.expiry import SWEEP_LIMIT, FinishedRuns
-from streams.kafka.store import MemoryBackend, StateStore
+from streams.kafka.store import ORDERED, MemoryBackend, StateStore
 from streams.kafka.task import Outcome
 from streams.machine import COMPLETED, FAILED, RUNNING
 from streams.processors.orchestrator import RUNS
+from streams.run_index import finished_by
 from streams.run_records import RunRecords
 from tests.fakes import fake_task
 
@@ -30,24 +31,28 @@ def state(run_id: str, status: str, ended_ago_ms: int | None) -> RunState:
         started_at=0, ended_at=ended)
 
 
-def runs_task(*states: RunState) -> tuple[Any, Any, StateStore[RunState], FinishedRuns]:
+async def runs_task(*states: RunState) -> tuple[Any, Any, StateStore[RunState], FinishedRuns]:
+    """A task whose runs store holds ``states``, written (with their index) in a
+    transaction that committed."""
     store: StateStore[RunState] = StateStore("ns-runs-changelog", 0, MemoryBackend(),
                                              RunRecords(CODEC))
-    store.restored({s.run_id.encode(): CODEC.encode(s) for s in states}, len(states))
     task, producer = fake_task(**{RUNS: store})
-    finished = FinishedRuns(retention_s=3600)
-    finished.rebuild(task, list(store.values(lambda exc: None)))
-    store.observers.append(lambda key, value: finished.written(0, key, value))
-    return task, producer, store, finished
+    for s in states:
+        store.put(s.run_id.encode(), s)
+    assert await task.commit() is Outcome.COMMITTED
+    producer.transactions.clear()
+    return task, producer, store, FinishedRuns(retention_s=3600)
 
 
 def tombstones(producer: Any) -> list[bytes]:
+    """The run states deleted (their index records go with them)."""
     return [key for records, _ in producer.transactions
-            for topic, _, key, value in records if topic == "ns-runs-changelog" and value is None]
+            for topic, _, key, value in records
+            if topic == "ns-runs-changelog" and value is None and key[:1] != ORDERED]
 
 
 async def test_markers_past_the_window_are_deleted_in_the_transaction() -> None:
-    task, producer, store, finished = runs_task(
+    task, producer, store, finished = await runs_task(
         state("old", COMPLETED, 2 * HOUR_MS), state("old-failed", FAILED, 2 * HOUR_MS),
         state("recent", COMPLETED, 60_000), state("running", RUNNING, None))
     assert finished.sweep(task) == 2
@@ -55,11 +60,12 @@ async def test_markers_past_the_window_are_deleted_in_the_transaction() -> None:
     assert sorted(tombstones(producer)) == [b"old", b"old-failed"]
     assert store.get(b"old") is None and store.get(b"recent") is not None
     assert store.get(b"running") is not None
-    assert finished.sweep(task) == 0 and len(finished) == 1  # "recent" waits its turn
+    assert finished.sweep(task) == 0  # "recent" waits its turn
+    assert list(finished_by(store, now_ms())) == [b"recent"]
 
 
 async def test_a_run_that_ends_is_deleted_once_its_window_is_over() -> None:
-    task, producer, store, finished = runs_task(state("r", RUNNING, None))
+    task, producer, store, finished = await runs_task(state("r", RUNNING, None))
     store.put(b"r", state("r", COMPLETED, 2 * HOUR_MS))  # ended (in the past, for the test)
     await task.commit()
     assert finished.sweep(task) == 1
@@ -68,7 +74,7 @@ async def test_a_run_that_ends_is_deleted_once_its_window_is_over() -> None:
 
 
 async def test_a_run_replayed_after_it_ended_is_left_alone() -> None:
-    task, _, store, finished = runs_task(state("r", FAILED, 2 * HOUR_MS))
+    task, _, store, finished = await runs_task(state("r", FAILED, 2 * HOUR_MS))
     store.put(b"r", state("r", RUNNING, None))  # replayed: running again
     await task.commit()
     assert finished.sweep(task) == 0
@@ -78,7 +84,7 @@ async def test_a_run_replayed_after_it_ended_is_left_alone() -> None:
 
 
 async def test_one_sweep_deletes_a_bounded_number_the_next_the_rest() -> None:
-    task, producer, store, finished = runs_task(
+    task, producer, store, finished = await runs_task(
         *(state(f"r{i}", COMPLETED, 2 * HOUR_MS) for i in range(SWEEP_LIMIT + 5)))
     assert finished.sweep(task) == SWEEP_LIMIT
     await task.commit()
@@ -88,7 +94,7 @@ async def test_one_sweep_deletes_a_bounded_number_the_next_the_rest() -> None:
 
 
 async def test_deletions_of_an_aborted_transaction_are_swept_again() -> None:
-    task, producer, store, finished = runs_task(state("r", COMPLETED, 2 * HOUR_MS))
+    task, producer, store, finished = await runs_task(state("r", COMPLETED, 2 * HOUR_MS))
     assert finished.sweep(task) == 1
     producer.fail_next = KafkaError._STATE  # an abortable error
     assert await task.commit() is Outcome.ABORTED

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from streams.metrics import Metrics
-from streams.monitor import RunsInFlight, update_lag
+from streams.monitor import update_lag
 
 TOPICS = ["ns.delay.1m", "ns.delay.1s", "ns.history", "ns.runs", "ns.steps"]
 
@@ -46,26 +44,3 @@ def test_caught_up_partitions_have_no_age_and_revoked_ones_lose_their_series() -
     update_lag(metrics, TOPICS, {("ns.steps", 0): 0}, taken, 5000.0, series)
     assert partition_value(metrics, "ns.steps", 1) is None
     assert partition_value(metrics, "ns.steps", 0) == 0
-
-
-def test_runs_in_flight_follow_committed_writes() -> None:
-    running = SimpleNamespace(status="running", started_at=5)
-    runs = RunsInFlight()
-    runs.written(0, b"r1", running)
-    runs.written(1, b"r2", running)
-    assert sorted(runs.started()) == [5, 5]
-    runs.written(0, b"r1", SimpleNamespace(status="completed", started_at=5))
-    assert runs.started() == [5]
-    runs.written(1, b"r2", None)  # deleted
-    assert runs.started() == []
-
-
-def test_runs_in_flight_are_rebuilt_per_partition_and_forgotten_when_revoked() -> None:
-    runs = RunsInFlight()
-    runs.written(3, b"gone", SimpleNamespace(status="running", started_at=1))
-    runs.rebuild(0, [(b"r1", SimpleNamespace(status="running", started_at=5)),
-                     (b"r2", SimpleNamespace(status="failed", started_at=6)),
-                     (b"r3", SimpleNamespace(status="sleeping", started_at=7))])
-    assert sorted(runs.started()) == [1, 5, 7]
-    runs.forget(3)
-    assert sorted(runs.started()) == [5, 7]
