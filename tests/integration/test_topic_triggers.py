@@ -17,7 +17,14 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration.helpers import get_json, read_all, wait_for, wait_for_run
+from tests.integration.helpers import (
+    get_json,
+    read_all,
+    sample,
+    scrape,
+    wait_for,
+    wait_for_run,
+)
 from tests.integration.registry_server import registry_server
 from tests.integration.source_functions import STAMPED_START, source_topic
 from tests.protobuf_orders import framed_order
@@ -230,6 +237,10 @@ def test_a_protobuf_record_is_decoded_from_its_registered_schema(
         records = Records(settings)
         records.send(topics["proto"], value)
         run = wait_for_run(worker.url, run_of("proto", records.landed[0]))
+        # Its source group reports how far behind the topic's end it is: caught up.
+        wait_for(lambda: sample(scrape(worker.url), "stepstream_source_lag_messages",
+                                group=f"{settings.namespace}.source.proto",
+                                topic=topics["proto"]) == 0, what="the source lag")
     assert run["output"] == {"order_id": 21, "sku": "P-1", "at": "2023-11-14T22:13:20Z",
                              "total": {"cents": "999", "currency": "EUR"},
                              "tags": ["a", "b"], "state": "NEW"}

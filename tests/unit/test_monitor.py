@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from streams.metrics import Metrics
-from streams.monitor import RunsInFlight, update_lag
+from streams.monitor import RunsInFlight, update_lag, update_source_lag
 
 TOPICS = ["ns.delay.1m", "ns.delay.1s", "ns.history", "ns.runs", "ns.steps"]
 
@@ -69,3 +69,17 @@ def test_runs_in_flight_are_rebuilt_per_partition_and_forgotten_when_revoked() -
     assert sorted(runs.started()) == [1, 5, 7]
     runs.forget(3)
     assert sorted(runs.started()) == [5, 7]
+
+
+def test_source_lag_is_per_group_and_topic() -> None:
+    metrics = Metrics()
+    orders = SimpleNamespace(group_id="ns.source.fulfil", processors={"shop.orders": None},
+                             lag={("shop.orders", 0): 7, ("shop.orders", 2): 5})
+    waits = SimpleNamespace(group_id="ns.waits.shop.paid", processors={"shop.paid": None},
+                            lag={})
+    update_source_lag(metrics, [orders, waits])
+    sample = metrics.registry.get_sample_value
+    assert sample("stepstream_source_lag_messages",
+                  {"group": "ns.source.fulfil", "topic": "shop.orders"}) == 12
+    assert sample("stepstream_source_lag_messages",
+                  {"group": "ns.waits.shop.paid", "topic": "shop.paid"}) == 0
