@@ -17,6 +17,7 @@ other new steps it meets wait until the target's outcome ends the dispatch.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import time
 import traceback
@@ -60,7 +61,29 @@ Progress = Callable[[StepCompleted], Awaitable[GoAhead | None]]
 before the chain runs its next step's body (the executor: the first link's commit)."""
 Stub = Callable[[str, int, Callable[..., Any]], Callable[..., Any]]
 """Given a step's id, its attempt and its body, the body to run instead
-(``stepstream.testing``'s mocks; the engine has none)."""
+(``stepstream.testing``'s mocks, a shadow backfill's recorded outputs; the engine has
+none). The body of a step declared ``side_effect=True`` comes as a ``SideEffect``."""
+
+
+class Unset(enum.Enum):
+    """``stand_in`` not given."""
+
+    UNSET = "unset"
+
+
+@dataclass(frozen=True, slots=True)
+class SideEffect:
+    """The body of a ``step.run(..., side_effect=True)``, as a ``Stub`` is given it: a
+    step whose effect leaves the run (an email, a payment), which a shadow run
+    (``stepstream backfill --shadow``) does not run. Called, it runs the body."""
+
+    body: Callable[..., Any]
+    stand_in: Any
+    """What a shadow run returns for it when the live run recorded no output;
+    ``Unset.UNSET``: none declared."""
+
+    def __call__(self, *args: Any) -> Any:
+        return self.body(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +158,8 @@ class Step:
     # --- the toolkit ------------------------------------------------------------------
 
     async def run(self, step_id: str, fn: Callable[[*Ts], Awaitable[T] | T], *args: *Ts,
-                  retries: int | None = None) -> T:
+                  retries: int | None = None, side_effect: bool = False,
+                  stand_in: T | Literal[Unset.UNSET] = Unset.UNSET) -> T:
         """Run ``fn(*args)`` as a durable step, or return its saved output.
 
         Args:
@@ -143,6 +167,12 @@ class Step:
             fn: sync or async callable; its return value must be JSON-serializable.
             *args: JSON-serializable arguments.
             retries: this step's retries, overriding the function's.
+            side_effect: the step acts outside the run (sends, pays, writes elsewhere):
+                a shadow backfill (``stepstream backfill --shadow``) does not run it and
+                takes the output the live run recorded, else ``stand_in``. No effect on
+                a worker, where every step runs.
+            stand_in: a side-effect step's output in a shadow run that has no recorded
+                one (the event had no live run, or it did not get this far).
 
         Returns:
             The step's output, as JSON round-tripped (tuples come back as lists).
@@ -153,10 +183,13 @@ class Step:
         unique = self._unique_id(step_id)
         if unique in self._memo:
             return self._saved(unique)  # type: ignore[no-any-return]
+        # Marked only for a stub to see (a worker has none): live, the body just runs.
+        body: Callable[..., Any] = SideEffect(fn, stand_in) \
+            if side_effect and self._stub is not None else fn
         if unique == self._request.target:
-            raise StepInterrupt(await self._run_target(unique, fn, args, retries))
+            raise StepInterrupt(await self._run_target(unique, body, args, retries))
         await self._discover(PlannedStep(step_id=unique, kind="run"))
-        outcome = await self._execute(unique, fn, args, retries)
+        outcome = await self._execute(unique, body, args, retries)
         if isinstance(outcome, StepCompleted) and self._may_chain() and await self._allowed():
             return await self._chain_on(outcome)  # type: ignore[no-any-return]
         raise StepInterrupt(outcome)

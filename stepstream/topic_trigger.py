@@ -3,8 +3,8 @@
 A record becomes an event named after its topic, whose data is the record's value (a
 JSON object, or a Schema Registry record decoded to one). A function triggered by a
 topic gets a run per record; ``step.wait_for_event`` and ``cancel_on`` take one too.
-The worker reads such topics and never writes to or creates them (README, "Triggers
-from your own topics").
+The worker reads such topics and never writes to or creates them (README, "Use your
+existing topics").
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,72 @@ class BackfillReport:
     """Run starts sent (runs the engine already has among them change nothing)."""
 
 
+@dataclass(slots=True)
+class Batch:
+    """One batch of a range's records."""
+
+    messages: list[Any]
+    """Records before the ends, in the range or not."""
+    reached: dict[int, int]
+    """Each partition's position after the batch."""
+    moved: bool
+    """Whether a position moved (past records, or past transaction markers only)."""
+    done: int
+    """Records passed so far, of ``total`` in the whole range."""
+    total: int
+
+
+def reading_range(consumer: Any, topic: str, from_ms: int | None
+                  ) -> tuple[dict[int, int], dict[int, int]]:
+    """Where each partition of ``topic`` is read from (the consumer's group's offset, when
+    it has one: a resumed backfill; else the broker's offset for ``from_ms``) and to
+    (its end now)."""
+    from confluent_kafka import TopicPartition
+
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    if metadata.error is not None or not metadata.partitions:
+        raise ConfigError(f"topic {topic!r} does not exist")
+    numbers = sorted(metadata.partitions)
+    marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                               cached=False) for p in numbers}
+    starts = {p: low for p, (low, _) in marks.items()}
+    if from_ms is not None:
+        for tp in consumer.offsets_for_times(
+                [TopicPartition(topic, p, from_ms) for p in numbers], timeout=10):
+            starts[tp.partition] = tp.offset if tp.offset >= 0 else marks[tp.partition][1]
+    for tp in consumer.committed([TopicPartition(topic, p) for p in numbers], timeout=10):
+        if tp.offset >= 0:
+            starts[tp.partition] = tp.offset
+    return starts, {p: high for p, (_, high) in marks.items()}
+
+
+async def batches(consumer: Any, topic: str, starts: dict[int, int], ends: dict[int, int]
+                  ) -> AsyncIterator[Batch]:
+    """The records of ``topic`` from ``starts`` to ``ends``, a batch at a time."""
+    from confluent_kafka import TopicPartition
+
+    left = {p for p in ends if starts[p] < ends[p]}
+    consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(left)])
+    total = sum(ends[p] - starts[p] for p in left)
+    reached = {p: starts[p] for p in left}
+    while left:
+        messages = [m for m in consumer.consume(BATCH, timeout=1.0)
+                    if m.error() is None and m.offset() < ends[m.partition()]]
+        before = dict(reached)
+        for tp in consumer.position([TopicPartition(topic, p) for p in left]):
+            # Past transaction markers too; none yet (negative) before a first fetch.
+            reached[tp.partition] = max(reached[tp.partition], tp.offset)
+        left = {p for p in left if reached[p] < ends[p]}
+        yield Batch(messages, dict(reached), reached != before,
+                    sum(min(reached[p], ends[p]) - starts[p] for p in reached), total)
+
+
+def in_range(message: Any, from_ms: int | None, to_ms: int | None) -> bool:
+    """Whether the record's timestamp is in ``[from_ms, to_ms)``."""
+    _, ts = message.timestamp()
+    return (from_ms is None or ts >= from_ms) and (to_ms is None or ts < to_ms)
+
+
 class Backfill:
     """One backfill of ``function_id`` over ``[from_ms, to_ms)`` (None: the topic's
     first record; the partitions' ends when it begins)."""
@@ -104,7 +170,7 @@ class Backfill:
         consumer = group_consumer(settings, self.group, fetch_wait_ms=100)
         producer = transactional_producer(settings, self.group)
         try:
-            starts, ends = self._range(consumer)
+            starts, ends = reading_range(consumer, self.topic, self.from_ms)
             producer.init_transactions(30)
             return await self._read(consumer, producer, starts, ends, trigger, source,
                                     progress)
@@ -113,69 +179,27 @@ class Backfill:
             producer.flush(10)
             await redis.aclose()
 
-    def _range(self, consumer: Any) -> tuple[dict[int, int], dict[int, int]]:
-        """Where each partition's reading starts (the group's offset, when it has one:
-        a resumed backfill) and ends (its end now)."""
-        from confluent_kafka import TopicPartition
-
-        topic = self.topic
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        if metadata.error is not None or not metadata.partitions:
-            raise ConfigError(f"topic {topic!r} does not exist")
-        numbers = sorted(metadata.partitions)
-        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
-                                                   cached=False) for p in numbers}
-        starts = {p: low for p, (low, _) in marks.items()}
-        if self.from_ms is not None:
-            for tp in consumer.offsets_for_times(
-                    [TopicPartition(topic, p, self.from_ms) for p in numbers], timeout=10):
-                starts[tp.partition] = tp.offset if tp.offset >= 0 else marks[tp.partition][1]
-        for tp in consumer.committed([TopicPartition(topic, p) for p in numbers], timeout=10):
-            if tp.offset >= 0:
-                starts[tp.partition] = tp.offset
-        return starts, {p: high for p, (_, high) in marks.items()}
-
     async def _read(self, consumer: Any, producer: Any, starts: dict[int, int],
                     ends: dict[int, int], trigger: Trigger, source: Source | None,
                     progress: Progress | None) -> BackfillReport:
-        from confluent_kafka import TopicPartition
-
-        topic = self.topic
-        left = {p for p in ends if starts[p] < ends[p]}
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(left)])
-        total = sum(ends[p] - starts[p] for p in left)
-        reached = {p: starts[p] for p in left}
-        read = in_range = started = 0
-        while left:
-            messages = [m for m in consumer.consume(BATCH, timeout=1.0) if m.error() is None]
+        read = kept = started = 0
+        async for batch in batches(consumer, self.topic, starts, ends):
             records: list[Record] = []
-            for message in messages:
-                if message.offset() >= ends[message.partition()]:
-                    continue  # produced after the backfill began
+            for message in batch.messages:
                 read += 1
-                if not self._in_range(message):
+                if not in_range(message, self.from_ms, self.to_ms):
                     continue
-                in_range += 1
+                kept += 1
                 decided = await self._decide(message, trigger, source)
                 started += sum(1 for r in decided if r.topic == self.settings.topic("runs"))
                 records += decided
-            before = dict(reached)
-            for tp in consumer.position([TopicPartition(topic, p) for p in left]):
-                # Past transaction markers too; none yet (negative) before a first fetch.
-                reached[tp.partition] = max(reached[tp.partition], tp.offset)
-            if records or reached != before:
-                self._commit(consumer, producer, records, reached)
-            left = {p for p in left if reached[p] < ends[p]}
+            if records or batch.moved:
+                self._commit(consumer, producer, records, batch.reached)
             if progress is not None:
-                progress(sum(min(reached[p], ends[p]) - starts[p] for p in reached), total)
+                progress(batch.done, batch.total)
         log.info("backfill %s: %d records read, %d in range, %d run starts", self.group,
-                 read, in_range, started)
-        return BackfillReport(self.group, read, in_range, started)
-
-    def _in_range(self, message: Any) -> bool:
-        _, ts = message.timestamp()
-        return ((self.from_ms is None or ts >= self.from_ms)
-                and (self.to_ms is None or ts < self.to_ms))
+                 read, kept, started)
+        return BackfillReport(self.group, read, kept, started)
 
     async def _decide(self, message: Any, trigger: Trigger, source: Source | None
                       ) -> list[Record]:

@@ -92,6 +92,10 @@ class Metrics:
             "stepstream_consumer_lag_messages",
             "Messages behind the high watermark, summed over this worker's partitions",
             ["topic"], registry=r)
+        self.source_lag = Gauge(
+            "stepstream_source_lag_messages",
+            "Records of a source topic (TopicTrigger) behind its end for one source group, "
+            "summed over this worker's partitions", ["group", "topic"], registry=r)
         self.consumer_lag_seconds = Gauge(
             "stepstream_consumer_lag_seconds",
             "Age of the last message taken in from a partition that is behind (max)",

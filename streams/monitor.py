@@ -13,6 +13,9 @@ Every ``Settings.monitor_interval_s`` seconds:
   once and holds them until due).
 - ``stepstream_consumer_partition_lag_messages{topic,partition}``: the same, per
   partition this worker owns (a partition's series goes when it is revoked).
+- ``stepstream_source_lag_messages{group,topic}``: the same for each source group
+  (``streams.sources``: a function's topic, or the one its waits read), whose topics
+  are other teams'; one series per group, so as many as functions and waited topics.
 - ``stepstream_newer_schema_waiting{topic}``: partitions stopped at a record of a
   newer stepstream (``streams.kafka.newer``); above 0 past a rollout, see the alert.
 - ``stepstream_table_keys{table}``: keys of the runs and waiters stores in this worker's
@@ -29,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -41,6 +44,7 @@ from streams.run_index import oldest_start
 
 if TYPE_CHECKING:
     from streams.engine import Engine
+    from streams.kafka.runtime import Runtime
 
 log = logging.getLogger("stepstream.monitor")
 
@@ -53,6 +57,14 @@ def _package_version() -> str:
         return version("stepstream")
     except PackageNotFoundError:
         return "unknown"
+
+
+def update_source_lag(metrics: Metrics, sources: Iterable[Runtime]) -> None:
+    """Set ``stepstream_source_lag_messages`` of each source group's runtime."""
+    for runtime in sources:
+        for topic in runtime.processors:
+            metrics.source_lag.labels(runtime.group_id, topic).set(
+                sum(behind for (t, _), behind in runtime.lag.items() if t == topic))
 
 
 def update_lag(metrics: Metrics, topics: Sequence[str], lag: Lag, taken: Taken, now: float,
@@ -95,6 +107,7 @@ class Monitor:
             metrics.consumer_lag.labels(topic).set(0)
             metrics.consumer_lag_seconds.labels(topic).set(0)
             metrics.newer_schema_waiting.labels(topic).set(0)
+        update_source_lag(metrics, engine.sources)  # 0 until their partitions come
         metrics.runs_in_flight.set(0)
         metrics.oldest_run_age.set(0)
         for table in (RUNS, WAITERS):
@@ -117,6 +130,7 @@ class Monitor:
         lag = {**engine.runtime.lag, **engine.delay_runtime.lag, **engine.projector.lag}
         self._series = update_lag(metrics, self.topics, lag, engine.runtime.taken, now,
                                   self._series)
+        update_source_lag(metrics, engine.sources)
         waiting = [tp for newer in (engine.runtime.newer, engine.delay_runtime.newer,
                                     engine.projector.newer) for tp in newer.waiting]
         for topic in self.topics:

@@ -1,10 +1,9 @@
 """Values in the Confluent wire format (magic byte 0, a 4-byte schema id, the payload),
 decoded through a Schema Registry with confluent-kafka's deserializers.
 
-Avro and JSON Schema records are decoded with the writer's schema, fetched by id once
-and cached by the registry client. Protobuf is not: its deserializer needs the
-generated message class, which a worker does not have; such records are refused (and
-so quarantined) with that reason.
+Avro, JSON Schema and Protobuf records are decoded with the writer's schema, fetched by
+id once and cached by the registry client; Protobuf's message classes are built from
+the registered schema (``streams.registry_protobuf``).
 """
 
 from __future__ import annotations
@@ -66,8 +65,8 @@ class RegistryDecoder:
         """The record ``value`` holds, as Python values.
 
         Raises:
-            DecodeError: no registry configured, an unknown schema id, a Protobuf
-                schema, or a payload that does not match its schema.
+            DecodeError: no registry configured, an unknown schema id, a schema of
+                another kind, or a payload that does not match its schema.
         """
         from confluent_kafka.schema_registry.error import SchemaRegistryError
         from confluent_kafka.serialization import MessageField, SerializationContext
@@ -106,5 +105,14 @@ class RegistryDecoder:
             from confluent_kafka.schema_registry.json_schema import JSONDeserializer
 
             return JSONDeserializer(None, schema_registry_client=self.client())
-        raise DecodeError(f"{kind} records are not decoded (Protobuf needs the generated "
-                          "message class); use Avro or JSON Schema")
+        if kind == "PROTOBUF":
+            try:
+                import google.protobuf  # noqa: F401
+            except ImportError as exc:
+                raise DecodeError(f"a Protobuf record, and no protobuf runtime to decode it "
+                                  f"(pip install 'stepstream[registry]'): {exc}") from exc
+            from streams.registry_protobuf import ProtobufRecords
+
+            return ProtobufRecords(self.client())
+        raise DecodeError(f"{kind} records are not decoded: Avro, JSON Schema and Protobuf "
+                          "are")

@@ -108,15 +108,25 @@ async def run(fn: Callable[..., Awaitable[Any]] | FunctionDef,
     if now is not None and now.tzinfo is None:
         raise ConfigError("run(now=...) needs a timezone-aware datetime")
     start_ms = round((now or datetime.now(UTC)).timestamp() * 1000)
-    harness = _Harness(function, stub=stub_of(mocks or {}), events=events or {},
-                       invoked=invoked or {}, clock_ms=start_ms)
     event = Event(id=EVENT_ID, name=name or function.event_name or "test/event",
                   data_json=dumps(dict(data or {}), limit=_LIMITS.max_payload_bytes,
                                   what="event data"), ts=start_ms)
+    return await run_event(function, event, stub=stub_of(mocks or {}), events=events or {},
+                           invoked=invoked or {})
+
+
+async def run_event(function: FunctionDef, event: Event, *, stub: Stub,
+                    events: Mapping[str, Mapping[str, Any] | TriggerEvent | None],
+                    invoked: Mapping[str, Any]) -> RunResult:
+    """The run ``event`` starts, as ``run`` runs it, from the event's time on the virtual
+    clock, with ``stub`` in place of step bodies (``run``'s mocks; a shadow backfill's
+    recorded outputs, ``streams.shadow``)."""
+    harness = _Harness(function, stub=stub, events=events, invoked=invoked,
+                       clock_ms=event.ts)
     with virtual_clock(lambda: harness.clock_ms):
         state = await harness.run(RunStarted(run_id=run_id_for(function.id, event.id),
                                              function_id=function.id, event=event,
-                                             ts=start_ms))
+                                             ts=event.ts))
     return result_of(state, harness.history, harness.sent)
 
 

@@ -19,8 +19,12 @@ def hourly_topic(namespace: str) -> str:
 @ss.function(id="hourly", trigger=TopicTrigger(hourly_topic(
     os.environ.get("STEPSTREAM_NAMESPACE", "stepstream"))))
 async def hourly(ctx: Context) -> Any:
-    """``start="latest"``: records from before it was deployed start none live."""
-    return await ctx.step.run("echo", lambda: ctx.event.data)
+    """``start="latest"``: records from before it was deployed start none live. Its
+    ``notify`` step is a side effect: a shadow run takes the output recorded here."""
+    data = await ctx.step.run("echo", lambda: ctx.event.data)
+    await ctx.step.run("notify", lambda: {"receipt": f"r-{data['hour']}-{data['n']}"},
+                       side_effect=True)
+    return data
 
 
 @ss.function(id="later", trigger="test/later")

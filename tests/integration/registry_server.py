@@ -3,8 +3,9 @@ built-in ``mock://`` registry.
 
 No Schema Registry can be installed here, and the mock lives inside one process: the
 test serializes with confluent-kafka's serializers against the mock, and this server
-answers, from it, the REST calls a reader and a writer make: ``GET /schemas/ids/{id}``
-and ``POST /subjects/{subject}/versions`` (registering). So a worker and the SDK go
+answers, from it, the REST calls a reader and a writer make: ``GET /schemas/ids/{id}``,
+``GET /subjects/{subject}/versions/{version}`` (a Protobuf schema's imports) and ``POST
+/subjects/{subject}/versions`` (registering). So a worker and the SDK go
 through their real ``SchemaRegistryClient`` over HTTP. Anything else is a 404 (the
 client then falls back, as with an older registry).
 """
@@ -21,6 +22,13 @@ from typing import Any
 
 _SCHEMA_BY_ID = re.compile(r"^/schemas/ids/(\d+)(?:\?.*)?$")
 _VERSIONS = re.compile(r"^/subjects/([^/?]+)/versions(?:\?.*)?$")
+_VERSION = re.compile(r"^/subjects/([^/?]+)/versions/(\d+)(?:\?.*)?$")
+
+
+def _schema_json(schema: Any) -> dict[str, Any]:
+    return {"schema": schema.schema_str, "schemaType": schema.schema_type or "AVRO",
+            "references": [{"name": r.name, "subject": r.subject, "version": r.version}
+                           for r in schema.references or ()]}
 
 
 @contextmanager
@@ -29,6 +37,19 @@ def registry_server(mock: Any) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            from urllib.parse import unquote
+
+            version = _VERSION.match(self.path)
+            if version is not None:
+                subject, number = unquote(version.group(1)), int(version.group(2))
+                try:
+                    registered = mock.get_version(subject, number)
+                except Exception:
+                    self._reply(404, {"error_code": 40402, "message": "Version not found"})
+                    return
+                self._reply(200, {**_schema_json(registered.schema), "subject": subject,
+                                  "version": number, "id": registered.schema_id})
+                return
             found = _SCHEMA_BY_ID.match(self.path)
             try:
                 schema = mock.get_schema(int(found.group(1))) if found else None
@@ -37,8 +58,7 @@ def registry_server(mock: Any) -> Iterator[str]:
             if schema is None:
                 self._reply(404, {"error_code": 40403, "message": "Schema not found"})
             else:
-                self._reply(200, {"schema": schema.schema_str,
-                                  "schemaType": schema.schema_type or "AVRO"})
+                self._reply(200, _schema_json(schema))
 
         def do_POST(self) -> None:
             from urllib.parse import unquote

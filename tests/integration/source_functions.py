@@ -76,3 +76,9 @@ async def hold(ctx: Context) -> Any:
 async def avro(ctx: Context) -> Any:
     """An Avro record in the Confluent wire format, decoded through the registry."""
     return ctx.event.data
+
+
+@ss.function(id="proto", trigger=TopicTrigger(source_topic(_NS, "proto"), start="earliest"))
+async def proto(ctx: Context) -> Any:
+    """A Protobuf record in the Confluent wire format, decoded with no generated class."""
+    return ctx.event.data

@@ -8,6 +8,7 @@ import re
 import subprocess
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -60,14 +61,27 @@ def engine_read_all_of(settings: Settings, suffix: str) -> None:
         consumer.close()
 
 
-def backfill(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    done = stepstream(settings, "backfill", MODULE, *args, "--quiet")
+def backfill(settings: Settings, *args: str, module: str = MODULE
+             ) -> subprocess.CompletedProcess[str]:
+    done = stepstream(settings, "backfill", module, *args, "--quiet")
     assert done.returncode == 0, done.stderr
     return done
 
 
+def ends_of(settings: Settings, suffix: str) -> list[int]:
+    """The end offset of each partition of one of the namespace's topics."""
+    topic = settings.topic(suffix)
+    consumer = Consumer({"bootstrap.servers": settings.brokers, "group.id": "ends"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                               cached=False)[1] for p in sorted(partitions)]
+    finally:
+        consumer.close()
+
+
 def test_a_backfill_starts_runs_for_exactly_the_range_and_never_twice(
-        settings: Settings, start_worker: WorkerFactory) -> None:
+        settings: Settings, start_worker: WorkerFactory, tmp_path: Path) -> None:
     topic = hourly_topic(settings.namespace)
     ensure_topics(settings, [TopicSpec(topic, 2, 1)])
     producer = Producer({"bootstrap.servers": settings.brokers})
@@ -103,6 +117,25 @@ def test_a_backfill_starts_runs_for_exactly_the_range_and_never_twice(
     assert "3 run starts sent" in again.stdout
     engine_read_all_of(settings, "runs")
     assert sorted(starts_in_history(settings, "hourly")) == sorted(middle)
+
+    # The next version, in shadow over the same hour: it runs here, its side effect
+    # ("notify") is not run but answered from the live runs, and nothing is written.
+    written = {suffix: ends_of(settings, suffix) for suffix in ("runs", "events")}
+    report_file = tmp_path / "shadow.json"
+    shadow = backfill(settings, "hourly", "--from", "2026-11-01T11:00Z",
+                      "--to", "2026-11-01T12:00Z", "--shadow", "--report", str(report_file),
+                      module=f"{MODULE}_v2")
+
+    report = json.loads(report_file.read_text())
+    assert (report["in_range"], report["counts"]) == (3, {
+        "same": 2, "different": 1, "no_live_run": 0, "shadow_failed": 0,
+        "not_started": 0, "undecodable": 0}), shadow.stdout
+    changed = next((p, o) for p, o, data in landed if data == {"hour": 1, "n": 1})
+    [difference] = report["differences"]
+    assert difference["event_id"] == "{}:{}:{}".format(topic, *changed)
+    assert difference["diff"] == ["output.n: 1 -> 10"]
+    assert "3 records in range" in shadow.stdout and "output.n: 1 -> 10" in shadow.stdout
+    assert {suffix: ends_of(settings, suffix) for suffix in written} == written
 
 
 def test_a_function_added_later_gets_runs_for_past_events(

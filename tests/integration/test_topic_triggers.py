@@ -17,15 +17,23 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration.helpers import get_json, read_all, wait_for, wait_for_run
+from tests.integration.helpers import (
+    get_json,
+    read_all,
+    sample,
+    scrape,
+    wait_for,
+    wait_for_run,
+)
 from tests.integration.registry_server import registry_server
 from tests.integration.source_functions import STAMPED_START, source_topic
+from tests.protobuf_orders import framed_order
 from topics.catalog import TopicSpec
 from topics.provision import ensure_topics
 
 MODULE = "tests.integration.source_functions"
 SOURCES = {"orders": 3, "late": 1, "stamped": 1, "keyed": 1, "payments": 2,
-           "cancellations": 2, "avro": 1}
+           "cancellations": 2, "avro": 1, "proto": 1}
 """The module's source topics and their partition counts: other than the engine's 4,
 so their tasks are not the runs' tasks."""
 
@@ -212,6 +220,30 @@ def test_an_avro_record_in_the_confluent_wire_format_is_decoded_via_the_registry
     assert by_post["output"] == {"order_id": 14, "sku": "C-3", "note": None}
     framed = read_all(settings.brokers, topics["avro"])
     assert [m.value()[0] for m in framed] == [0, 0, 0]
+
+
+def test_a_protobuf_record_is_decoded_from_its_registered_schema(
+        settings: Settings, start_worker: WorkerFactory) -> None:
+    # The worker has no generated class: it builds one from the schema the registry
+    # holds, and the file the schema imports (registered under a subject of its own).
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    topics = create_sources(settings)
+    mock = SchemaRegistryClient.new_client({"url": f"mock://{settings.namespace}"})
+    value = framed_order(mock, topics["proto"], order_id=21, sku="P-1", at=1_700_000_000,
+                         cents=999, tags=["a", "b"])
+    with registry_server(mock) as url:
+        worker = start_worker(MODULE, STEPSTREAM_SCHEMA_REGISTRY_URL=url)
+        records = Records(settings)
+        records.send(topics["proto"], value)
+        run = wait_for_run(worker.url, run_of("proto", records.landed[0]))
+        # Its source group reports how far behind the topic's end it is: caught up.
+        wait_for(lambda: sample(scrape(worker.url), "stepstream_source_lag_messages",
+                                group=f"{settings.namespace}.source.proto",
+                                topic=topics["proto"]) == 0, what="the source lag")
+    assert run["output"] == {"order_id": 21, "sku": "P-1", "at": "2023-11-14T22:13:20Z",
+                             "total": {"cents": "999", "currency": "EUR"},
+                             "tags": ["a", "b"], "state": "NEW"}
 
 
 def post_json(url: str, body: dict[str, Any]) -> Any:

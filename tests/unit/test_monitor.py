@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from streams.metrics import Metrics
-from streams.monitor import update_lag
+from streams.monitor import update_lag, update_source_lag
 
 TOPICS = ["ns.delay.1m", "ns.delay.1s", "ns.history", "ns.runs", "ns.steps"]
 
@@ -44,3 +46,17 @@ def test_caught_up_partitions_have_no_age_and_revoked_ones_lose_their_series() -
     update_lag(metrics, TOPICS, {("ns.steps", 0): 0}, taken, 5000.0, series)
     assert partition_value(metrics, "ns.steps", 1) is None
     assert partition_value(metrics, "ns.steps", 0) == 0
+
+
+def test_source_lag_is_per_group_and_topic() -> None:
+    metrics = Metrics()
+    orders = SimpleNamespace(group_id="ns.source.fulfil", processors={"shop.orders": None},
+                             lag={("shop.orders", 0): 7, ("shop.orders", 2): 5})
+    waits = SimpleNamespace(group_id="ns.waits.shop.paid", processors={"shop.paid": None},
+                            lag={})
+    update_source_lag(metrics, [orders, waits])
+    sample = metrics.registry.get_sample_value
+    assert sample("stepstream_source_lag_messages",
+                  {"group": "ns.source.fulfil", "topic": "shop.orders"}) == 12
+    assert sample("stepstream_source_lag_messages",
+                  {"group": "ns.waits.shop.paid", "topic": "shop.paid"}) == 0

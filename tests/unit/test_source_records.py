@@ -24,6 +24,7 @@ from stepstream.settings import Settings
 from streams.registry import RegistryDecoder, RegistryUnavailable
 from streams.source_records import SourceRecords
 from tests.fakes import FakeMessage
+from tests.protobuf_orders import framed_order
 
 TOPIC = "shop.orders"
 
@@ -137,3 +138,25 @@ def test_send_writes_framed_avro_to_no_topic_of_the_engine() -> None:
     for topic in ("ns.runs", "ns.anything", "ns-runs-changelog"):
         with pytest.raises(ConfigError, match="a topic of the engine"):
             ss.send(topic, {"order": 1}, avro_schema=ORDER)
+
+
+def test_a_protobuf_record_is_decoded_with_no_generated_class() -> None:
+    registry = mock_registry()
+    value = framed_order(registry, TOPIC, order_id=5, sku="A-1", at=1_700_000_000,
+                         cents=1250, tags=["gift"], state=1)
+    event, _ = event_of(records(registry), FakeMessage(TOPIC, 0, 0, value))
+    assert json.loads(event.data_json) == {
+        "order_id": 5, "sku": "A-1", "at": "2023-11-14T22:13:20Z",
+        "total": {"cents": "1250", "currency": "EUR"}, "tags": ["gift"], "state": "PAID"}
+    # Fields left at their default are there too, as in an Avro record.
+    bare = framed_order(registry, TOPIC, order_id=6)
+    event, _ = event_of(records(registry), FakeMessage(TOPIC, 0, 1, bare))
+    assert json.loads(event.data_json) == {"order_id": 6, "sku": "", "tags": [],
+                                           "state": "NEW"}
+
+
+def test_a_protobuf_payload_that_does_not_parse_is_the_record_s_fault() -> None:
+    registry = mock_registry()
+    value = framed_order(registry, TOPIC, order_id=5)
+    with pytest.raises(DecodeError, match="schema id"):
+        event_of(records(registry), FakeMessage(TOPIC, 0, 0, value[:7] + b"\xff\xff\xff"))
