@@ -8,7 +8,8 @@ topic shows a step of the run completed by another process: the survivor, or wit
 after the kill, as Kubernetes or systemd would. Each kill is on a fresh cluster.
 
     python -m bench.recovery [--kills 5] [--restart-after 1] [--json] [--write]
-                             [--broker tansu|kafka] [--session-timeout S] [--brokers HOST:PORT]
+                             [--broker tansu|kafka] [--session-timeout S] [--chain-takeover]
+                             [--brokers HOST:PORT]
 
 With ``--broker kafka`` every kill's cluster is a fresh namespace on one Kafka node.
 """
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     add_broker_option(parser)
     parser.add_argument("--session-timeout", type=float,
                         help="the workers' STEPSTREAM_SESSION_TIMEOUT_S (default: theirs)")
+    parser.add_argument("--chain-takeover", action="store_true",
+                        help="STEPSTREAM_CHAIN_TAKEOVER=true: a new owner re-dispatches the "
+                        "killed worker's chain at once, not one lease after it was last alive")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after")
     parser.add_argument("--kills", type=int, default=1, help="kills, each on a fresh cluster")
     parser.add_argument("--restart-after", type=_seconds_or_none, nargs="+", default=[None],
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     static = args.membership == "static"
     env = ({"STEPSTREAM_SESSION_TIMEOUT_S": f"{args.session_timeout:g}"}
            if args.session_timeout else {})
+    if args.chain_takeover:
+        env["STEPSTREAM_CHAIN_TAKEOVER"] = "true"
     with shared_broker(args.broker, args.brokers) as brokers:
         series = {after: [measure(brokers, args.timeout, after, static, **env)
                           for _ in range(args.kills)] for after in args.restart_after}
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write:
         command = "python -m bench.recovery " + " ".join(argv or sys.argv[1:])
-        session = f", session {args.session_timeout:g} s" if args.session_timeout else ""
+        session = (f", session {args.session_timeout:g} s" if args.session_timeout else "") + (
+            ", chain takeover" if args.chain_takeover else "")
         write_results(f"Recovery after SIGKILL (two workers, {args.membership} members"
                       f"{session})", command, text, broker=args.broker)
     return 0
