@@ -39,7 +39,11 @@ def measure(brokers: str | None, timeout: float = 120.0, restart_after: float | 
             static: bool = False, **env: str) -> dict[str, Any]:
     with running_engine("bench.functions", workers=2, brokers=brokers,
                         static=static, **env) as cluster:
-        return {**measure_on(cluster, timeout, restart_after=restart_after), "static": static}
+        result = measure_on(cluster, timeout, restart_after=restart_after)
+    if "STEPSTREAM_SESSION_TIMEOUT_S" in env:  # the workers', not the harness's default
+        result["session_timeout_s"] = float(env["STEPSTREAM_SESSION_TIMEOUT_S"])
+    return {**result, "static": static,
+            "chain_takeover": env.get("STEPSTREAM_CHAIN_TAKEOVER") == "true"}
 
 
 def measure_on(cluster: Cluster, timeout: float, steps: int = 200, step_ms: int = 100,
