@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from bench.kafka_broker import KafkaBroker
 from bench.measure import Reports, closed_loop, emit, exit_on_sigterm, machine
 from schemas.codec import default_codec
 from schemas.messages import HistoryRecord
@@ -31,6 +32,9 @@ from stepstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
+BROKERS = {"tansu": "dev broker Tansu (memory storage)",
+           "kafka": KafkaBroker().description}
+"""What ``--broker`` starts, as the results name it."""
 _FINAL_KINDS = {"run.completed", "run.failed", "run.cancelled"}
 
 
@@ -43,7 +47,7 @@ class Cluster:
     env: dict[str, str]
     stack: contextlib.ExitStack
     workers: list[WorkerProcess] = field(default_factory=list)
-    broker: DevBroker | None = None
+    broker: DevBroker | KafkaBroker | None = None
     static: bool = False
     """Workers are static group members (``STEPSTREAM_INSTANCE_ID``), as a StatefulSet's
     pods would be."""
@@ -84,6 +88,28 @@ class Cluster:
         return worker.start()
 
 
+def start_broker(kind: str) -> DevBroker | KafkaBroker:
+    """A broker of ``kind`` (``BROKERS``), started; its log in ``BENCH_LOG_DIR`` if set."""
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    log = Path(log_dir, f"{kind}-{time.monotonic_ns()}.log") if log_dir else None
+    return (KafkaBroker(log_path=log) if kind == "kafka" else DevBroker(log_path=log)).start()
+
+
+@contextlib.contextmanager
+def shared_broker(kind: str, brokers: str | None) -> Iterator[str | None]:
+    """The bootstrap address for a benchmark's clusters: ``brokers`` when given; for
+    Kafka one node for all of them (a JVM takes seconds to start); for the dev broker
+    None, so each cluster starts its own as before."""
+    if brokers is not None or kind == "tansu":
+        yield brokers
+        return
+    broker = start_broker(kind)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
 @contextlib.contextmanager
 def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
                    partitions: int = PARTITIONS, static: bool = False,
@@ -96,7 +122,8 @@ def running_engine(module: str, *, workers: int = 1, brokers: str | None = None,
     with contextlib.ExitStack() as stack:
         broker = None
         if brokers is None:
-            broker = stack.enter_context(DevBroker())
+            broker = start_broker("tansu")
+            stack.callback(broker.stop)
             brokers = broker.bootstrap
         redis = DevRedis().start(ROOT / ".stepstream" / "bench")
         stack.callback(redis.stop)
@@ -277,13 +304,13 @@ def step_reports(history: History, function_id: str) -> Reports:
     return reports
 
 
-def write_results(title: str, command: str, table: str) -> None:
-    """Append a section to bench/RESULTS.md with the command and the machine."""
+def write_results(title: str, command: str, table: str, broker: str = "tansu") -> None:
+    """Append a section to bench/RESULTS.md with the command, the machine and the broker."""
     m = machine()
     header = (f"\n## {title}, {datetime.now(UTC):%Y-%m-%d}\n\n"
               f"Command: `{command}`  \n"
               f"Machine: {m['arch']}, {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
-              f"dev broker Tansu (memory storage).\n\n")
+              f"{BROKERS[broker]}.\n\n")
     with open(ROOT / "bench" / "RESULTS.md", "a") as out:
         out.write(header + table + "\n")
 
@@ -297,15 +324,24 @@ def runs_main(argv: list[str] | None, *, doc: str | None, key: str, title: str, 
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--brokers", help="use this broker instead of starting one")
+    add_broker_option(parser)
     parser.add_argument("--json", action="store_true", help="print a RESULT line (bench.compare)")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     exit_on_sigterm()
-    rows = measure(args.brokers, args.runs)
+    with shared_broker(args.broker, args.brokers) as brokers:
+        rows = measure(brokers, args.runs)
     if args.json:
         emit({"system": "stepstream", key: rows})
         return 0
     print(table(rows))
     if args.write:
-        write_results(title, f"python -m {module} --runs {args.runs} --write", table(rows))
+        write_results(title, f"python -m {module} --runs {args.runs} --broker {args.broker} "
+                      "--write", table(rows), broker=args.broker)
     return 0
+
+
+def add_broker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
+                        help="the broker to start: the dev broker (default) or Apache Kafka "
+                        "(bench/kafka_broker.py: Java and Maven, or STEPSTREAM_KAFKA_LIBS)")

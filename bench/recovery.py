@@ -8,7 +8,10 @@ topic shows a step of the run completed by another process: the survivor, or wit
 after the kill, as Kubernetes or systemd would. Each kill is on a fresh cluster.
 
     python -m bench.recovery [--kills 5] [--restart-after 1] [--json] [--write]
+                             [--broker tansu|kafka] [--session-timeout S] [--chain-takeover]
                              [--brokers HOST:PORT]
+
+With ``--broker kafka`` every kill's cluster is a fresh namespace on one Kafka node.
 """
 
 from __future__ import annotations
@@ -19,16 +22,28 @@ import sys
 import threading
 from typing import Any
 
-from bench.harness import Cluster, History, running_engine, step_reports, write_results
+from bench.harness import (
+    Cluster,
+    History,
+    add_broker_option,
+    running_engine,
+    shared_broker,
+    step_reports,
+    write_results,
+)
 from bench.measure import emit, exit_on_sigterm, format_table, log, recovery
 from stepstream import Stepstream
 
 
 def measure(brokers: str | None, timeout: float = 120.0, restart_after: float | None = None,
-            static: bool = False) -> dict[str, Any]:
+            static: bool = False, **env: str) -> dict[str, Any]:
     with running_engine("bench.functions", workers=2, brokers=brokers,
-                        static=static) as cluster:
-        return {**measure_on(cluster, timeout, restart_after=restart_after), "static": static}
+                        static=static, **env) as cluster:
+        result = measure_on(cluster, timeout, restart_after=restart_after)
+    if "STEPSTREAM_SESSION_TIMEOUT_S" in env:  # the workers', not the harness's default
+        result["session_timeout_s"] = float(env["STEPSTREAM_SESSION_TIMEOUT_S"])
+    return {**result, "static": static,
+            "chain_takeover": env.get("STEPSTREAM_CHAIN_TAKEOVER") == "true"}
 
 
 def measure_on(cluster: Cluster, timeout: float, steps: int = 200, step_ms: int = 100,
@@ -67,6 +82,12 @@ def measure_on(cluster: Cluster, timeout: float, steps: int = 200, step_ms: int 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--brokers", help="use this broker instead of starting one")
+    add_broker_option(parser)
+    parser.add_argument("--session-timeout", type=float,
+                        help="the workers' STEPSTREAM_SESSION_TIMEOUT_S (default: theirs)")
+    parser.add_argument("--chain-takeover", action="store_true",
+                        help="STEPSTREAM_CHAIN_TAKEOVER=true: a new owner re-dispatches the "
+                        "killed worker's chain at once, not one lease after it was last alive")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after")
     parser.add_argument("--kills", type=int, default=1, help="kills, each on a fresh cluster")
     parser.add_argument("--restart-after", type=_seconds_or_none, nargs="+", default=[None],
@@ -79,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     exit_on_sigterm()
     static = args.membership == "static"
-    series = {after: [measure(args.brokers, args.timeout, after, static)
-                      for _ in range(args.kills)] for after in args.restart_after}
+    env = ({"STEPSTREAM_SESSION_TIMEOUT_S": f"{args.session_timeout:g}"}
+           if args.session_timeout else {})
+    if args.chain_takeover:
+        env["STEPSTREAM_CHAIN_TAKEOVER"] = "true"
+    with shared_broker(args.broker, args.brokers) as brokers:
+        series = {after: [measure(brokers, args.timeout, after, static, **env)
+                          for _ in range(args.kills)] for after in args.restart_after}
     if args.json:
         emit({"system": "stepstream", "recovery": series[args.restart_after[0]][0]})
         return 0
@@ -88,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write:
         command = "python -m bench.recovery " + " ".join(argv or sys.argv[1:])
-        write_results(f"Recovery after SIGKILL (two workers, {args.membership} members)",
-                      command, text)
+        session = (f", session {args.session_timeout:g} s" if args.session_timeout else "") + (
+            ", chain takeover" if args.chain_takeover else "")
+        write_results(f"Recovery after SIGKILL (two workers, {args.membership} members"
+                      f"{session})", command, text, broker=args.broker)
     return 0
 
 

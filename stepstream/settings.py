@@ -80,6 +80,13 @@ class Settings:
     its last applied step (a killed worker's chain resumes one lease after its last
     sign of life). A running chain sends a heartbeat every third of it, so a chained
     step may take longer than this."""
+    chain_takeover: bool = False
+    """Eager execution: a worker assigned a runs partition re-dispatches at once the
+    chains it finds under a lease, instead of one lease after their last sign of life,
+    and a worker cancels the steps of a partition it hands over. Safe where the broker's
+    ``InitProducerId`` ends the previous owner's open transaction (Kafka): the new owner
+    initialises the partition's producer before it restores the table. Off by default:
+    on the dev broker (Tansu 0.6) runs were left behind a transaction it left open."""
     security_protocol: str = "PLAINTEXT"
     """Kafka ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
     sasl_mechanism: str = "PLAIN"

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from schemas.codec import default_codec
@@ -52,7 +52,7 @@ from streams.kafka.sender import Sender
 from streams.kafka.store import WholeValues
 from streams.kafka.task import Record, Task
 from streams.leases import LeaseClock
-from streams.machine import RunPolicy, holds_lease
+from streams.machine import RunPolicy, holds_lease, takeover_timers
 from streams.metrics import Metrics
 from streams.partitioner import partition_of
 from streams.pauses import FUNCTIONS, PauseBoard
@@ -183,6 +183,7 @@ class Engine:
         self.runtime.ended.append(self._runs_revoked)
         self.runtime.every(SWEEP_EVERY_S, self._sweep_runs)
         self._stopped = asyncio.Event()
+        self._sending: set[asyncio.Future[None]] = set()
 
     # --- sending outside the tasks ------------------------------------------------------
 
@@ -263,8 +264,11 @@ class Engine:
                 lambda exc: log.warning("undecodable run state in the store: %s", exc))
                 if is_active(state)]
         self.intake.rebuild(partition, active)
-        for _, state in active:
-            self.leases.arm_held(state)
+        if self.settings.chain_takeover:
+            self._take_over_chains(task, active)
+        else:
+            for _, state in active:
+                self.leases.arm_held(state)
 
     def _runs_revoked(self, task: Task) -> None:
         self.in_flight.forget(task.partition)
@@ -290,6 +294,31 @@ class Engine:
         """Stop (or go on) reading what starts runs (``streams.intake``)."""
         for runtime, source in self._starts:
             runtime.throttle(source, paused)
+
+    def _take_over_chains(self, task: Task, states: Sequence[tuple[bytes, RunState]]) -> None:
+        """Re-dispatch the chains that the partition's previous owner ran
+        (``machine.takeover_timers``; ``Settings.chain_takeover``), as soon as the runs
+        records before them are applied. So they go through the runs topic, not to the
+        task's processors at once: the partition may hold records of the previous owner's
+        last transaction that the restored state does not have yet (its links, read again
+        from the committed offset), and those must come first."""
+        now = now_ms()
+        timers = [timer for _, state in states for timer in takeover_timers(state, now)]
+        if not timers:
+            return
+        log.info("task %d: %d chains of the partition's previous owner to dispatch again",
+                 task.partition, len(timers))
+        for timer in timers:
+            # Not awaited: a worker that stops first leaves them to the next owner.
+            sending = asyncio.ensure_future(self.send("runs", timer.run_id, timer))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            log.warning("a chain's takeover was not sent (the next owner sends it): %s",
+                        sending.exception())
 
     # --- running ------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ FINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 
 _START_TIMER, _FINISH_TIMER = "timeout:start", "timeout:finish"
 _LEASE = "lease:"  # then the dispatch's seq and the due time: lease:{seq}:{due}
+_TAKEOVER = "takeover:"  # a lease found by the partition's new owner: takeover:{seq}:{due}
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +307,9 @@ def _apply(state: RunState, message: RunMessage, policy: RunPolicy,
             state = _chain_alive(state, message)
         case TimerFired() if is_lease(message):
             state = _lease_expired(state, message, policy, out)
+        case TimerFired() if message.timer_id.startswith(_TAKEOVER):
+            if holds_lease(state, message):  # the chain has no executor: at once
+                state = _expire_chain(state, _lease_of(message)[0], message.ts, out)
         case TimerFired():
             state = _timer(state, message, out)
         case EventMatched():
@@ -404,6 +408,19 @@ def lease_timer(run_id: str, seq: int | str, due: int) -> TimerFired:
     return TimerFired(run_id, f"{_LEASE}{seq}:{due}", due)
 
 
+def takeover_timers(state: RunState, now: int) -> list[TimerFired]:
+    """The chain leases ``state`` holds, as found by a new owner of the run's partition.
+
+    The executor that runs a chain is the owner of the run's partition (co-partitioning),
+    and an owner cancels its chains when it hands the partition over (or it died, or it
+    is fenced): whoever is assigned the partition finds those chains without an
+    executor, and these timers re-dispatch them at once instead of one lease after
+    their last sign of life."""
+    return [TimerFired(state.run_id, f"{_TAKEOVER}{seq}:{dispatched.lease_due}", now)
+            for seq, dispatched in state.dispatched.items()
+            if dispatched.lease_due is not None]
+
+
 def is_lease(timer: TimerFired) -> bool:
     """Whether ``timer`` is a chain's lease (not a retry, sleep or timeout)."""
     return timer.timer_id.startswith(_LEASE)
@@ -439,8 +456,14 @@ def _lease_expired(state: RunState, message: TimerFired, policy: RunPolicy,
         out.append(_lease(state, int(seq), message.ts, expires))
         return replace(state, dispatched={**state.dispatched, seq: replace(
             dispatched, lease_due=expires)})
+    return _expire_chain(state, seq, message.ts, out)
+
+
+def _expire_chain(state: RunState, seq: str, now: int, out: list[Command]) -> RunState:
+    """The chain of dispatch ``seq`` has no executor any more: dispatch again from the
+    last step it applied."""
     state = replace(state, dispatched={k: v for k, v in state.dispatched.items() if k != seq})
-    state = _record(state, out, "chain.expired", message.ts)
+    state = _record(state, out, "chain.expired", now)
     return _next(state, out)
 
 

@@ -2,7 +2,9 @@
 
 Integration tests run against the real Tansu broker (one per session, on a free
 port, stopped by pid) and real Redis; each test gets its own namespace, so its
-own topics, consumer group and Redis keys.
+own topics, consumer group and Redis keys. ``STEPSTREAM_TEST_BROKER=kafka`` runs
+them on one Apache Kafka node instead (``bench/kafka_broker.py``: Java and Maven,
+or ``STEPSTREAM_KAFKA_LIBS``); CI stays on Tansu.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.kafka_broker import KafkaBroker
 from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, forget_namespace
 from stepstream.settings import Settings
 
@@ -52,15 +55,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker]:
-    """The session's dev broker; ``STEPSTREAM_TEST_BROKER_PORT`` names one that runs
-    already (started by hand, to look at its topics after a failure)."""
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevBroker | KafkaBroker]:
+    """The session's broker: the dev broker, or Kafka with ``STEPSTREAM_TEST_BROKER=kafka``;
+    ``STEPSTREAM_TEST_BROKER_PORT`` names one that runs already (started by hand, to look
+    at its topics after a failure)."""
     port = os.environ.get("STEPSTREAM_TEST_BROKER_PORT")
     if port:
         yield DevBroker(port=int(port))
         return
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with DevBroker(log_path=log) as running:
+    kind = os.environ.get("STEPSTREAM_TEST_BROKER", "tansu")
+    log = tmp_path_factory.mktemp("broker") / f"{kind}.log"
+    with KafkaBroker(log_path=log) if kind == "kafka" else DevBroker(log_path=log) as running:
         yield running
 
 
@@ -73,14 +78,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def fresh_settings(broker: DevBroker, redis_url: str) -> Settings:
+def fresh_settings(broker: DevBroker | KafkaBroker, redis_url: str) -> Settings:
     """Settings of a new namespace: its own topics, consumer group and Redis keys."""
     return Settings(brokers=broker.bootstrap, redis_url=redis_url,
                     namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
 
 
 @pytest.fixture
-def settings(broker: DevBroker, redis_url: str) -> Iterator[Settings]:
+def settings(broker: DevBroker | KafkaBroker, redis_url: str) -> Iterator[Settings]:
     """Settings of a namespace of this test's own; its Redis keys go afterwards."""
     settings = fresh_settings(broker, redis_url)
     yield settings

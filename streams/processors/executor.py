@@ -91,7 +91,7 @@ class Executor:
         self._waiting: collections.deque[_Claim] = collections.deque()
         self._local: dict[tuple[str, int], _Claim] = {}
         """Requests handed over locally whose copy is not read back yet, by (run, seq)."""
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], _Claim] = {}
         self._started: list[_Claim] = []  # since the last ``settle``
         self._paused = False
 
@@ -133,7 +133,7 @@ class Executor:
             if not claim.task.live:
                 continue  # revoked while it waited: its next owner runs it
             running = asyncio.ensure_future(self._dispatch(claim))
-            self._running.add(running)
+            self._running[running] = claim
             self._resumed(claim)
             running.add_done_callback(self._done)
         paused = len(self._waiting) >= self.concurrency
@@ -162,13 +162,19 @@ class Executor:
                 wait.cancel()
 
     def task_ended(self, task: Task) -> None:
-        """Its partitions went to another worker: what waits for it is theirs to run."""
+        """Its partitions went to another worker: what waits for it is theirs to run. With
+        ``chain_takeover``, what runs is cancelled too (its outcome could not be committed
+        any more; the next owner re-dispatches it at once, see ``Engine._take_over_chains``)."""
         self._waiting = collections.deque(c for c in self._waiting if c.task is not task)
         self._local = {key: c for key, c in self._local.items() if c.task is not task}
+        if self.settings.chain_takeover:
+            for running, claim in list(self._running.items()):
+                if claim.task is task:
+                    running.cancel()
         self._start_waiting()
 
     def _done(self, running: asyncio.Task[None]) -> None:
-        self._running.discard(running)
+        self._running.pop(running, None)
         self._start_waiting()
         if running.cancelled():
             return

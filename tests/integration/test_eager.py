@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import time
 
+import pytest
 import redis
 
 from schemas.codec import default_codec
@@ -45,9 +46,10 @@ def test_a_chain_applies_every_step_once_and_in_order_within_its_budget(
     assert [d.seq for d in dispatches_of(settings, run["run_id"])] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("takeover", ["false", "true"], ids=["lease", "takeover"])
 def test_a_worker_killed_mid_chain_leads_to_a_completed_run_with_each_step_applied_once(
-        settings: Settings, start_worker: WorkerFactory) -> None:
-    victim = start_worker()
+        settings: Settings, start_worker: WorkerFactory, takeover: str) -> None:
+    victim = start_worker(STEPSTREAM_CHAIN_TAKEOVER=takeover)
     run_id = run_id_for("chain", Stepstream("t", settings=settings).send(
         "test/chain", {"steps": 30, "pause": 0.1}))
     store = redis.Redis.from_url(settings.redis_url)
@@ -58,7 +60,7 @@ def test_a_worker_killed_mid_chain_leads_to_a_completed_run_with_each_step_appli
     wait_for(lambda: executed(5) >= 1, what="the chain under way")
     victim.kill()
     killed_at = time.monotonic()
-    survivor = start_worker()
+    survivor = start_worker(STEPSTREAM_CHAIN_TAKEOVER=takeover)
     run = wait_for_run(survivor.url, run_id, timeout=90)
     assert run["output"] == {"total": 30}
 

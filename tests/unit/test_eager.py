@@ -18,7 +18,7 @@ from schemas.messages import (
 from stepstream import Context, RetryPolicy, Settings, Stepstream
 from stepstream.execution import execute
 from stepstream.step import ChainBudget
-from streams.machine import Dispatch, Record, RunPolicy, Schedule, advance
+from streams.machine import Dispatch, Record, RunPolicy, Schedule, advance, takeover_timers
 
 EVENT = Event(id="e", name="t/go", data_json="{}", ts=1)
 POLICY = RunPolicy(retry=RetryPolicy(retries=2, initial=timedelta(seconds=1), jitter=0.0),
@@ -216,3 +216,17 @@ def test_stale_heartbeats_change_nothing() -> None:
     assert advance(state, alive(1, 4500, seq=9), POLICY) == (state, [])  # no such dispatch
     ended, _ = advance(state, link("s1", 1, more=False), POLICY)
     assert advance(ended, alive(1, 4600), POLICY) == (ended, [])  # the chain is over
+
+
+def test_a_new_owner_of_the_partition_re_dispatches_a_chain_at_once() -> None:
+    state, _ = advance(started(), link("s0", 0), POLICY)  # due 5101
+    state, _ = advance(state, alive(1, 4000), POLICY)  # alive a moment ago
+    [takeover] = takeover_timers(state, now=4100)
+    assert takeover.ts == 4100
+    state, out = advance(state, takeover, POLICY)
+    assert "1" not in state.dispatched
+    assert [c.request.seq for c in out if isinstance(c, Dispatch)] == [2]
+    assert any(isinstance(c, Record) and c.record.kind == "chain.expired" for c in out)
+    # delivered again (a replayed message), or after the chain moved on: nothing
+    assert advance(state, takeover, POLICY) == (state, [])
+    assert takeover_timers(state, now=4200) == []
