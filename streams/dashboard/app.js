@@ -106,8 +106,10 @@ async function act(what, request) {
   try {
     await request();
     notice(`${what} requested; the run changes once the orchestrator has it.`);
+    return true;
   } catch (err) {
     notice(`${what} refused: ${err.message}`, true);
+    return false;
   }
 }
 
@@ -274,7 +276,7 @@ function stepDetail(run, step) {
       h("div", {}, h("span", {}, "duration"), fmtDur(step.duration_ms))),
     replayable ? h("div", { class: "actions" }, h("button", {
       id: "replay-from-btn",
-      onclick: () => act(`Replay from ${step.id}`, () => post(`/v1/runs/${encodeURIComponent(run.run_id)}/replay`, { from_step: step.id })),
+      onclick: () => replay(run, `Replay from ${step.id}`, { from_step: step.id }),
     }, "Replay from this step")) : null,
     h("h2", {}, "Attempts"),
     h("table", {}, h("thead", {}, h("tr", {}, ["#", "replay", "outcome", "started", "duration", "error"].map((c) => h("th", {}, c)))),
@@ -308,7 +310,7 @@ function renderRun(run) {
         h("button", { id: "cancel-btn", class: "danger", disabled: FINAL.includes(run.status),
           onclick: () => act("Cancel", () => post(`/v1/runs/${id}/cancel`, { reason: "cancelled from the dashboard" })) }, "Cancel"),
         h("button", { id: "replay-btn", class: "primary", disabled: !["failed", "cancelled"].includes(run.status),
-          onclick: () => act("Replay", () => post(`/v1/runs/${id}/replay`)) }, "Replay failed steps"))),
+          onclick: () => replay(run, "Replay", {}) }, "Replay failed steps"))),
     run.error ? h("div", { class: "card" }, h("h2", {}, "Error"), errorBox(run.error)) : null,
     run.status === "completed" ? h("div", { class: "card" }, h("h2", {}, "Output"), h("pre", { id: "run-output" }, json(run.output))) : null,
     h("div", { class: "card", id: "progress", hidden: true }),
@@ -327,11 +329,24 @@ function renderProgress() {
   const live = FINAL.includes(ui.run.status) ? [] :
     Object.values(ui.progress).filter((p) => !done.has(p.step_id));
   card.hidden = !live.length;
-  card.replaceChildren(h("h2", {}, "In progress"), live.map((p) => h("div", { class: "progress-row", "data-step": p.step_id || "" },
+  card.replaceChildren(h("h2", {}, "In progress"), ...live.map((p) => h("div", { class: "progress-row", "data-step": p.step_id || "" },
     h("span", { class: "tl-label" }, p.step_id || "(run)"),
     h("span", { class: "progress-track" }, h("span", { class: "progress-fill", style: `width:${Math.round(p.fraction * 100)}%` })),
     h("span", { class: "progress-pct" }, `${Math.round(p.fraction * 100)} %`),
     h("span", { class: "muted" }, p.message))));
+}
+
+// A run's stream ends with the run; a replay starts it again once the orchestrator has
+// applied it (a moment after the request): then the page follows the new stream.
+async function replay(run, what, body) {
+  const path = "/v1/runs/" + encodeURIComponent(run.run_id);
+  if (!await act(what, () => post(path + "/replay", body))) return;
+  for (let tries = 0; tries < 50 && location.hash.startsWith("#/run/"); tries++) {
+    const now = await api(path).catch(() => run);
+    if (now.replays > run.replays) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  if (ui.runId === run.run_id && location.hash.startsWith("#/run/")) showRun(run.run_id);
 }
 
 function stopLive() {
