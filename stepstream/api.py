@@ -10,9 +10,11 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from stepstream.errors import ApiError
+from stepstream.sse import ServerEvent, read_events
 
 DEFAULT_URL = "http://127.0.0.1:8288"
 """Where ``stepstream worker`` serves its API unless told otherwise."""
@@ -49,8 +51,20 @@ class ApiClient:
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
+            with self._open(request, self.timeout) as reply:
                 return json.load(reply)
+        except OSError as exc:  # the answer broke off
+            raise self._no_answer(exc) from None
+
+    def _no_answer(self, exc: OSError) -> ApiError:
+        reason = getattr(exc, "reason", exc)
+        return ApiError(0, f"no answer from {self.url}: {reason} (is a worker running? "
+                           "see --url / STEPSTREAM_API_URL)")
+
+    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
+        """``urlopen``, its failures as ``ApiError``."""
+        try:
+            return urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             try:
                 message = json.load(exc).get("error") or exc.reason
@@ -58,9 +72,27 @@ class ApiClient:
                 message = exc.reason
             raise ApiError(exc.code, f"{exc.code}: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ApiError(0, f"no answer from {self.url}: {reason} (is a worker running? "
-                              "see --url / STEPSTREAM_API_URL)") from None
+            raise self._no_answer(exc) from None
+
+    def stream_run(self, run_id: str, last_event_id: int = 0, *,
+                   idle_s: float = 60.0) -> Iterator[ServerEvent]:
+        """The run's live events (``GET /v1/runs/{id}/stream``) after ``last_event_id``:
+        ``run``, then ``step`` and ``progress`` as they come, and ``end``. It stops after
+        the end, or sooner when the worker closes the stream (ask again with the last id);
+        nothing when the end is before ``last_event_id``.
+
+        Raises:
+            ApiError: as ``call``.
+            OSError: nothing came for ``idle_s`` (not even a heartbeat), or the
+                connection broke.
+        """
+        request = urllib.request.Request(f"{self.url}/v1/runs/{self._quote(run_id)}/stream")
+        request.add_header("Accept", "text/event-stream")
+        request.add_header("Last-Event-ID", str(last_event_id))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with self._open(request, idle_s) as reply:
+            yield from read_events(reply)
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         answer = self.call(method, path, **kwargs)

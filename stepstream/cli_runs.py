@@ -22,7 +22,6 @@ from stepstream.settings import Settings
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_FINAL = {"completed", "failed", "cancelled"}
 
 
 def time_arg(text: str | None) -> str | None:
@@ -135,29 +134,27 @@ def runs_replay(args: argparse.Namespace) -> int:
 
 
 def runs_watch(args: argparse.Namespace) -> int:
-    """``runs watch [RUN_ID]``: a live view, refreshed every ``--interval`` seconds."""
+    """``runs watch [RUN_ID]``: follow one run's live stream until it ends, or a live view
+    of the runs list, refreshed every ``--interval`` seconds."""
+    if args.run_id:
+        from stepstream.cli_watch import follow
+
+        return follow(_client(args), args.run_id, as_json=args.json)
     from rich.live import Live
 
-    from stepstream.console import run_view, runs_table
+    from stepstream.console import runs_table
 
     client = _client(args)
-    if args.run_id:
-        def frame() -> tuple[Any, bool]:
-            run = client.get_run(args.run_id)
-            return run_view(run), run["status"] in _FINAL
-    else:
-        def frame() -> tuple[Any, bool]:
-            page = client.list_runs(**_filters(args))
-            title = f"runs (every {args.interval:g} s, Ctrl-C stops)"
-            return runs_table(page["runs"], title=title), False
 
-    view, done = frame()
+    def frame() -> Any:
+        page = client.list_runs(**_filters(args))
+        return runs_table(page["runs"], title=f"runs (every {args.interval:g} s, Ctrl-C stops)")
+
     frames = 1
-    with Live(view, console=_console(), auto_refresh=False) as live:
-        while not done and frames != args.frames:
+    with Live(frame(), console=_console(), auto_refresh=False) as live:
+        while frames != args.frames:
             time.sleep(args.interval)
-            view, done = frame()
-            live.update(view, refresh=True)
+            live.update(frame(), refresh=True)
             frames += 1
     return 0
 
@@ -257,13 +254,16 @@ def add_commands(sub: Any) -> None:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true", help="the run document as JSON")
     watch = _command(runs_sub, "watch", runs_watch,
-                     "live view of the runs list, or of one run until it ends")
+                     "follow a run as its steps complete, until it ends (exit 0 completed, 1 "
+                     "failed, 3 cancelled); without a run id, a live view of the runs list")
     watch.add_argument("run_id", nargs="?")
+    watch.add_argument("--json", action="store_true",
+                       help="with a run id: each event as a line of JSON")
     _add_filters(watch, limit=20)
-    watch.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    watch.add_argument("--interval", type=float, default=2.0,
+                       help="runs list: seconds between refreshes")
     watch.add_argument("--frames", type=int, default=0,
-                       help="stop after this many refreshes (default: until Ctrl-C, or until "
-                            "the watched run ends)")
+                       help="runs list: stop after this many refreshes (default: until Ctrl-C)")
     cancel = _command(runs_sub, "cancel", runs_cancel,
                       "cancel a running run (or, with a filter, every running run it selects)")
     cancel.add_argument("run_id", nargs="?")

@@ -1,5 +1,5 @@
 """What a handler receives: ``ctx.event``, ``ctx.events``, ``ctx.step``, ``ctx.run_id``,
-``ctx.attempt``, and versioning (``ctx.patched``)."""
+``ctx.attempt``, progress (``ctx.progress``) and versioning (``ctx.patched``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,20 @@ class Context:
     events: list[TriggerEvent] = field(default_factory=list)
     """The run's events: the batch of a ``batch_events`` function (``event`` is the
     first), else ``[event]``."""
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Say how far the running step is: ``fraction`` from 0 to 1, and a short message.
+
+        Shown live on the dashboard's run page and in ``GET /v1/runs/{id}/stream``.
+        Advisory, not a step result: the last value of each step counts, a worker
+        publishes a few a second at most (a tight loop may call it freely), and it is
+        not replayed, so it changes nothing in the run. Call it inside a step's body;
+        outside steps it is the run's own, said once per dispatch that first runs it.
+
+        Raises:
+            ValueError: ``fraction`` is not a number from 0 to 1.
+        """
+        self.step.progress(fraction, message)
 
     def patched(self, patch_id: str) -> bool:
         """Whether this run takes the new code path of ``patch_id`` (versioning).

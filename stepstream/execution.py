@@ -15,6 +15,7 @@ from stepstream.context import Context
 from stepstream.events import TriggerEvent, dumps
 from stepstream.function import FunctionDef
 from stepstream.logs import RunLogger, with_logs
+from stepstream.progress import ReportProgress
 from stepstream.replay import ReplayPaths
 from stepstream.step import (
     ChainBudget,
@@ -39,7 +40,8 @@ _PATHS = ReplayPaths()
 async def execute(function: FunctionDef, request: StepRequest, *, max_output_bytes: int,
                   send_events: SendEvents | None = None, chain: ChainBudget | None = None,
                   on_progress: Progress | None = None, paths: ReplayPaths | None = None,
-                  stub: Stub | None = None) -> Outcome:
+                  stub: Stub | None = None,
+                  report_progress: ReportProgress | None = None) -> Outcome:
     """Run ``function``'s handler for ``request`` up to its first new step(s).
 
     Returns the outcome of the step it ran, the steps it planned, or
@@ -50,12 +52,13 @@ async def execute(function: FunctionDef, request: StepRequest, *, max_output_byt
 
     ``paths`` replaces this process's record of the steps each run asked for (a test
     harness keeps its own); ``stub`` replaces step bodies (its mocks).
+    ``report_progress`` takes what ``ctx.progress`` says (``stepstream.progress``).
     """
     known = _PATHS if paths is None else paths
     step = Step(request, max_output_bytes=max_output_bytes, send_events=send_events,
                 chain=chain if function.eager else None, on_progress=on_progress,
                 expected_path=known.expected(request.run_id, function.handler, request.memo),
-                stub=stub)
+                stub=stub, report_progress=report_progress)
     outcome = await _replay(function, request, step, max_output_bytes)
     if step.diverged is not None:  # even if the handler caught it: the run cannot go on
         outcome = FunctionFinished(run_id=request.run_id, seq=request.seq, ts=now_ms(),

@@ -191,6 +191,13 @@ def current_step() -> str | None:
     return _step.get()
 
 
+def replayed_here() -> bool:
+    """Whether code running now was run by an earlier dispatch (the rule of log lines;
+    ``ctx.progress`` follows it too)."""
+    collector = _collector.get()
+    return collector is not None and not collector.keeps(_step.get())
+
+
 def _render(msg: object, args: tuple[Any, ...], exc_info: Any) -> str:
     try:
         text = str(msg) % args if args else str(msg)

@@ -113,6 +113,12 @@ class Settings:
     protects)."""
     http_session_s: float = 12 * 3600.0
     """How long a dashboard login (its session cookie) lasts."""
+    http_max_streams: int = 100
+    """Live run streams (``GET /v1/runs/{id}/stream``) a worker serves at once; more get
+    503 with ``Retry-After``."""
+    http_stream_heartbeat_s: float = 15.0
+    """Seconds between heartbeats (comment lines) on a quiet live stream, so proxies keep
+    it open."""
     monitor_interval_s: float = 10.0
     """How often a worker refreshes its heartbeat, consumer-lag and runs-in-flight gauges."""
     concurrency_lease_ms: int = 30_000
@@ -197,6 +203,8 @@ class Settings:
             raise ConfigError("newer_schema_wait_s must be >= 0")
         if self.http_session_s <= 0:
             raise ConfigError("http_session_s must be > 0")
+        if self.http_max_streams < 0 or self.http_stream_heartbeat_s <= 0:
+            raise ConfigError("http_max_streams must be >= 0 and http_stream_heartbeat_s > 0")
         if self.lifecycle_format not in LIFECYCLE_FORMATS:
             raise ConfigError(f"lifecycle_format {self.lifecycle_format!r} must be one of "
                               f"{', '.join(LIFECYCLE_FORMATS)}")

@@ -47,9 +47,10 @@ from stepstream.errors import (
 )
 from stepstream.events import dumps, make_event
 from stepstream.expressions import compile_condition
-from stepstream.logs import in_step, memo_returned
+from stepstream.logs import current_step, in_step, memo_returned, replayed_here
 from stepstream.options import to_ms
 from stepstream.patching import at_frontier, is_reserved, patch_marker
+from stepstream.progress import ReportProgress, StepProgress, checked
 from stepstream.topic_trigger import TopicTrigger, event_name
 
 T = TypeVar("T")
@@ -133,8 +134,10 @@ class Step:
     def __init__(self, request: StepRequest, *, max_output_bytes: int,
                  send_events: SendEvents | None = None, chain: ChainBudget | None = None,
                  on_progress: Progress | None = None, expected_path: Sequence[str] = (),
-                 stub: Stub | None = None) -> None:
+                 stub: Stub | None = None, report_progress: ReportProgress | None = None
+                 ) -> None:
         self._request = request
+        self._report_progress = report_progress
         self._stub = stub
         self._expected_path = tuple(expected_path)
         self.path: list[str] = []
@@ -292,6 +295,18 @@ class Step:
             return [e.id for e in built]
 
         return await self.run(step_id, send)
+
+    # --- progress (stepstream.progress) -----------------------------------------------
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the running step is (``Context.progress``)."""
+        fraction, message = checked(fraction, message)
+        if self._report_progress is None or replayed_here():
+            return  # no one listens, or an earlier dispatch ran this code and said it
+        request = self._request
+        self._report_progress(StepProgress(
+            run_id=request.run_id, step_id=current_step(), attempt=request.attempt,
+            fraction=fraction, message=message, ts=now_ms()))
 
     # --- versioning (stepstream.patching) ---------------------------------------------
 

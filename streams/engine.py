@@ -66,6 +66,7 @@ from streams.processors.orchestrator import RUNS, Orchestrator
 from streams.processors.outputs import Outputs
 from streams.processors.source import Source
 from streams.processors.trigger import Trigger
+from streams.progress import ProgressBoard
 from streams.projector import HistoryProjector
 from streams.readmodel import RunStore
 from streams.registry import RegistryDecoder
@@ -105,6 +106,7 @@ class Engine:
         self._copies: set[asyncio.Future[None]] = set()
         self.starter = Starter(ss, self.redis, self.metrics)
         self.flow = FlowGate(self.redis, settings, self.metrics)
+        self.progress = ProgressBoard(self.store)
         self.leases = LeaseClock(self._holds_lease, self._fire_lease)
         self.sender = Sender(plain_producer(settings))
         policies: dict[str, RunPolicy] = {
@@ -115,7 +117,7 @@ class Engine:
         self.executor = Executor(
             self.outputs, ss, self.flow,
             ChainBudget(max_steps=settings.chain_max_steps, max_ms=settings.chain_max_ms),
-            send_events=self.send_events,
+            send_events=self.send_events, report_progress=self.progress.report,
             backpressure=lambda paused: self.runtime.throttle(topic("steps"), paused))
         matcher = Matcher(self.outputs, ss.functions)
         trigger = Trigger(self.outputs, self.starter)
@@ -354,6 +356,7 @@ class Engine:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
             await self.sender.close()
+            await self.progress.close()
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
 

@@ -25,6 +25,7 @@ from streams.http_login import Login
 from streams.http_params import BadInput, json_body
 from streams.http_runs import RunsApi, SendControl
 from streams.http_session import Sessions
+from streams.http_stream import HEARTBEAT_S, MAX_STREAMS, RunStreams
 from streams.metrics import Metrics
 from streams.readmodel import RunStore
 
@@ -72,17 +73,22 @@ class HttpApi:
         send_pause: produces pauses and resumes of functions.
         replay_window_s: how long after its end a run can be replayed.
         retention_s: how long after its end a run stays in the read model.
+        max_streams: live run streams served at once (``Settings.http_max_streams``).
+        stream_heartbeat_s: ``Settings.http_stream_heartbeat_s``.
     """
 
     def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any, *,
                  send_control: SendControl | None = None, functions: Iterable[str] = (),
                  replay_window_s: float | None = None, retention_s: float | None = None,
-                 pauses: PauseStates | None = None, send_pause: SendPause | None = None
+                 pauses: PauseStates | None = None, send_pause: SendPause | None = None,
+                 max_streams: int = MAX_STREAMS, stream_heartbeat_s: float = HEARTBEAT_S
                  ) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
         self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
                             retention_s=retention_s)
         self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause)
+        self.streams = RunStreams(store, max_streams=max_streams,
+                                  heartbeat_s=stream_heartbeat_s, gauge=metrics.http_streams)
 
     def application(self, *, token: str = "", bind_host: str = "127.0.0.1",
                     allowed_hosts: str = "", session_s: float = Settings.http_session_s
@@ -100,12 +106,14 @@ class HttpApi:
         app = web.Application(client_max_size=_MAX_BODY, middlewares=[
             browser_guard(hosts), token_auth(token, sessions), json_errors])
         app.on_shutdown.append(lambda _: self.runs.waits.close())
+        app.on_shutdown.append(lambda _: self.streams.close())
         app.add_routes([
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.prometheus),
             web.post("/v1/events", self.post_event),
             *self.runs.routes(),
+            *self.streams.routes(),
             *self.functions.routes(),
             *Login(token, sessions).routes(),
             *http_static.routes(),

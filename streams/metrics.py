@@ -114,6 +114,9 @@ class Metrics:
         self.run_intake_paused = Gauge(
             "stepstream_run_intake_paused", "1 while this worker reads no new events: "
             "STEPSTREAM_MAX_ACTIVE_RUNS runs are active", registry=r)
+        self.http_streams = Gauge(
+            "stepstream_http_streams_open", "Live run streams (GET /v1/runs/{id}/stream) "
+            "this worker serves (STEPSTREAM_HTTP_MAX_STREAMS at most)", registry=r)
         self.oldest_run_age = Gauge(
             "stepstream_oldest_run_age_seconds",
             "Age of the oldest run not yet final in this worker's partitions", registry=r)

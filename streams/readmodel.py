@@ -17,11 +17,16 @@ replaying the history topic (``streams.rebuild``). Keys, under ``{namespace}:``:
   leaves the read model ``Settings.readmodel_retention_s`` after it ended (the history
   topic's retention), with its index entries and dead letters;
 - ``readmodel:rebuilding``: set while a rebuild runs; the projectors wait for it
-  to go, so they do not write into a half-rebuilt view.
+  to go, so they do not write into a half-rebuilt view;
+- ``progress:{id}``: what the run's running steps last said of their progress
+  (``ctx.progress``), a hash of step id to JSON. Not from the history topic: the
+  executors write it directly, best-effort (``streams.progress``); it expires a day
+  after its last write and goes when the run ends.
 
-And one pub/sub channel, ``ended``: each run that reaches a final status is published
+And two pub/sub channels: ``ended``: each run that reaches a final status is published
 there (``[run id, event id]``, in the transaction that writes it), for whoever waits for
-a result (``streams.run_waits``).
+a result (``streams.run_waits``); ``changed``: the ids of the runs each projected batch
+(or progress write) changed, as a JSON list, for the live streams (``streams.http_stream``).
 
 A run's status index moves with the run (running → failed → running again on a
 replay → completed): the old status entry is removed in the same transaction
@@ -60,6 +65,9 @@ _LOCK_WAIT_S = 0.2
 _ENDED = "runs:ended"
 ENDED_CHANNEL = "ended"
 """The pub/sub channel (under the namespace prefix) where runs that end are announced."""
+CHANGED_CHANNEL = "changed"
+"""The pub/sub channel (under the namespace prefix) where changed runs are announced:
+one message per projected batch, not one per run."""
 
 
 def _text(value: bytes | str) -> str:
@@ -114,6 +122,10 @@ class RunStore:
     def _run_key(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}"
 
+    def progress_key(self, run_id: str) -> str:
+        """The hash of the run's step progress (``streams.progress``)."""
+        return f"{self.prefix}progress:{run_id}"
+
     def runs_key(self, function: str | None = None, status: str | None = None) -> str:
         """The sorted set of run ids that a filter selects."""
         key = "runs"
@@ -162,6 +174,9 @@ class RunStore:
                 doc = after[record.run_id]
                 if doc is not None and record.step_id in doc["dead_letters"]:
                     self._index_letter(tx, record, doc)
+            if changed:
+                tx.publish(self.key(CHANGED_CHANNEL),
+                           json.dumps(sorted(changed), separators=(",", ":")))
             await tx.execute()
 
     def _announce_end(self, tx: Any, old: _Indexed | None, doc: dict[str, Any] | None) -> None:
@@ -169,6 +184,7 @@ class RunStore:
         if doc["status"] in FINAL and (old is None or old.status not in FINAL):
             new = _Indexed.of(doc)
             assert new is not None
+            tx.delete(self.progress_key(doc["run_id"]))  # no step runs any more
             tx.publish(self.key(ENDED_CHANNEL),
                        json.dumps([doc["run_id"], new.event_id], separators=(",", ":")))
 
@@ -234,7 +250,7 @@ class RunStore:
 
     def _forget(self, tx: Any, run_id: str, doc: dict[str, Any] | None) -> None:
         tx.zrem(self.key(_ENDED), run_id)
-        tx.delete(self._run_key(run_id))
+        tx.delete(self._run_key(run_id), self.progress_key(run_id))
         tx.zrem(self.runs_key(), run_id)
         if doc is None:
             return
@@ -261,6 +277,17 @@ class RunStore:
             return None
         doc: dict[str, Any] = json.loads(raw)
         return doc
+
+    async def get_run_live(self, run_id: str) -> tuple[dict[str, Any] | None,
+                                                       dict[str, dict[str, Any]]]:
+        """The run document and its steps' progress (step id -> what it last said), read
+        together."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.get(self._run_key(run_id))
+            tx.hgetall(self.progress_key(run_id))
+            raw, progress = await tx.execute()
+        doc = json.loads(raw) if raw is not None else None
+        return doc, {_text(step): json.loads(value) for step, value in progress.items()}
 
     async def get_runs(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
         """The documents of ``run_ids`` that exist, in that order."""

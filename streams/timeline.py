@@ -8,13 +8,17 @@ redelivered topic projects into the same document.
 The document::
 
     run_id, function_id, status, event, started_at, ended_at, duration_ms,
-    output, error, replays, seq,
+    output, error, replays, seq, end_seq,
     steps: [{id, status, attempts, output, error, started_at, ended_at,
              duration_ms, next_attempt_at, attempts_before_replay,
              history: [{attempt, replay, outcome, ts, started_at, ended_at,
-                        duration_ms, error, next_attempt_at}]}],
+                        duration_ms, error, next_attempt_at, seq}]}],
     logs: [{ts, level, message, step_id, attempt}], logs_dropped,
     dead_letters: [step id, ...]   (steps in the dead-letter index, until replayed)
+
+``seq`` of a step's history entry and ``end_seq`` (the record that ended the run) are
+the run's history positions, what the live stream numbers its events by
+(``streams.run_events``).
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def new_doc(record: HistoryRecord) -> dict[str, Any]:
     return {"run_id": record.run_id, "function_id": record.function_id, "status": "running",
             "event": None, "started_at": record.ts, "ended_at": None, "duration_ms": None,
             "output": None, "error": None, "replays": 0, "steps": [], "logs": [],
-            "logs_dropped": 0, "dead_letters": [], "seq": 0, "backfill": None}
+            "logs_dropped": 0, "dead_letters": [], "seq": 0, "end_seq": None,
+            "backfill": None}
 
 
 def starts_again(doc: dict[str, Any] | None, record: HistoryRecord) -> bool:
@@ -88,13 +93,14 @@ def apply_record(doc: dict[str, Any] | None, record: HistoryRecord) -> dict[str,
         doc["backfill"] = record.backfill
     elif kind == "run.replayed":
         doc.update(status="running", ended_at=None, duration_ms=None, output=None, error=None,
-                   replays=doc["replays"] + 1, dead_letters=[])
+                   replays=doc["replays"] + 1, dead_letters=[], end_seq=None)
         for step in doc["steps"]:
             step["attempts_before_replay"] = step["attempts"]
     elif kind.startswith("run.") and kind.removeprefix("run.") in FINAL:
         doc.update(status=kind.removeprefix("run."), ended_at=record.ts,
                    duration_ms=_took(doc["started_at"], record.ts),
-                   output=_output(record.output_json), error=error_doc(record.error))
+                   output=_output(record.output_json), error=error_doc(record.error),
+                   end_seq=record.seq)
     elif kind.startswith("step.") and record.step_id is not None:
         _apply_step(doc, record)
         if is_dead_letter(record) and record.step_id not in doc["dead_letters"]:
@@ -120,7 +126,7 @@ def _apply_step(doc: dict[str, Any], record: HistoryRecord) -> None:
                             "started_at": record.started_at, "ended_at": record.ended_at,
                             "duration_ms": _took(record.started_at, record.ended_at),
                             "error": error_doc(record.error),
-                            "next_attempt_at": record.next_attempt_at})
+                            "next_attempt_at": record.next_attempt_at, "seq": record.seq})
     if step["started_at"] is None:
         step["started_at"] = record.started_at
     step["ended_at"] = record.ended_at

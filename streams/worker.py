@@ -73,7 +73,9 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
                    functions=engine.ss.functions,
                    replay_window_s=engine.settings.finished_run_retention_s,
                    retention_s=engine.settings.readmodel_retention_s,
-                   pauses=engine.pauses, send_pause=engine.control)
+                   pauses=engine.pauses, send_pause=engine.control,
+                   max_streams=settings.http_max_streams,
+                   stream_heartbeat_s=settings.http_stream_heartbeat_s)
 
 
 async def serve_http(api: HttpApi, engine: Engine) -> None:

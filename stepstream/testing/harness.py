@@ -39,6 +39,7 @@ from stepstream.errors import ConfigError
 from stepstream.events import TriggerEvent, dumps, run_id_for
 from stepstream.execution import execute
 from stepstream.function import FunctionDef
+from stepstream.progress import StepProgress
 from stepstream.replay import ReplayPaths
 from stepstream.retry import RetryPolicy
 from stepstream.settings import Settings
@@ -127,7 +128,7 @@ async def run_event(function: FunctionDef, event: Event, *, stub: Stub,
         state = await harness.run(RunStarted(run_id=run_id_for(function.id, event.id),
                                              function_id=function.id, event=event,
                                              ts=event.ts))
-    return result_of(state, harness.history, harness.sent)
+    return result_of(state, harness.history, harness.sent, harness.progress)
 
 
 class _Harness:
@@ -145,6 +146,7 @@ class _Harness:
         self._order = itertools.count()  # timers due at once fire in the order they were set
         self.history: list[HistoryRecord] = []
         self.sent: list[TriggerEvent] = []
+        self.progress: list[StepProgress] = []
         self.paths = ReplayPaths()  # its own: runs of other tests cannot interfere
 
     async def run(self, start: RunStarted) -> RunState:
@@ -174,7 +176,7 @@ class _Harness:
                 self.inbox.append(await execute(
                     self.function, replace(request, memo=state.memo, batch=state.batch),
                     max_output_bytes=_LIMITS.max_payload_bytes, send_events=self._send,
-                    paths=self.paths, stub=self.stub))
+                    paths=self.paths, stub=self.stub, report_progress=self.progress.append))
             case Schedule(_, timer):
                 heapq.heappush(self.timers, (timer.ts, next(self._order), timer))
             case Record(record):

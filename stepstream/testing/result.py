@@ -11,6 +11,7 @@ from typing import Any
 from schemas.messages import ErrorInfo, HistoryRecord, RunState
 from stepstream.events import TriggerEvent
 from stepstream.patching import is_reserved
+from stepstream.progress import StepProgress
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,10 +42,13 @@ class RunResult:
     """Virtual time from the start to the end of the run."""
     history: list[HistoryRecord] = field(default_factory=list)
     """The run's history records, as the engine writes them to the history topic."""
+    progress: list[StepProgress] = field(default_factory=list)
+    """Every ``ctx.progress`` call, in order (a worker publishes only the last few a
+    second of each step; here none is left out)."""
 
 
-def result_of(state: RunState, history: list[HistoryRecord],
-              sent: list[TriggerEvent]) -> RunResult:
+def result_of(state: RunState, history: list[HistoryRecord], sent: list[TriggerEvent],
+              progress: list[StepProgress] | None = None) -> RunResult:
     """The result of a run that ended in ``state`` after writing ``history``."""
     steps: dict[str, Any] = {}
     errors: dict[str, ErrorInfo] = {}
@@ -70,4 +74,5 @@ def result_of(state: RunState, history: list[HistoryRecord],
                      error=state.error, steps=steps, step_errors=errors,
                      attempts=dict(attempts), retry_delays=delays, slept=slept, sent=sent,
                      elapsed=timedelta(milliseconds=(state.ended_at or state.started_at)
-                                       - state.started_at), history=history)
+                                       - state.started_at), history=history,
+                     progress=list(progress or ()))

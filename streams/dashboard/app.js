@@ -1,13 +1,14 @@
 "use strict";
 // The stepstream dashboard: plain JavaScript over the worker's JSON API (/openapi.json).
 // Views: #/runs (filters, pages, bulk cancel), #/run/ID (timeline, outputs, errors, logs,
-// cancel and replay), #/functions (counts, failure rates, bulk replay, pause and resume),
-// #/dlq (dead letters).
+// cancel and replay; live through the run's event stream, with step progress),
+// #/functions (counts, failure rates, bulk replay, pause and resume), #/dlq (dead letters).
 // Data is only ever put in the page as text (textContent), never as HTML.
 
 const REFRESH_MS = 2000;
 const FINAL = ["completed", "failed", "cancelled"];
-const ui = { timer: null, cursors: [], selected: null, seq: null, runId: null };
+const ui = { timer: null, cursors: [], selected: null, seq: null, runId: null, run: null,
+  stream: null, progress: {} };
 
 // --- helpers ---------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ function stamp() { document.getElementById("updated").textContent = "updated " +
 
 // Runs the view's refresh now and then every REFRESH_MS while auto-refresh is on.
 function every(refresh) {
-  clearInterval(ui.timer);
+  stopLive();
   const tick = () => refresh().then(stamp, (err) => notice(err.message, true));
   tick();
   ui.timer = setInterval(() => {
@@ -105,8 +106,10 @@ async function act(what, request) {
   try {
     await request();
     notice(`${what} requested; the run changes once the orchestrator has it.`);
+    return true;
   } catch (err) {
     notice(`${what} refused: ${err.message}`, true);
+    return false;
   }
 }
 
@@ -273,7 +276,7 @@ function stepDetail(run, step) {
       h("div", {}, h("span", {}, "duration"), fmtDur(step.duration_ms))),
     replayable ? h("div", { class: "actions" }, h("button", {
       id: "replay-from-btn",
-      onclick: () => act(`Replay from ${step.id}`, () => post(`/v1/runs/${encodeURIComponent(run.run_id)}/replay`, { from_step: step.id })),
+      onclick: () => replay(run, `Replay from ${step.id}`, { from_step: step.id }),
     }, "Replay from this step")) : null,
     h("h2", {}, "Attempts"),
     h("table", {}, h("thead", {}, h("tr", {}, ["#", "replay", "outcome", "started", "duration", "error"].map((c) => h("th", {}, c)))),
@@ -288,6 +291,7 @@ function renderRun(run) {
   if (ui.seq === run.seq && ui.runId === run.run_id) return;
   ui.seq = run.seq;
   ui.runId = run.run_id;
+  ui.run = run;
   const id = encodeURIComponent(run.run_id);
   const selected = run.steps.find((s) => s.id === ui.selected);
   setView(
@@ -306,19 +310,84 @@ function renderRun(run) {
         h("button", { id: "cancel-btn", class: "danger", disabled: FINAL.includes(run.status),
           onclick: () => act("Cancel", () => post(`/v1/runs/${id}/cancel`, { reason: "cancelled from the dashboard" })) }, "Cancel"),
         h("button", { id: "replay-btn", class: "primary", disabled: !["failed", "cancelled"].includes(run.status),
-          onclick: () => act("Replay", () => post(`/v1/runs/${id}/replay`)) }, "Replay failed steps"))),
+          onclick: () => replay(run, "Replay", {}) }, "Replay failed steps"))),
     run.error ? h("div", { class: "card" }, h("h2", {}, "Error"), errorBox(run.error)) : null,
     run.status === "completed" ? h("div", { class: "card" }, h("h2", {}, "Output"), h("pre", { id: "run-output" }, json(run.output))) : null,
+    h("div", { class: "card", id: "progress", hidden: true }),
     h("div", { class: "card" }, h("h2", {}, "Timeline"), timeline(run)),
     selected ? stepDetail(run, selected) : h("p", { class: "muted" }, "Click a step for its attempts, output and logs."),
     h("div", { class: "card" }, h("h2", {}, "Logs", run.logs_dropped ? ` (${run.logs_dropped} older lines not kept)` : ""), logLines(run, null)),
     run.event ? h("div", { class: "card" }, h("h2", {}, "Event data"), h("pre", {}, json(run.event.data))) : null);
+  renderProgress();
 }
 
+// What running steps last said of their progress (ctx.progress), from the run's stream.
+function renderProgress() {
+  const card = document.getElementById("progress");
+  if (!card || !ui.run) return;
+  const done = new Set(ui.run.steps.filter((s) => ["completed", "failed"].includes(s.status)).map((s) => s.id));
+  const live = FINAL.includes(ui.run.status) ? [] :
+    Object.values(ui.progress).filter((p) => !done.has(p.step_id));
+  card.hidden = !live.length;
+  card.replaceChildren(h("h2", {}, "In progress"), ...live.map((p) => h("div", { class: "progress-row", "data-step": p.step_id || "" },
+    h("span", { class: "tl-label" }, p.step_id || "(run)"),
+    h("span", { class: "progress-track" }, h("span", { class: "progress-fill", style: `width:${Math.round(p.fraction * 100)}%` })),
+    h("span", { class: "progress-pct" }, `${Math.round(p.fraction * 100)} %`),
+    h("span", { class: "muted" }, p.message))));
+}
+
+// A run's stream ends with the run; a replay starts it again once the orchestrator has
+// applied it (a moment after the request): then the page follows the new stream.
+async function replay(run, what, body) {
+  const path = "/v1/runs/" + encodeURIComponent(run.run_id);
+  if (!await act(what, () => post(path + "/replay", body))) return;
+  for (let tries = 0; tries < 50 && location.hash.startsWith("#/run/"); tries++) {
+    const now = await api(path).catch(() => run);
+    if (now.replays > run.replays) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  if (ui.runId === run.run_id && location.hash.startsWith("#/run/")) showRun(run.run_id);
+}
+
+function stopLive() {
+  clearInterval(ui.timer);
+  if (ui.stream) ui.stream.close();
+  ui.stream = null;
+}
+
+// The run page follows the run's event stream (GET /v1/runs/ID/stream): each step and
+// the end make it read the run once; progress is drawn from the events themselves. The
+// browser reconnects a broken stream by itself (Last-Event-ID); a stream refused (the
+// worker's stream limit) falls back to polling.
 function showRun(runId) {
   ui.seq = null;
-  if (ui.runId !== runId) ui.selected = null;
-  every(async () => renderRun(await api("/v1/runs/" + encodeURIComponent(runId))));
+  if (ui.runId !== runId) { ui.selected = null; ui.run = null; }
+  ui.progress = {};
+  const path = "/v1/runs/" + encodeURIComponent(runId);
+  const load = async () => renderRun(await api(path));
+  if (!window.EventSource) return every(load);
+  stopLive();
+  let loading = null, again = false;
+  const refresh = () => {
+    if (loading) { again = true; return; }
+    loading = load().then(stamp, (err) => notice(err.message, true)).finally(() => {
+      loading = null;
+      if (again) { again = false; refresh(); }
+    });
+  };
+  const source = new EventSource(path + "/stream");
+  ui.stream = source;
+  source.addEventListener("run", refresh);
+  source.addEventListener("step", refresh);
+  source.addEventListener("progress", (e) => {
+    const p = JSON.parse(e.data);
+    ui.progress[p.step_id || ""] = p;
+    renderProgress();
+  });
+  source.addEventListener("end", () => { source.close(); refresh(); });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED && ui.stream === source) every(load);
+  };
 }
 
 // --- functions and dead letters --------------------------------------------------------
@@ -382,6 +451,7 @@ function showDlq() {
 
 function route() {
   notice("");
+  stopLive();
   const [path, query] = (location.hash || "#/runs").slice(1).split("?");
   const parts = path.split("/").filter(Boolean);
   const view = parts[0] === "run" ? "runs" : (parts[0] || "runs");

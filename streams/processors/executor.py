@@ -41,6 +41,7 @@ from schemas.messages import (
 )
 from stepstream.client import Stepstream
 from stepstream.execution import execute
+from stepstream.progress import ReportProgress
 from stepstream.step import ChainBudget, GoAhead
 from streams.chain_heartbeat import ChainHeartbeat
 from streams.flow.gate import FlowGate
@@ -83,8 +84,10 @@ class Executor:
     """Processes ``{namespace}.steps``: up to ``concurrency`` requests run at once."""
 
     def __init__(self, outputs: Outputs, ss: Stepstream, flow: FlowGate, chain: ChainBudget,
-                 *, send_events: SendEvents, backpressure: Backpressure) -> None:
+                 *, send_events: SendEvents, backpressure: Backpressure,
+                 report_progress: ReportProgress | None = None) -> None:
         self.outputs, self.ss, self.flow, self.chain = outputs, ss, flow, chain
+        self.report_progress = report_progress  # ctx.progress: advisory, outside transactions
         self.settings, self.codec, self.metrics = outputs.settings, outputs.codec, outputs.metrics
         self.send_events, self.backpressure = send_events, backpressure
         self.concurrency = self.settings.executor_concurrency
@@ -234,7 +237,8 @@ class Executor:
                                     chain=until_paused(held.budget(self.chain),
                                                        task.stores[FUNCTIONS],
                                                        request.function_id),
-                                    on_progress=progress)
+                                    on_progress=progress,
+                                    report_progress=self.report_progress)
         self._count_attempt(request.function_id, outcome)
         await task.send_later([out.to("runs", run_id, outcome)], release=claim.release())
 

@@ -20,7 +20,7 @@ from stepstream import Stepstream
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.conftest import ROOT, WorkerFactory
-from tests.integration.helpers import wait_for_run
+from tests.integration.helpers import wait_for, wait_for_run
 from tests.integration.history_functions import fixed_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -204,3 +204,29 @@ def test_the_dashboard_pauses_and_resumes_a_function_and_cancels_runs_in_bulk(
     assert asked == ["Cancel 3 running runs of napper?"]
     assert [wait_for_run(worker.url, r)["status"] for r in naps] == ["cancelled"] * 3
     assert [get_json(f"{worker.url}/v1/runs/{r}")["status"] for r in dozes] == ["running"] * 3
+
+
+def test_the_run_page_shows_steps_and_progress_live_without_a_reload(
+        settings: Settings, start_worker: WorkerFactory, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    from tests.integration.live_functions import STEPS, gate_key
+
+    worker = start_worker("tests.integration.live_functions")
+    run_id = run_id_for("gated", Stepstream("t", settings=settings).send("test/gated", {}))
+    gates = redis.Redis.from_url(settings.redis_url)
+    wait_for(lambda: gates.exists(f"{settings.namespace}:run:{run_id}"), what="the run")
+
+    page.goto(f"{worker.url}/#/run/{run_id}")
+    page.evaluate("window.stillTheSamePage = true")  # gone if anything reloads the page
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "running")
+    expect(page.locator('#progress .progress-row[data-step="s0"]')).to_contain_text(
+        "waiting at gate 0")
+    for step in range(STEPS):
+        gates.set(gate_key(settings.namespace, run_id, step), 1)
+        expect(page.locator(f'.tl-row[data-step="s{step}"]')).to_contain_text("completed")
+        expect(page.locator(f'#progress .progress-row[data-step="s{step}"]')).to_have_count(0)
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "completed")
+    expect(page.locator("#run-output")).to_contain_text('"total": 3')
+    assert page.evaluate("window.stillTheSamePage") is True
+    gates.close()

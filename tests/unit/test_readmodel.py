@@ -49,7 +49,7 @@ def test_a_started_run() -> None:
                              "ts": 1},
                    "started_at": 50, "ended_at": None, "duration_ms": None, "output": None,
                    "error": None, "replays": 0, "steps": [], "logs": [], "logs_dropped": 0,
-                   "dead_letters": [], "seq": 1, "backfill": None}
+                   "dead_letters": [], "seq": 1, "end_seq": None, "backfill": None}
 
 
 def test_the_run_document_builds_up_from_its_records() -> None:
@@ -70,7 +70,7 @@ def test_the_run_document_builds_up_from_its_records() -> None:
     assert (a["started_at"], a["ended_at"], a["error"]) == (110, 120, None)
     assert a["history"] == [{"attempt": 0, "replay": 0, "ts": 200, "started_at": 110,
                              "ended_at": 120, "duration_ms": 10, "outcome": "completed",
-                             "error": None, "next_attempt_at": None}]
+                             "error": None, "next_attempt_at": None, "seq": 2}]
 
 
 def test_a_retrying_step_shows_its_attempts_and_status() -> None:
