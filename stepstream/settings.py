@@ -62,8 +62,11 @@ class Settings:
     """Consumers read only committed transactions (Kafka's ``read_committed``). Turning it off
     lets the engine see records of open and aborted transactions: only for a broker whose
     transactions do not work."""
-    session_timeout_s: float = 8.0
-    """Consumer group session timeout; short, so a dead worker is replaced in seconds."""
+    session_timeout_s: float = 6.0
+    """Consumer group session timeout; short, so a dead worker is replaced in seconds.
+    6 s is the shortest a Kafka broker takes by default (``group.min.session.timeout.ms``);
+    librdkafka's background thread sends the heartbeats, so a busy event loop does not
+    miss them."""
     instance_id: str = ""
     """A name of this worker that stays the same across its restarts and that no other
     worker of the namespace has (a StatefulSet pod's name, a systemd instance name). Set,
