@@ -344,11 +344,11 @@ def idle_table(results: dict[str, dict[str, Any]]) -> str:
 
 def recovery_table(results: dict[str, dict[str, Any]]) -> str:
     lease = results.get("stepstream", {}).get("recovery", {}).get("chain_lease_s")
-    how = {"stepstream": "survivor takes the partitions (session timeout 8 s)"
+    how = {"stepstream": "survivor takes the partitions (session timeout 6 s)"
                          + (f"; the chain is re-dispatched one lease ({lease:g} s) after its "
                             "last sign of life" if lease else ""),
-           "diy-kafka": "survivor takes the partitions (session timeout 8 s)",
-           "celery": "unacked task redelivered (acks_late, visibility timeout 8 s)",
+           "diy-kafka": "survivor takes the partitions (session timeout 6 s)",
+           "celery": "unacked task redelivered (acks_late, visibility timeout 6 s)",
            "dbos": "killed executor restarted at once; recovers its own workflows"}
     rows = []
     for system, res in results.items():

@@ -3,7 +3,7 @@
 Configured for durability comparable to stepstream's: a task is acknowledged after it
 ran (``acks_late``), a task whose worker died is delivered again, and the Redis
 transport's visibility timeout (after which an unacknowledged task is redelivered) is
-8 s, stepstream's consumer session timeout, swept every second.
+6 s, stepstream's consumer session timeout, swept every second.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ app.conf.update(
     task_default_queue=QUEUE,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    broker_transport_options={"visibility_timeout": 8, "unacked_restore_interval": 1,
+    broker_transport_options={"visibility_timeout": 6, "unacked_restore_interval": 1,
                               "unacked_restore_throttle": 1},
     broker_connection_retry_on_startup=True,
     result_expires=600,

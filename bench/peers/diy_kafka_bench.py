@@ -57,7 +57,7 @@ def consumer(brokers: str, group: str, fetch_wait_ms: int = FETCH_WAIT_MS) -> Co
     return Consumer({"bootstrap.servers": brokers, "group.id": group,
                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": fetch_wait_ms,
                      "enable.auto.commit": True, "auto.commit.interval.ms": 500,
-                     "enable.auto.offset.store": False, "session.timeout.ms": 8000,
+                     "enable.auto.offset.store": False, "session.timeout.ms": 6000,
                      "heartbeat.interval.ms": 1000})
 
 
