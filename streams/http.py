@@ -9,12 +9,13 @@ Origin, Content-Type), then the token check of ``streams.http_auth``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from stepstream.cron import Cron
 from stepstream.errors import ConfigError, SerializationError
 from stepstream.settings import Settings
 from streams import http_static
@@ -70,6 +71,7 @@ class HttpApi:
         functions: ids of the functions the worker registers.
         pauses: which functions are paused (the read model).
         send_pause: produces pauses and resumes of functions.
+        schedules: the cron functions' schedules, by function id.
         replay_window_s: how long after its end a run can be replayed.
         retention_s: how long after its end a run stays in the read model.
     """
@@ -77,12 +79,13 @@ class HttpApi:
     def __init__(self, store: RunStore, metrics: Metrics, send_event: Any, ready: Any, *,
                  send_control: SendControl | None = None, functions: Iterable[str] = (),
                  replay_window_s: float | None = None, retention_s: float | None = None,
-                 pauses: PauseStates | None = None, send_pause: SendPause | None = None
-                 ) -> None:
+                 pauses: PauseStates | None = None, send_pause: SendPause | None = None,
+                 schedules: Mapping[str, Cron] | None = None) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
         self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
                             retention_s=retention_s)
-        self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause)
+        self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause,
+                                      schedules=schedules)
 
     def application(self, *, token: str = "", bind_host: str = "127.0.0.1",
                     allowed_hosts: str = "", session_s: float = Settings.http_session_s

@@ -73,7 +73,8 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
                    functions=engine.ss.functions,
                    replay_window_s=engine.settings.finished_run_retention_s,
                    retention_s=engine.settings.readmodel_retention_s,
-                   pauses=engine.pauses, send_pause=engine.control)
+                   pauses=engine.pauses, send_pause=engine.control,
+                   schedules={f.id: f.cron for f in engine.ss.functions.values() if f.cron})
 
 
 async def serve_http(api: HttpApi, engine: Engine) -> None:
