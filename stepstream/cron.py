@@ -127,8 +127,8 @@ class Cron:
         return True
 
     def describe(self) -> str:
-        """The schedule as text: ``"0 9 * * MON-FRI (Europe/Berlin)"``."""
-        return f"{self.expression} ({self.tz})"
+        """The schedule as text: ``"0 9 * * MON-FRI, Europe/Berlin"``."""
+        return f"{self.expression}, {self.tz}"
 
 
 def cron_of(value: Cron | str) -> Cron:
