@@ -247,6 +247,16 @@ class FunctionControl:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """Where a cron function's schedule stands (``streams.schedules``): a value of the
+    functions table, on the partition of the function id, whose task starts its ticks."""
+
+    function_id: str
+    done_until: int
+    """Epoch ms: every tick at or before it was started or skipped."""
+
+
+@dataclass(frozen=True, slots=True)
 class SingletonClaim:
     """A run of a singleton function asks for its key (``streams.singletons``); on the
     runs topic, keyed by ``key``, so one task decides for each key."""

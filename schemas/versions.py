@@ -44,6 +44,7 @@ RECORDS: tuple[type, ...] = (
     messages.FunctionFinished, messages.TimerFired, messages.CancelRequested,
     messages.EventMatched, messages.ChildFinished, messages.ReplayRequested,
     messages.StepDeferred, messages.ChainAlive, messages.FunctionControl,
+    messages.ScheduleState,
     messages.SingletonClaim, messages.SingletonReleased, messages.SingletonHolder,
     messages.FlowTimer,
     messages.StepRequest,

@@ -2,6 +2,7 @@
 
 from stepstream.client import Stepstream
 from stepstream.context import Context
+from stepstream.cron import Cron
 from stepstream.errors import (
     ConfigError,
     NondeterminismError,
@@ -35,6 +36,7 @@ __all__ = [
     "TriggerEvent",
     # options
     "CancelOn",
+    "Cron",
     "RetryPolicy",
     "Settings",
     "Timeouts",

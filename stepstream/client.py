@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any, Literal, overload
 
 from schemas.codec import default_codec
+from stepstream.cron import Cron, cron_of
 from stepstream.errors import ConfigError
 from stepstream.events import FUNCTION_FAILED, make_event, run_id_for
 from stepstream.expressions import compile_condition
@@ -40,11 +41,11 @@ DEFAULT_RESULT_TIMEOUT_S = 60.0
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
-def _check_cron(function_id: str, schedule: str) -> None:
-    from croniter import croniter
-
-    if not croniter.is_valid(schedule):
-        raise ConfigError(f"function {function_id!r}: invalid cron schedule {schedule!r}")
+def _cron(function_id: str, schedule: Cron | str) -> Cron:
+    try:
+        return cron_of(schedule)
+    except ValueError as exc:
+        raise ConfigError(f"function {function_id!r}: {exc}") from exc
 
 
 def _flow_control(function_id: str, concurrency: Any, throttle: Any, rate_limit: Any,
@@ -88,7 +89,7 @@ class Stepstream:
         self._framed_avro: FramedAvro | None = None
 
     def function(self, *, id: str, trigger: str | TopicTrigger | None = None,
-                 cron: str | None = None,
+                 cron: Cron | str | None = None,
                  if_: str | None = None, retries: int = 3, retry: RetryPolicy | None = None,
                  cancel_on: Sequence[CancelOn] = (), timeouts: Timeouts | None = None,
                  on_failure: Handler | None = None, idempotency: str | None = None,
@@ -108,7 +109,8 @@ class Stepstream:
             id: stable id of the function; runs are keyed by it.
             trigger: name of the event that starts a run, or a ``TopicTrigger``: each
                 record of that topic starts one.
-            cron: a cron schedule (``"*/5 * * * *"``, UTC) that starts a run at each tick.
+            cron: a schedule that starts a run at each tick: ``"*/5 * * * *"`` (UTC), or
+                ``Cron("0 9 * * MON-FRI", tz="Europe/Berlin", catch_up="1h")``.
             if_: CEL condition over ``event`` that a triggering event must meet (and
                 over ``record`` with a ``TopicTrigger``).
             retries: retries of each step after its first attempt.
@@ -149,8 +151,7 @@ class Stepstream:
             raise ConfigError(f"function {id!r} needs a trigger event name")
         if id in self.functions:
             raise ConfigError(f"function id {id!r} is registered twice")
-        if cron is not None:
-            _check_cron(id, cron)
+        schedule = _cron(id, cron) if cron is not None else None
         flow = _flow_control(id, concurrency, throttle, rate_limit, debounce, batch_events,
                              priority)
         if cron is not None and flow.at_trigger:
@@ -181,7 +182,7 @@ class Stepstream:
                 rule.event.topic for rule in cancel_on if isinstance(rule.event, TopicTrigger)}
             self.functions[id] = FunctionDef(
                 id=id, trigger=None if isinstance(trigger, TopicTrigger) else trigger,
-                source=trigger if isinstance(trigger, TopicTrigger) else None, cron=cron,
+                source=trigger if isinstance(trigger, TopicTrigger) else None, cron=schedule,
                 trigger_if=if_, handler=handler, retry=policy, cancel_on=tuple(cancel_on),
                 timeouts=timeouts or Timeouts(), idempotency=idempotency, eager=eager,
                 flow=flow, waits_on=frozenset(waits_on), singleton=single)

@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -154,14 +155,27 @@ def dead_letters_table(letters: list[dict[str, Any]], total: int) -> Table:
 
 
 def functions_table(functions: list[dict[str, Any]]) -> Table:
-    """Functions with counts per status and failure rates."""
+    """Functions with counts per status and failure rates, and cron schedules."""
     table = Table(title="functions", title_justify="left")
     for column in ("function", "state", "runs", "running", "completed", "failed",
-                   "cancelled", "failure rate"):
-        table.add_column(column, justify="left" if column in ("function", "state") else "right")
+                   "cancelled", "failure rate", "schedule"):
+        table.add_column(column, justify="right" if column in (
+            "runs", "running", "completed", "failed", "cancelled", "failure rate") else "left")
     for f in functions:
         rate = "-" if f["failure_rate"] is None else f"{f['failure_rate'] * 100:.1f} %"
         state = Text("paused", style="yellow") if f.get("paused") else Text("active")
         table.add_row(f["function_id"], state, *(str(f[k]) for k in (
-            "runs", "running", "completed", "failed", "cancelled")), rate)
+            "runs", "running", "completed", "failed", "cancelled")), rate,
+            schedule_text(f.get("schedule")))
     return table
+
+
+def schedule_text(schedule: dict[str, Any] | None) -> str:
+    """``0 9 * * * Europe/Berlin, next 2026-03-30 09:00 CEST`` (local to the schedule)."""
+    if not schedule:
+        return "-"
+    text = f"{schedule['cron']} {schedule['tz']}"
+    if schedule.get("next_tick") is not None:
+        when = datetime.fromtimestamp(schedule["next_tick"] / 1000, ZoneInfo(schedule["tz"]))
+        text += f", next {when:%Y-%m-%d %H:%M:%S %Z}"
+    return text

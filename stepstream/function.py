@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stepstream.cron import Cron
 from stepstream.options import CancelOn, FlowControl, Singleton, Timeouts
 from stepstream.retry import RetryPolicy
 from stepstream.topic_trigger import TopicTrigger
@@ -36,7 +37,7 @@ class FunctionDef:
     trigger_if: str | None = None
     """CEL condition over ``event`` (and ``record``, with ``source``) that a triggering
     event must also meet."""
-    cron: str | None = None
+    cron: Cron | None = None
     """Cron schedule that starts a run at every tick (instead of an event)."""
     cancel_on: tuple[CancelOn, ...] = ()
     """Events that cancel a running run."""

@@ -15,7 +15,8 @@ commit in Kafka transactions:
   lifecycle topic (``streams.processors.lifecycle``).
 
 Beside them, the history projector (history into the Redis read model, at-least-once)
-and, when functions have schedules, the cron clock.
+and, when functions have schedules, their ticks (``streams.schedules``: a punctuation
+of the engine's tasks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from schemas.messages import (
     Event,
     FunctionControl,
     RunState,
+    ScheduleState,
     SingletonHolder,
     TimerFired,
     Waiter,
@@ -73,7 +75,8 @@ from streams.registry import RegistryDecoder
 from streams.retention import expire_finished_runs
 from streams.run_index import INDEXED, IndexBuild, InFlight, active_runs, is_active
 from streams.run_records import RunRecords
-from streams.singletons import SINGLETONS, start_records
+from streams.schedules import TICK_EVERY_S, Schedules
+from streams.singletons import SINGLETONS
 from streams.source_records import SourceRecords
 from streams.sources import first_offsets, source_groups
 from streams.starts import Starter
@@ -133,7 +136,7 @@ class Engine:
             stores=[StoreSpec(RUNS, f"{settings.namespace}-runs-changelog",
                               RunRecords(self.codec)),
                     self._whole_values(WAITERS, (Waiter, WaiterSet)),
-                    self._whole_values(FUNCTIONS, FunctionControl),
+                    self._whole_values(FUNCTIONS, (FunctionControl, ScheduleState)),
                     self._whole_values(SINGLETONS, SingletonHolder)],
             fetch_wait_ms=settings.fetch_max_wait_ms, quarantine=self._quarantine_in,
             refused=self.outputs.quarantined,
@@ -184,6 +187,9 @@ class Engine:
         self.runtime.started.append(self._show_pauses)
         self.runtime.ended.append(self._runs_revoked)
         self.runtime.every(SWEEP_EVERY_S, self._sweep_runs)
+        self.schedules = Schedules(self.outputs, ss.functions, self.partitions[topic("runs")])
+        if self.schedules:
+            self.runtime.every(TICK_EVERY_S, self.schedules.tick)
         self._stopped = asyncio.Event()
         self._sending: set[asyncio.Future[None]] = set()
 
@@ -191,7 +197,7 @@ class Engine:
 
     async def send(self, suffix: str, key: str, message: Any) -> None:
         """Produce ``message`` to one of the namespace's topics, outside any task (the
-        HTTP API, cron); returns once the broker has it."""
+        HTTP API); returns once the broker has it."""
         await self.sender.send(self.outputs.to(suffix, key, message))
 
     async def send_events(self, events: list[Event]) -> None:
@@ -212,7 +218,8 @@ class Engine:
         """Copy a restored functions table to the read model (its rebuild path), in the
         background: Redis does not hold up a partition's start."""
         controls = [control for _, control in task.stores[FUNCTIONS].values(
-            lambda exc: log.warning("undecodable function state in the store: %s", exc))]
+            lambda exc: log.warning("undecodable function state in the store: %s", exc))
+            if isinstance(control, FunctionControl)]  # not the schedules' states
         if controls:
             copy = asyncio.ensure_future(self._copy_pauses(controls))
             self._copies.add(copy)
@@ -332,14 +339,12 @@ class Engine:
             runtime.joined for runtime in self._runtimes()[1:])
 
     async def run(self) -> None:
-        """Run until ``stop``: the runtimes, the projector, the cron clock."""
+        """Run until ``stop``: the runtimes, the projector."""
         runtimes = self._runtimes()
         jobs = [*(asyncio.ensure_future(runtime.run()) for runtime in runtimes),
                 asyncio.ensure_future(self.projector.run()),
                 asyncio.ensure_future(expire_finished_runs(
                     self.store, self.settings.readmodel_retention_s))]
-        if self.starter.crons:
-            jobs.append(asyncio.ensure_future(self._cron()))
         stopped = asyncio.ensure_future(self._stopped.wait())
         try:
             done, _ = await asyncio.wait([*jobs, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -367,17 +372,6 @@ class Engine:
         """Every runtime of the worker, the engine's first."""
         lifecycle = [self.lifecycle] if self.lifecycle is not None else []
         return [self.runtime, self.delay_runtime, *self.sources, *lifecycle]
-
-    async def _cron(self) -> None:
-        """Start cron runs on time; every worker does, and the run ids make it one run."""
-        last = now_ms()
-        while True:
-            await asyncio.sleep(max(0.05, 1.0 - (now_ms() % 1000) / 1000))
-            now = now_ms()
-            starts = self.starter.cron_starts(last, now)
-            records = start_records(self.outputs, self.ss.functions, starts)
-            await asyncio.gather(*map(self.sender.send, records))
-            last = now
 
 
 __all__ = ["Engine", "FunctionDef"]

@@ -9,12 +9,13 @@ Origin, Content-Type), then the token check of ``streams.http_auth``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from stepstream.cron import Cron
 from stepstream.errors import ConfigError, SerializationError
 from stepstream.settings import Settings
 from streams import http_static
@@ -71,6 +72,7 @@ class HttpApi:
         functions: ids of the functions the worker registers.
         pauses: which functions are paused (the read model).
         send_pause: produces pauses and resumes of functions.
+        schedules: the cron functions' schedules, by function id.
         replay_window_s: how long after its end a run can be replayed.
         retention_s: how long after its end a run stays in the read model.
         max_streams: live run streams served at once (``Settings.http_max_streams``).
@@ -81,12 +83,14 @@ class HttpApi:
                  send_control: SendControl | None = None, functions: Iterable[str] = (),
                  replay_window_s: float | None = None, retention_s: float | None = None,
                  pauses: PauseStates | None = None, send_pause: SendPause | None = None,
+                 schedules: Mapping[str, Cron] | None = None,
                  max_streams: int = MAX_STREAMS, stream_heartbeat_s: float = HEARTBEAT_S
                  ) -> None:
         self.store, self.metrics, self.send_event, self.ready = store, metrics, send_event, ready
         self.runs = RunsApi(store, send_control, functions, replay_window_s=replay_window_s,
                             retention_s=retention_s)
-        self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause)
+        self.functions = FunctionsApi(store, functions, pauses=pauses, send_pause=send_pause,
+                                      schedules=schedules)
         self.streams = RunStreams(store, max_streams=max_streams,
                                   heartbeat_s=stream_heartbeat_s, gauge=metrics.http_streams)
 

@@ -1,5 +1,6 @@
-"""Functions over HTTP: list them with their run counts and whether they are paused;
-pause and resume them (``streams.pauses``).
+"""Functions over HTTP: list them with their run counts, whether they are paused and
+their schedules; pause and resume them (``streams.pauses``; a paused cron function
+starts no tick, ``streams.schedules``).
 
 A pause or resume answers ``202 Accepted`` once every partition of the runs topic has
 the request: each orchestrator holds (or releases) the function's runs from there on,
@@ -9,12 +10,14 @@ a moment later. Asking twice is harmless: the later request holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from schemas.messages import FunctionControl
+from stepstream.clock import now_ms
+from stepstream.cron import Cron
 from streams.http_params import BadInput, problem, time_range
 from streams.readmodel import RunStore
 
@@ -36,13 +39,15 @@ class FunctionsApi:
         functions: ids of the functions this worker registers (listed even without runs).
         pauses: which functions are paused; None: none are shown paused.
         send_pause: produces pauses and resumes; None: those routes answer 503.
+        schedules: the cron functions' schedules, by function id.
     """
 
     def __init__(self, store: RunStore, functions: Iterable[str], *,
-                 pauses: PauseStates | None = None, send_pause: SendPause | None = None
-                 ) -> None:
+                 pauses: PauseStates | None = None, send_pause: SendPause | None = None,
+                 schedules: Mapping[str, Cron] | None = None) -> None:
         self.store, self.registered = store, sorted(functions)
         self.pauses, self.send_pause = pauses, send_pause
+        self.schedules = dict(schedules or {})
 
     def routes(self) -> list[web.RouteDef]:
         """The routes, for ``web.Application.add_routes``."""
@@ -66,6 +71,11 @@ class FunctionsApi:
             state = states.get(function_id, {})
             doc["paused"] = bool(state.get("paused", False))
             doc["paused_at"] = state.get("ts") if doc["paused"] else None
+            cron = self.schedules.get(function_id)
+            doc["schedule"] = None if cron is None else {
+                "cron": cron.expression, "tz": cron.tz,
+                "catch_up_s": None if cron.catch_up_ms is None else cron.catch_up_ms / 1000,
+                "next_tick": None if doc["paused"] else cron.next_tick(now_ms())}
         return web.json_response({"functions": [found[k] for k in sorted(found)]})
 
     async def pause(self, request: web.Request) -> web.StreamResponse:

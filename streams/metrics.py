@@ -49,6 +49,10 @@ class Metrics:
             ["outcome"], registry=r)
         self.runs_started = Counter(
             "stepstream_runs_started", "Runs started", ["function"], registry=r)
+        self.cron_ticks = Counter(
+            "stepstream_cron_ticks", "Cron ticks started, on time (within a second) or late "
+            "(caught up after an outage or a partition's move)",
+            ["function", "outcome"], registry=r)
         self.runs_finished = Counter(
             "stepstream_runs_finished", "Runs that reached a final status",
             ["function", "status"], registry=r)

@@ -28,7 +28,8 @@ from streams.kafka.store import StateStore
 from streams.machine import is_held
 
 FUNCTIONS = "functions"
-"""The name of the functions table (one ``FunctionControl`` per function id)."""
+"""The name of the functions table: one ``FunctionControl`` per function id, and, on the
+partition that starts a cron function's ticks, its ``ScheduleState`` (``streams.schedules``)."""
 
 
 def paused(table: StateStore[FunctionControl], function_id: str) -> bool:

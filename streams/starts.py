@@ -1,15 +1,14 @@
-"""Which runs an event (or a cron tick) starts, and the policy each run follows."""
+"""Which runs an event starts, and the policy each run follows (cron ticks:
+``streams.schedules``)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from croniter import croniter
 
 from schemas.messages import ErrorInfo, Event, FlowTimer, RunStarted
 from stepstream.client import Stepstream
@@ -31,7 +30,7 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 class Starter:
-    """Turns events and cron ticks into ``RunStarted`` messages."""
+    """Turns events into ``RunStarted`` messages."""
 
     def __init__(self, ss: Stepstream, redis: aioredis.Redis, metrics: Metrics) -> None:
         self.redis = redis
@@ -41,7 +40,6 @@ class Starter:
         for function in ss.functions.values():
             if function.trigger is not None:
                 self.by_trigger.setdefault(function.trigger, []).append(function)
-        self.crons = [f for f in ss.functions.values() if f.cron is not None]
         self.functions = ss.functions
         self._flow: FlowTrigger | None = None
 
@@ -134,16 +132,3 @@ class Starter:
                 log.warning("idempotency check for %s waits for Redis: %s", function.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-    def cron_starts(self, after_ms: int, until_ms: int) -> list[RunStarted]:
-        """A run for every cron tick in ``(after_ms, until_ms]``; ids fixed by the tick."""
-        starts = []
-        for function in self.crons:
-            ticks = croniter(function.cron, after_ms / 1000)
-            while (tick := int(ticks.get_next(float) * 1000)) <= until_ms:
-                data = json.dumps({"cron": function.cron, "tick": tick})
-                event = Event(id=f"cron:{function.id}:{tick}", name="stepstream/cron",
-                              data_json=data, ts=tick)
-                starts.append(RunStarted(run_id=run_id_for(function.id, event.id),
-                                         function_id=function.id, event=event, ts=tick))
-        return starts

@@ -74,6 +74,7 @@ def http_api(engine: Engine, probe: BrokerProbe) -> HttpApi:
                    replay_window_s=engine.settings.finished_run_retention_s,
                    retention_s=engine.settings.readmodel_retention_s,
                    pauses=engine.pauses, send_pause=engine.control,
+                   schedules={f.id: f.cron for f in engine.ss.functions.values() if f.cron},
                    max_streams=settings.http_max_streams,
                    stream_heartbeat_s=settings.http_stream_heartbeat_s)
 

@@ -2,7 +2,8 @@
 // The stepstream dashboard: plain JavaScript over the worker's JSON API (/openapi.json).
 // Views: #/runs (filters, pages, bulk cancel), #/run/ID (timeline, outputs, errors, logs,
 // cancel and replay; live through the run's event stream, with step progress),
-// #/functions (counts, failure rates, bulk replay, pause and resume), #/dlq (dead letters).
+// #/functions (counts, failure rates, schedules, bulk replay, pause and resume),
+// #/dlq (dead letters).
 // Data is only ever put in the page as text (textContent), never as HTML.
 
 const REFRESH_MS = 2000;
@@ -396,7 +397,7 @@ function showFunctions() {
   const body = h("tbody");
   setView(h("h1", {}, "Functions"),
     h("table", { id: "functions-table" }, h("thead", {}, h("tr", {},
-      ["function", "state", "runs", "running", "completed", "failed", "cancelled", "failure rate", ""].map((c) => h("th", {}, c)))), body));
+      ["function", "state", "runs", "running", "completed", "failed", "cancelled", "failure rate", "schedule", ""].map((c) => h("th", {}, c)))), body));
   every(async () => {
     const { functions } = await api("/v1/functions");
     body.replaceChildren(...functions.map((f) => h("tr", { "data-function": f.function_id },
@@ -405,13 +406,22 @@ function showFunctions() {
       h("td", {}, f.runs), h("td", {}, f.running), h("td", {}, f.completed), h("td", {}, f.failed), h("td", {}, f.cancelled),
       h("td", { class: "failure-rate" }, f.failure_rate == null ? "–" : [
         h("span", { class: "rate", style: `width:${Math.round(f.failure_rate * 60)}px` }), `${(f.failure_rate * 100).toFixed(1)} %`]),
+      h("td", { class: "schedule" }, scheduleText(f.schedule)),
       h("td", {}, h("button", { disabled: !f.failed, onclick: () => {
         if (window.confirm(`Replay the ${f.failed} failed runs of ${f.function_id}?`)) {
           act("Bulk replay", () => post(`/v1/functions/${encodeURIComponent(f.function_id)}/replay`, { status: "failed" }));
         }
       } }, "replay failed"), " ", pauseButton(f)))));
-    if (!functions.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No functions yet.")));
+    if (!functions.length) body.append(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No functions yet.")));
   });
+}
+
+// A cron schedule, its zone and its next tick in that zone; paused: no next tick.
+function scheduleText(s) {
+  if (!s) return "";
+  const next = s.next_tick == null ? "no tick while paused"
+    : "next " + new Date(s.next_tick).toLocaleString(undefined, { timeZone: s.tz, timeZoneName: "short" });
+  return `${s.cron} (${s.tz}) · ${next}`;
 }
 
 function pauseButton(f) {
@@ -419,8 +429,8 @@ function pauseButton(f) {
   return h("button", { class: f.paused ? "primary pause-btn" : "pause-btn", onclick: async () => {
     try {
       await post(`/v1/functions/${encodeURIComponent(f.function_id)}/${action}`, {});
-      notice(f.paused ? `${f.function_id} resumed: its waiting runs continue.`
-        : `${f.function_id} paused: new events wait as runs, running runs stop after their current step.`);
+      notice(f.paused ? `${f.function_id} resumed: its waiting runs continue${f.schedule ? ", its schedule ticks from the next tick on (the pause's ticks are skipped)" : ""}.`
+        : `${f.function_id} paused: ${f.schedule ? "its schedule starts no tick" : "new events wait as runs"}, running runs stop after their current step.`);
     } catch (err) {
       notice(`${action} refused: ${err.message}`, true);
     }

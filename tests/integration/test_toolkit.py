@@ -162,8 +162,7 @@ def test_a_step_retry_override_beats_the_function_policy(kit: Any) -> None:
 
 
 def test_cron_starts_one_run_per_tick_with_two_workers(
-        broker: DevBroker, redis_url: str, tmp_path: Path) -> None:
-    settings = fresh_settings(broker, redis_url)
+        settings: Settings, tmp_path: Path) -> None:
     store = redis.Redis.from_url(settings.redis_url)
 
     def ticks() -> list[int]:

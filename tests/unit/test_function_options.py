@@ -1,17 +1,26 @@
 """Function options: what ``Stepstream.function`` accepts and refuses, the policy a run
-follows (``streams.policy.policy_of``) and the runs events and cron ticks start."""
+follows (``streams.policy.policy_of``) and the runs events start (cron ticks:
+test_cron, test_schedules)."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from itertools import pairwise
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from schemas.messages import ErrorInfo, Event, FunctionFinished, RunStarted
-from stepstream import CancelOn, ConfigError, Context, RetryPolicy, Settings, Stepstream, Timeouts
+from stepstream import (
+    CancelOn,
+    ConfigError,
+    Context,
+    Cron,
+    RetryPolicy,
+    Settings,
+    Stepstream,
+    Timeouts,
+)
 from stepstream.events import FUNCTION_FAILED, run_id_for
 from streams.machine import CancelRule, Emit, RunPolicy, advance
 from streams.policy import policy_of
@@ -49,7 +58,8 @@ def test_a_cron_function_is_registered_without_a_trigger() -> None:
 
     ss.function(id="nightly", cron="0 3 * * *")(handler)
 
-    assert (ss.functions["nightly"].cron, ss.functions["nightly"].trigger) == ("0 3 * * *", None)
+    assert (ss.functions["nightly"].cron, ss.functions["nightly"].trigger) == (
+        Cron("0 3 * * *"), None)
 
 
 @pytest.mark.parametrize("schedule", ["", "not a cron", "61 * * * *", "* * * *", "* * 32 * *"])
@@ -219,56 +229,3 @@ async def test_a_condition_on_a_missing_field_starts_nothing() -> None:
     event = Event(id="o-1", name="orders/placed", data_json="{}", ts=1)
 
     assert await starter(ss).starts_for(event) == []
-
-
-# --- runs started by cron --------------------------------------------------------------
-
-T0 = ms(datetime(2030, 1, 1, 0, 0, tzinfo=UTC))
-
-
-def cron_app() -> Stepstream:
-    ss = app()
-    ss.function(id="every-5", cron="*/5 * * * *")(handler)
-    ss.function(id="hourly", cron="0 * * * *")(handler)
-    ss.function(id="by-event", trigger="t")(handler)
-    return ss
-
-
-def test_cron_starts_one_run_per_tick_in_the_window() -> None:
-    starts = starter(cron_app()).cron_starts(T0, T0 + 15 * MINUTE_MS)
-
-    assert [(s.function_id, s.ts) for s in starts] == [
-        ("every-5", T0 + 5 * MINUTE_MS), ("every-5", T0 + 10 * MINUTE_MS),
-        ("every-5", T0 + 15 * MINUTE_MS)]
-    first = starts[0]
-    event_id = f"cron:every-5:{T0 + 5 * MINUTE_MS}"
-    assert first == RunStarted(
-        run_id=run_id_for("every-5", event_id), function_id="every-5", ts=T0 + 5 * MINUTE_MS,
-        event=Event(id=event_id, name="stepstream/cron", ts=T0 + 5 * MINUTE_MS,
-                    data_json=json.dumps({"cron": "*/5 * * * *", "tick": T0 + 5 * MINUTE_MS})))
-
-
-def test_cron_run_ids_are_fixed_by_the_tick() -> None:
-    a = starter(cron_app()).cron_starts(T0 - 1, T0 + 60 * MINUTE_MS)
-    b = starter(cron_app()).cron_starts(T0 - 1, T0 + 60 * MINUTE_MS)
-
-    assert a == b
-    assert len({s.run_id for s in a}) == len(a) == 13 + 2  # every-5: 0..60; hourly: 0, 60
-
-
-def test_consecutive_windows_start_every_tick_once() -> None:
-    ss = cron_app()
-    whole = starter(ss).cron_starts(T0, T0 + 120 * MINUTE_MS)
-    bounds = [T0, T0 + 7 * MINUTE_MS, T0 + 60 * MINUTE_MS, T0 + 61 * MINUTE_MS,
-              T0 + 120 * MINUTE_MS]
-
-    pieces = [s for lo, hi in pairwise(bounds)
-              for s in starter(ss).cron_starts(lo, hi)]
-
-    assert sorted(s.run_id for s in pieces) == sorted(s.run_id for s in whole)
-    assert len(whole) == 24 + 2
-
-
-def test_an_empty_window_starts_nothing() -> None:
-    assert starter(cron_app()).cron_starts(T0, T0) == []
-    assert starter(cron_app()).cron_starts(T0 + 1, T0 + 5 * MINUTE_MS - 1) == []

@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from schemas.messages import CancelRequested, FunctionControl
+from stepstream import Cron
+from stepstream.clock import now_ms
 from streams.http import HttpApi
 from streams.metrics import Metrics
 
@@ -45,7 +47,8 @@ async def serving() -> AsyncIterator[tuple[TestClient, list[Any], FakeStore]]:  
 
     api = HttpApi(store, Metrics(), None, lambda: True,  # type: ignore[arg-type]
                   send_control=send, functions=["fn", "other"], pauses=FakePauses(),
-                  send_pause=send)
+                  send_pause=send, schedules={"fn": Cron("0 9 * * *", tz="Europe/Berlin"),
+                                              "other": Cron("*/5 * * * *", catch_up="1h")})
     client = TestClient(TestServer(api.application()))
     await client.start_server()
     try:
@@ -68,6 +71,19 @@ async def test_the_function_list_says_which_are_paused() -> None:
         body = await (await client.get("/v1/functions")).json()
     assert [(f["function_id"], f["paused"], f["paused_at"]) for f in body["functions"]] == [
         ("fn", True, 7), ("other", False, None)]
+
+
+async def test_the_function_list_shows_schedules_and_their_next_tick() -> None:
+    before = now_ms()
+    async with serving() as (client, _, _):
+        body = await (await client.get("/v1/functions")).json()
+    after, every_5 = now_ms(), Cron("*/5 * * * *")
+    paused, other = body["functions"]
+    assert paused["schedule"] == {"cron": "0 9 * * *", "tz": "Europe/Berlin",
+                                  "catch_up_s": None, "next_tick": None}  # paused: none
+    next_tick = other["schedule"].pop("next_tick")
+    assert other["schedule"] == {"cron": "*/5 * * * *", "tz": "UTC", "catch_up_s": 3600.0}
+    assert every_5.next_tick(before) <= next_tick <= (every_5.next_tick(after) or 0)
 
 
 async def test_bulk_cancel_asks_each_matching_run_to_cancel() -> None:

@@ -17,6 +17,7 @@ EXPORTS = [
     "Concurrency",
     "ConfigError",
     "Context",
+    "Cron",
     "Debounce",
     "NonRetriableError",
     "NondeterminismError",
