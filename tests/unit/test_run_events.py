@@ -10,7 +10,7 @@ from schemas.messages import ErrorInfo, Event, HistoryRecord
 from stepstream.sse import read_events
 from streams.http_stream import sse
 from streams.run_events import Cursor, ended_before
-from streams.timeline import apply_record
+from tests.projection import project
 
 BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="tb")
 
@@ -19,14 +19,6 @@ def record(seq: int, kind: str, **fields: Any) -> HistoryRecord:
     return HistoryRecord(run_id="r", seq=seq, ts=seq * 10, kind=kind, function_id="fn",
                          event=Event(id="e", name="x") if kind == "run.started" else None,
                          **fields)
-
-
-def project(*records: HistoryRecord) -> dict[str, Any]:
-    doc: dict[str, Any] | None = None
-    for r in records:
-        doc = apply_record(doc, r)
-    assert doc is not None
-    return doc
 
 
 HISTORY = [

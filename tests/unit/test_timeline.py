@@ -20,7 +20,8 @@ from schemas.messages import (
 )
 from stepstream.retry import RetryPolicy
 from streams.machine import Record, RunPolicy, Schedule, SendToDlq, advance
-from streams.timeline import MAX_RUN_LOGS, apply_record, is_dead_letter, summary
+from streams.timeline import MAX_RUN_LOGS, is_dead_letter, summary
+from tests.projection import project
 
 EVENT = Event(id="evt-1", name="orders/placed", data_json='{"order": 7}', ts=1)
 BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="Traceback ...")
@@ -29,14 +30,6 @@ BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="Traceback ...")
 def record(seq: int, kind: str, **fields: Any) -> HistoryRecord:
     return HistoryRecord(run_id="run-1", seq=seq, ts=fields.pop("ts", seq * 100), kind=kind,
                          function_id="fn", **fields)
-
-
-def project(*records: HistoryRecord) -> dict[str, Any]:
-    doc: dict[str, Any] | None = None
-    for r in records:
-        doc = apply_record(doc, r)
-    assert doc is not None
-    return doc
 
 
 STARTED = record(1, "run.started", event=EVENT, ts=50)
