@@ -11,17 +11,17 @@ The sweep (``Runtime.every``) reads the task's finished runs in order of their e
 the table's own index (``streams.run_index``): nothing is held in memory per finished
 run, however long the window. It deletes those that are due, at most ``SWEEP_LIMIT``
 per transaction; a marker's index record goes with it. A run replayed since it ended is
-no longer in that index (its state's index records follow its status).
+no longer in that index (its state's index records follow its status). Index records a
+release without the index left behind (a rollback, then forward again) are deleted as
+the sweep meets them.
 """
 
 from __future__ import annotations
 
-from schemas.messages import RunState
 from stepstream.step import now_ms
 from streams.kafka.task import Task
-from streams.machine import FINAL_STATUSES
 from streams.processors.orchestrator import RUNS
-from streams.run_index import finished_by
+from streams.run_index import finished_by, is_stale, repair, repair_in_flight, run_key
 
 SWEEP_LIMIT = 1000
 """Most markers one sweep deletes from a task (one transaction); the rest go next time."""
@@ -42,11 +42,15 @@ class FinishedRuns:
         deleted = 0
         # Markers deleted by a transaction still open are in the index until it commits:
         # they are looked at again (and skipped) but count against the limit.
-        for looked, key in enumerate(finished_by(store, now_ms() - self.retention_ms)):
+        for looked, index_key in enumerate(finished_by(store, now_ms() - self.retention_ms)):
             if looked == SWEEP_LIMIT:
                 break
-            state: RunState | None = store.get(key)
-            if state is not None and state.status in FINAL_STATUSES:
-                store.delete(key)
+            if is_stale(store, index_key):
+                # Deleted in this transaction (its record goes anyway), or left behind by
+                # a release without the index.
+                repair(store, index_key)
+            else:  # a finished run that ended then
+                store.delete(run_key(index_key))
                 deleted += 1
+        repair_in_flight(store, SWEEP_LIMIT)
         return deleted

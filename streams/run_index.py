@@ -18,7 +18,9 @@ are then range scans of keys; only the active runs (a bounded number, see
 ``streams.intake``) are decoded.
 
 A partition written before these indexes has none: ``IndexBuild`` writes them once, a
-bounded number of runs per transaction, then puts ``INDEXED``.
+bounded number of runs per transaction, then puts ``INDEXED``. A release without the
+indexes that runs again (a rollback) leaves records that stand for nothing: the sweep
+repairs those it meets (``repair``), so none can hold up the sweep or the oldest run.
 """
 
 from __future__ import annotations
@@ -84,9 +86,40 @@ def _timed(kind: bytes, ms: int, key: bytes) -> bytes:
 
 
 def finished_by(store: StateStore[RunState], cutoff_ms: int) -> Iterator[bytes]:
-    """Run keys of the finished runs that ended at or before ``cutoff_ms``, oldest first."""
-    stop = FINISHED + (cutoff_ms + 1).to_bytes(_TIME_BYTES, "big")
-    return (run_key(k) for k in store.range(FINISHED, stop))
+    """Index keys of the finished runs that ended at or before ``cutoff_ms``, oldest
+    first (``run_key`` gives the run's)."""
+    return store.range(FINISHED, FINISHED + (cutoff_ms + 1).to_bytes(_TIME_BYTES, "big"))
+
+
+def is_stale(store: StateStore[RunState], index_key: bytes) -> bool:
+    """Whether ``index_key`` no longer stands for its run's state (with this transaction's
+    writes). Only a version that did not keep the index leaves such records: a worker
+    rolled back to a release before it, then forward again."""
+    key = run_key(index_key)
+    return index_key not in index_keys(key, store.get(key))
+
+
+def repair(store: StateStore[RunState], index_key: bytes) -> None:
+    """Delete the stale ``index_key`` in the open transaction, and index its run as it is
+    (its layout writes the records that are missing)."""
+    store.unmark(index_key)
+    key = run_key(index_key)
+    state = store.get(key)
+    if state is not None:
+        store.put(key, state)
+
+
+def repair_in_flight(store: StateStore[RunState], limit: int) -> int:
+    """Repair the stale records at the head of the in-flight index (at most ``limit``),
+    so the oldest run in flight is a real one; returns how many. Stale records further
+    in come to the head as older runs end."""
+    repaired = 0
+    for index_key in store.range(IN_FLIGHT, IN_FLIGHT + _END):
+        if repaired == limit or not is_stale(store, index_key):
+            break
+        repair(store, index_key)
+        repaired += 1
+    return repaired
 
 
 def oldest_start(store: StateStore[RunState]) -> int | None:

@@ -45,6 +45,15 @@ class Raw(bytes):
     """A record a layout keeps beside the values (a marker), put as it is."""
 
 
+_UNMARKED = object()
+"""In the overlay: a layout's own record (a marker, an index record) deleted."""
+
+
+def _is_record(written: Any) -> bool:
+    """Whether an overlay entry is a layout's own record, not a value."""
+    return isinstance(written, Raw) or written is _UNMARKED
+
+
 class Backend(Protocol):
     """Where a store partition's committed values live."""
 
@@ -250,7 +259,7 @@ class StateStore(Generic[V]):
         """The value of ``key``, with this transaction's writes."""
         pending = self._overlay.get(key)
         if pending is not None:
-            return None if pending is _DELETED else cast(V, pending)
+            return None if pending is _DELETED or _is_record(pending) else cast(V, pending)
         return self._committed(key)
 
     def put(self, key: bytes, value: V) -> None:
@@ -259,6 +268,11 @@ class StateStore(Generic[V]):
     def mark(self, key: Raw) -> None:
         """Put a layout's marker record (``key``, empty value) in this transaction."""
         self._overlay[key] = key
+
+    def unmark(self, key: bytes) -> None:
+        """Delete a layout's own record (a marker, a stale index record) in this
+        transaction."""
+        self._overlay[key] = _UNMARKED
 
     def marked(self, key: Raw) -> bool:
         """Whether the marker ``key`` is committed or put in this transaction."""
@@ -309,8 +323,8 @@ class StateStore(Generic[V]):
         """The overlay as records: the changelog records of this transaction."""
         records: dict[bytes, bytes | None] = {}
         for key, value in self._overlay.items():
-            if isinstance(value, Raw):
-                records[key] = b""
+            if _is_record(value):
+                records[key] = None if value is _UNMARKED else b""
                 continue
             records.update(self.layout.records(
                 key, None if value is _DELETED else value,
@@ -321,12 +335,12 @@ class StateStore(Generic[V]):
         """The transaction that carried ``changes`` committed: they are the store's now."""
         overlay, self._overlay = self._overlay, {}
         self._counted(changes, (key for key, value in overlay.items()
-                                if not isinstance(value, Raw)))
+                                if not _is_record(value)))
         self.backend.apply(changes, position)
         for told in self.record_observers:
             told(changes)
         for key, value in overlay.items():
-            if isinstance(value, Raw):
+            if _is_record(value):
                 continue
             raw = changes.get(key)
             if raw is None or value is _DELETED:
@@ -343,7 +357,7 @@ class StateStore(Generic[V]):
         overlay, self._overlay = self._overlay, {}
         if self.observers:
             for key in overlay:
-                if isinstance(overlay[key], Raw):
+                if _is_record(overlay[key]):
                     continue
                 value = self._committed(key)
                 for observer in self.observers:
@@ -377,7 +391,7 @@ class StateStore(Generic[V]):
             if key not in overlay:
                 yield key, value
         for key, written in overlay.items():
-            if written is not _DELETED and not isinstance(written, Raw):
+            if written is not _DELETED and not _is_record(written):
                 yield key, cast(V, written)
 
     def close(self) -> None:

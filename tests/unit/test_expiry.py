@@ -16,11 +16,12 @@ from streams.kafka.store import ORDERED, MemoryBackend, StateStore
 from streams.kafka.task import Outcome
 from streams.machine import COMPLETED, FAILED, RUNNING
 from streams.processors.orchestrator import RUNS
-from streams.run_index import finished_by
+from streams.run_index import IN_FLIGHT, finished_by, run_key
 from streams.run_records import RunRecords
 from tests.fakes import fake_task
 
 HOUR_MS = 3600 * 1000
+IN_FLIGHT_RANGE = (IN_FLIGHT, IN_FLIGHT + b"\xff")
 CODEC = default_codec()
 
 
@@ -61,7 +62,7 @@ async def test_markers_past_the_window_are_deleted_in_the_transaction() -> None:
     assert store.get(b"old") is None and store.get(b"recent") is not None
     assert store.get(b"running") is not None
     assert finished.sweep(task) == 0  # "recent" waits its turn
-    assert list(finished_by(store, now_ms())) == [b"recent"]
+    assert [run_key(k) for k in finished_by(store, now_ms())] == [b"recent"]
 
 
 async def test_a_run_that_ends_is_deleted_once_its_window_is_over() -> None:
@@ -102,3 +103,19 @@ async def test_deletions_of_an_aborted_transaction_are_swept_again() -> None:
     assert finished.sweep(task) == 1
     assert await task.commit() is Outcome.COMMITTED
     assert tombstones(producer) == [b"r"] and store.get(b"r") is None
+
+
+async def test_index_records_a_release_without_the_index_left_are_deleted() -> None:
+    task, producer, store, finished = await runs_task(
+        state("gone", COMPLETED, 2 * HOUR_MS), state("old", COMPLETED, 2 * HOUR_MS),
+        state("asleep", RUNNING, None), state("later", RUNNING, None))
+    # Rolled back, a release without the index deleted "gone" and ended "asleep", then
+    # the rollout went forward again: their records in the index stand for nothing.
+    store.restored({b"gone": None, b"asleep": CODEC.encode(state("asleep", FAILED, 0))}, 9)
+    assert finished.sweep(task) == 1
+    assert await task.commit() is Outcome.COMMITTED
+    assert tombstones(producer) == [b"old"]
+    assert list(finished_by(store, now_ms() - HOUR_MS)) == []
+    assert [run_key(k) for k in store.range(*IN_FLIGHT_RANGE)] == [b"later"]
+    # "asleep" ended under that release: indexed as finished now, swept in its turn.
+    assert [run_key(k) for k in finished_by(store, now_ms())] == [b"asleep"]

@@ -25,6 +25,7 @@ from streams.run_index import (
     count_in_flight,
     finished_by,
     oldest_start,
+    run_key,
 )
 from streams.run_records import RunRecords
 from tests.fakes import fake_task
@@ -52,6 +53,10 @@ async def write(task: Task, store: StateStore[RunState], *states: RunState) -> N
     assert await task.commit() is Outcome.COMMITTED
 
 
+def finished(store: StateStore[RunState], cutoff_ms: int) -> list[bytes]:
+    return [run_key(k) for k in finished_by(store, cutoff_ms)]
+
+
 def counted(store: StateStore[RunState]) -> InFlight:
     in_flight = InFlight()
     in_flight.restored(0, store)
@@ -75,9 +80,9 @@ async def test_a_run_moves_through_the_index_as_its_status_changes(backend: Back
     assert active_runs(store) == [] and len(in_flight) == 2
     await write(task, store, run("b", COMPLETED, started=200, ended=5000))
     assert len(in_flight) == 1 and oldest_start(store) == 300
-    assert list(finished_by(store, 4999)) == [] and list(finished_by(store, 5000)) == [b"b"]
+    assert finished(store, 4999) == [] and finished(store, 5000) == [b"b"]
     await write(task, store, run("b", RUNNING, started=200))  # replayed
-    assert list(finished_by(store, 10**12)) == [] and len(in_flight) == 2
+    assert finished(store, 10**12) == [] and len(in_flight) == 2
     store.delete(b"a")
     await task.commit()
     assert len(in_flight) == 1 == count_in_flight(store) and len(store) == 1
@@ -88,7 +93,7 @@ async def test_finished_runs_come_in_order_of_their_end() -> None:
     task, _ = fake_task(**{RUNS: store})
     await write(task, store, *(run(f"r{i}", COMPLETED, ended=end)
                                for i, end in enumerate([30, 10, 20, 10])))
-    assert list(finished_by(store, 25)) == [b"r1", b"r3", b"r2"]
+    assert finished(store, 25) == [b"r1", b"r3", b"r2"]
 
 
 async def test_an_aborted_transaction_leaves_the_index_and_the_count() -> None:
@@ -111,14 +116,14 @@ async def test_the_index_is_restored_with_the_table(tmp_path: Path) -> None:
     store.close()
     reopened = runs_store(RocksBackend(tmp_path / "runs"))
     assert [key for key, _ in active_runs(reopened)] == [b"a"]
-    assert list(finished_by(reopened, 7)) == [b"b"] and count_in_flight(reopened) == 1
+    assert finished(reopened, 7) == [b"b"] and count_in_flight(reopened) == 1
     # Another worker reads the changelog into memory: the same index.
     records = {key: value for batch, _ in producer.transactions
                for _, _, key, value in batch}
     restored = runs_store()
     restored.restored(records, len(records))
     assert [key for key, _ in active_runs(restored)] == [b"a"]
-    assert list(finished_by(restored, 7)) == [b"b"] and len(restored) == 2
+    assert finished(restored, 7) == [b"b"] and len(restored) == 2
 
 
 async def test_a_partition_written_before_the_index_is_indexed_in_bounded_batches() -> None:
@@ -140,5 +145,5 @@ async def test_a_partition_written_before_the_index_is_indexed_in_bounded_batche
     await task.commit()
     assert store.marked(INDEXED) and len(in_flight) == count - 1 == count_in_flight(store)
     assert len(store) == count + 1  # runs: the marker is none
-    assert list(finished_by(store, 10)) == [b"done", b"r1"] and oldest_start(store) == 0
+    assert finished(store, 10) == [b"done", b"r1"] and oldest_start(store) == 0
     assert store.get(b"r1") == run("r1", COMPLETED, started=1, ended=9)  # not rewound
