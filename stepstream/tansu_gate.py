@@ -35,6 +35,22 @@ there: what Kafka does with its last stable offset, taken from the markers. To p
 the responses as they are, the proxy offers Fetch up to version 11 (the last one
 without flexible fields).
 
+And Tansu 0.6 keeps a group's leader after it leaves while the group rebalances: its
+LeaveGroup, in a forming group, removes the member but not the group's leader, a new
+leader is chosen only when there is none, and an expired session clears the leader only
+when the leader is among the members (tansu-broker/src/coordinator/group/
+administrator.rs, ``leave``, ``join`` and ``missed_heartbeat`` of ``Inner<O, Forming>``).
+Every later JoinGroup names the gone member leader, the followers' SyncGroup is told
+``REBALANCE_IN_PROGRESS``, and nobody gets partitions until the broker restarts. Every
+member of a group stopping cleanly at once (a deploy's SIGTERM to all workers) gets there
+most times; stopped by SIGKILL, the members expire, which Tansu handles. So the proxy
+keeps the leader each JoinGroup response names, and answers a LeaveGroup from that
+member (or from a member whose JoinGroup is still unanswered) itself instead of passing
+it on: the member expires after its session timeout,
+as a killed one does, and the group then picks a leader among the members left. Other
+members leave at once. The proxy offers JoinGroup up to version 5 and LeaveGroup up to
+version 2, the last ones it parses (librdkafka sends 5 and 1 at most).
+
 Run as ``python -m stepstream.tansu_gate LISTEN_PORT BROKER_PORT``.
 """
 
@@ -46,6 +62,7 @@ import struct
 import sys
 
 PRODUCE, FETCH, LIST_OFFSETS, API_VERSIONS, INIT_PRODUCER_ID, END_TXN = 0, 1, 2, 18, 22, 26
+JOIN_GROUP, LEAVE_GROUP = 11, 13
 _WRITES = frozenset({PRODUCE, INIT_PRODUCER_ID, END_TXN})
 _FLEXIBLE_PRODUCE = 9  # Produce versions from here on use compact strings
 _HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
@@ -53,6 +70,8 @@ _READ_COMMITTED_FETCH = 4  # Fetch versions from here on have an isolation level
 _READ_COMMITTED_LIST_OFFSETS = 2  # ListOffsets versions from here on have one
 _FLEXIBLE_LIST_OFFSETS = 6  # ListOffsets versions from here on have header tagged fields
 _LAST_FETCH = 11  # the last Fetch version without flexible fields
+_HIGHEST = {FETCH: _LAST_FETCH, JOIN_GROUP: 5, LEAVE_GROUP: 2}
+"""The highest versions the proxy offers: the last ones without flexible fields."""
 _FLEXIBLE_API_VERSIONS = 3
 _BATCH = struct.Struct(">qiibihiqqqhii")
 """A record batch (magic 2) up to its records: base offset, length (of what follows it),
@@ -72,6 +91,7 @@ class WriteGate:
         self.listen_port, self.broker_port, self.host = listen_port, broker_port, host
         self._write = asyncio.Lock()
         self._releasing: set[asyncio.Task[None]] = set()
+        self._leaders: dict[bytes, bytes] = {}  # group id -> the member last named its leader
 
     async def start(self) -> asyncio.Server:
         """Listen (port 0: any free port); the server serves from here on."""
@@ -91,9 +111,11 @@ class WriteGate:
             return
         answered: dict[int, asyncio.Event] = {}  # correlation id -> its response came
         rewrite: dict[int, tuple[int, int, int]] = {}  # correlation id -> key, version, wait
-        requests = asyncio.create_task(self._requests(client_r, broker_w, answered, rewrite))
+        joining: dict[int, tuple[bytes, int]] = {}  # of a JoinGroup: group id, version
+        requests = asyncio.create_task(self._requests(client_r, broker_w, answered, rewrite,
+                                                      joining))
         responses = asyncio.create_task(self._responses(broker_r, client_w, answered,
-                                                        rewrite))
+                                                        rewrite, joining))
         await asyncio.wait({requests, responses}, return_when=asyncio.FIRST_COMPLETED)
         for task in (requests, responses):
             task.cancel()
@@ -104,11 +126,24 @@ class WriteGate:
 
     async def _requests(self, reader: asyncio.StreamReader, broker: asyncio.StreamWriter,
                         answered: dict[int, asyncio.Event],
-                        rewrite: dict[int, tuple[int, int, int]]) -> None:
+                        rewrite: dict[int, tuple[int, int, int]],
+                        joining: dict[int, tuple[bytes, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
                 api_key, api_version, correlation_id = _HEADER.unpack_from(frame, 4)
+                if api_key == JOIN_GROUP and api_version <= _HIGHEST[JOIN_GROUP]:
+                    joining[correlation_id] = _strings(frame, 1)[0], api_version
+                elif api_key == LEAVE_GROUP and api_version <= _HIGHEST[LEAVE_GROUP]:
+                    group_id, member_id = _strings(frame, 2)
+                    if (self._leaders.get(group_id) == member_id
+                            or any(group_id == group for group, _ in joining.values())):
+                        # Answered here (see the module's doc); also when the member's
+                        # JoinGroup is unanswered, as the broker may make it leader. The
+                        # broker is asked its versions in its place, so that the answer
+                        # keeps its turn among the connection's responses.
+                        frame = _api_versions_request(frame)
+                        rewrite[correlation_id] = (api_key, api_version, 0)
                 isolation = _isolation_at(frame, api_key, api_version)
                 if isolation is not None and frame[isolation] == 1:  # read_committed
                     frame = frame[:isolation] + b"\x00" + frame[isolation + 1:]
@@ -138,17 +173,24 @@ class WriteGate:
         finally:
             self._write.release()
 
-    @staticmethod
-    async def _responses(reader: asyncio.StreamReader, client: asyncio.StreamWriter,
+    async def _responses(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter,
                          answered: dict[int, asyncio.Event],
-                         rewrite: dict[int, tuple[int, int, int]]) -> None:
+                         rewrite: dict[int, tuple[int, int, int]],
+                         joining: dict[int, tuple[bytes, int]]) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 frame = await _frame(reader)
                 (correlation_id,) = struct.unpack_from(">i", frame, 4)
                 api_key, api_version, max_wait_ms = rewrite.pop(correlation_id, (None, 0, 0))
+                join = joining.pop(correlation_id, None)
+                if join is not None:
+                    leader = _join_leader(frame, join[1])
+                    if leader:
+                        self._leaders[join[0]] = leader
                 if api_key == API_VERSIONS:
-                    frame = _fetch_capped(frame, api_version)
+                    frame = _capped(frame, api_version)
+                elif api_key == LEAVE_GROUP:
+                    frame = _left(correlation_id, api_version)
                 elif api_key == FETCH:
                     frame, all_cut = _read_committed(frame, api_version)
                     if all_cut:
@@ -204,8 +246,9 @@ def _isolation_at(frame: bytes, api_key: int, api_version: int) -> int | None:
     return None
 
 
-def _fetch_capped(frame: bytes, api_version: int) -> bytes:
-    """An ApiVersions response that offers Fetch up to ``_LAST_FETCH`` at most."""
+def _capped(frame: bytes, api_version: int) -> bytes:
+    """An ApiVersions response that offers each API of ``_HIGHEST`` up to its version
+    there at most."""
     data = bytearray(frame)
     at = 4 + 4 + 2  # size, correlation id (the response header has no tagged fields), error
     if api_version >= _FLEXIBLE_API_VERSIONS:
@@ -216,12 +259,57 @@ def _fetch_capped(frame: bytes, api_version: int) -> bytes:
         at += 4
     for _ in range(max(count, 0)):
         api_key, _, max_version = struct.unpack_from(">hhh", data, at)
-        if api_key == FETCH and max_version > _LAST_FETCH:
-            struct.pack_into(">h", data, at + 4, _LAST_FETCH)
+        highest = _HIGHEST.get(api_key)
+        if highest is not None and max_version > highest:
+            struct.pack_into(">h", data, at + 4, highest)
         at += 6
         if api_version >= _FLEXIBLE_API_VERSIONS:
             at = _skip_tagged_fields(frame, at)
     return bytes(data)
+
+
+def _strings(frame: bytes, count: int) -> list[bytes]:
+    """The first ``count`` strings of a request's body (a version without flexible
+    fields): a JoinGroup's group id; a LeaveGroup's group id and member id."""
+    at = 4 + _HEADER.size
+    (client_id_length,) = struct.unpack_from(">h", frame, at)
+    at += 2 + max(client_id_length, 0)
+    strings = []
+    for _ in range(count):
+        (length,) = struct.unpack_from(">h", frame, at)
+        strings.append(frame[at + 2:at + 2 + max(length, 0)])
+        at += 2 + max(length, 0)
+    return strings
+
+
+def _join_leader(frame: bytes, api_version: int) -> bytes:
+    """The leader a JoinGroup response (version 0 to 5) names; empty on an error."""
+    at = 8 + (4 if api_version >= 2 else 0)  # size, correlation id; throttle time
+    error_code, _ = struct.unpack_from(">hi", frame, at)  # and the generation id
+    at += 6
+    if error_code:
+        return b""
+    (protocol_length,) = struct.unpack_from(">h", frame, at)
+    at += 2 + max(protocol_length, 0)
+    (leader_length,) = struct.unpack_from(">h", frame, at)
+    return frame[at + 2:at + 2 + max(leader_length, 0)]
+
+
+def _api_versions_request(frame: bytes) -> bytes:
+    """An ApiVersions request (version 0) with the header of the request ``frame``."""
+    at = 4 + _HEADER.size
+    (client_id_length,) = struct.unpack_from(">h", frame, at)
+    (correlation_id,) = struct.unpack_from(">i", frame, 8)
+    body = _HEADER.pack(API_VERSIONS, 0, correlation_id)
+    body += frame[at:at + 2 + max(client_id_length, 0)]
+    return struct.pack(">i", len(body)) + body
+
+
+def _left(correlation_id: int, api_version: int) -> bytes:
+    """A LeaveGroup response (version 0 to 2) without error."""
+    body = struct.pack(">i", correlation_id)
+    body += (struct.pack(">i", 0) if api_version >= 1 else b"") + struct.pack(">h", 0)
+    return struct.pack(">i", len(body)) + body
 
 
 def _read_committed(frame: bytes, api_version: int) -> tuple[bytes, bool]:

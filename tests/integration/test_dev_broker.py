@@ -1,5 +1,6 @@
-"""The dev broker behind its gate reads as Kafka does at ``read_committed``, where Tansu
-0.6 alone does not (``stepstream.tansu_gate``)."""
+"""The dev broker behind its gate reads as Kafka does at ``read_committed``, and lets a
+group go on after its members leave, where Tansu 0.6 alone does not
+(``stepstream.tansu_gate``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stepstream.devservices import DevBroker
-from tests.integration.helpers import held_partitions
+from tests.integration.helpers import held_partitions, wait_for
 
 
 def _read_committed(broker: DevBroker, topics: list[str], expected: int) -> list[bytes]:
@@ -93,3 +94,39 @@ def test_an_open_transaction_holds_a_read_committed_reader_until_it_ends(
     producer.commit_transaction(30)
     assert _read_committed(broker, [topic], 1) == [b"before the end"]
     assert held_partitions(broker.bootstrap, topic) == {}
+
+
+def _assignment(consumer: Consumer) -> list[TopicPartition]:
+    """The consumer's partitions, once it has served its group's events."""
+    consumer.poll(0.1)
+    return list(consumer.assignment())
+
+
+def test_a_group_whose_members_left_while_it_rebalanced_takes_a_new_member(
+        broker: DevBroker) -> None:
+    """Tansu keeps a member that leaves a rebalancing group as its leader: the second of
+    two members closed one after the other stayed leader, and a third never got
+    partitions (the gate answers that leave itself)."""
+    tag = uuid.uuid4().hex[:8]
+    topic = f"gate-leave-{tag}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for created in admin.create_topics([NewTopic(topic, 4)]).values():
+        created.result(30)
+    config = {"bootstrap.servers": broker.bootstrap, "group.id": tag,
+              "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+              "fetch.wait.max.ms": 5}
+    first, second = Consumer(config), Consumer(config)
+    for consumer in (first, second):
+        consumer.subscribe([topic])
+    wait_for(lambda: len(_assignment(first)) + len(_assignment(second)) == 4,
+             what="two members sharing the partitions")
+    first.close()
+    wait_for(lambda: not _assignment(second), what="the second member rebalancing")
+    second.close()
+
+    third = Consumer(config)
+    third.subscribe([topic])
+    try:
+        wait_for(lambda: len(_assignment(third)) == 4, 90, "the third member's partitions")
+    finally:
+        third.close()

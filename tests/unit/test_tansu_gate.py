@@ -12,12 +12,16 @@ import pytest
 
 from stepstream.tansu_gate import (
     _BATCH,
+    API_VERSIONS,
     END_TXN,
     FETCH,
+    JOIN_GROUP,
+    LEAVE_GROUP,
     LIST_OFFSETS,
     PRODUCE,
     WriteGate,
     _acks_none,
+    _capped,
     _isolation_at,
     _read_committed,
 )
@@ -128,6 +132,7 @@ class _Broker:
 
     def __init__(self) -> None:
         self.received: list[int] = []  # correlation ids, in arrival order
+        self.api_keys: dict[int, int] = {}  # correlation id -> the request's api key
         self.arrived = asyncio.Condition()
         self._writers: dict[int, asyncio.StreamWriter] = {}
 
@@ -136,8 +141,9 @@ class _Broker:
             while True:
                 size = await reader.readexactly(4)
                 frame = await reader.readexactly(struct.unpack(">i", size)[0])
-                (correlation_id,) = struct.unpack_from(">i", frame, 4)
+                api_key, correlation_id = struct.unpack_from(">hxxi", frame)
                 self._writers[correlation_id] = writer
+                self.api_keys[correlation_id] = api_key
                 async with self.arrived:
                     self.received.append(correlation_id)
                     self.arrived.notify_all()
@@ -147,9 +153,9 @@ class _Broker:
             await asyncio.wait_for(self.arrived.wait_for(
                 lambda: correlation_id in self.received), 10)
 
-    async def answer(self, correlation_id: int) -> None:
+    async def answer(self, correlation_id: int, body: bytes = b"") -> None:
         writer = self._writers[correlation_id]
-        writer.write(struct.pack(">ii", 4, correlation_id))
+        writer.write(struct.pack(">ii", 4 + len(body), correlation_id) + body)
         await writer.drain()
 
 
@@ -207,3 +213,72 @@ async def test_a_write_whose_client_went_away_lets_the_next_one_in() -> None:
         a[1].close()  # 1 will never be answered on that connection
         await broker.wait_for(2)
         b[1].close()
+
+
+def _string(value: bytes) -> bytes:
+    return struct.pack(">h", len(value)) + value
+
+
+def _join(correlation_id: int, group: bytes, member: bytes) -> bytes:
+    """A JoinGroup v5 request (its protocols left out: the gate reads up to the group)."""
+    body = _string(group) + struct.pack(">ii", 6000, 6000) + _string(member)
+    return _numbered(_request(JOIN_GROUP, 5, body), correlation_id)
+
+
+def _joined(leader: bytes, member: bytes) -> bytes:
+    """The body of a JoinGroup v5 response naming ``leader``."""
+    return (struct.pack(">ihi", 0, 0, 1) + _string(b"range") + _string(leader)
+            + _string(member) + struct.pack(">i", 0))
+
+
+def _leave(correlation_id: int, group: bytes, member: bytes) -> bytes:
+    return _numbered(_request(LEAVE_GROUP, 1, _string(group) + _string(member)),
+                     correlation_id)
+
+
+async def test_the_leader_s_leave_is_answered_by_the_gate_in_its_turn() -> None:
+    """Tansu 0.6 would keep a leader that leaves a rebalancing group as its leader for
+    good; the member expires instead, as a killed one does. Others leave at once."""
+    async with _gated() as (broker, gate_port):
+        (leader_r, leader_w), (other_r, other_w) = await _client(gate_port), await _client(
+            gate_port)
+        leader_w.write(_join(1, b"g", b"m1"))
+        other_w.write(_join(2, b"g", b"m2"))
+        await broker.wait_for(1)
+        await broker.wait_for(2)
+        await broker.answer(1, _joined(b"m1", b"m1"))
+        await broker.answer(2, _joined(b"m1", b"m2"))
+        for reader in (leader_r, other_r):
+            await reader.readexactly(struct.unpack(">i", await reader.readexactly(4))[0])
+
+        leader_w.write(_leave(3, b"g", b"m1"))
+        other_w.write(_leave(4, b"g", b"m2"))
+        await broker.wait_for(3)
+        await broker.wait_for(4)
+        # in the leader's leave's place, a request the broker answers as is
+        assert (broker.api_keys[3], broker.api_keys[4]) == (API_VERSIONS, LEAVE_GROUP)
+        await broker.answer(3, b"anything the broker says")
+        assert await leader_r.readexactly(14) == struct.pack(">iiih", 10, 3, 0, 0)
+        for writer in (leader_w, other_w):
+            writer.close()
+
+
+async def test_a_leave_while_the_member_s_join_is_unanswered_is_answered_by_the_gate(
+        ) -> None:
+    """The broker may make the joining member leader: its answer is not read yet."""
+    async with _gated() as (broker, gate_port):
+        _, writer = await _client(gate_port)
+        writer.write(_join(1, b"g", b"m1"))
+        writer.write(_leave(2, b"g", b"m1"))
+        await broker.wait_for(2)
+        assert broker.api_keys[2] == API_VERSIONS
+        writer.close()
+
+
+def test_group_requests_are_offered_up_to_the_versions_the_gate_parses() -> None:
+    apis = [(PRODUCE, 0, 11), (FETCH, 0, 16), (JOIN_GROUP, 0, 9), (LEAVE_GROUP, 0, 5)]
+    body = struct.pack(">ihi", 5, 0, len(apis)) + b"".join(struct.pack(">hhh", *api)
+                                                           for api in apis)
+    capped = _capped(struct.pack(">i", len(body)) + body, 0)
+    assert [struct.unpack_from(">hhh", capped, 14 + 6 * i) for i in range(len(apis))] == [
+        (PRODUCE, 0, 11), (FETCH, 0, 11), (JOIN_GROUP, 0, 5), (LEAVE_GROUP, 0, 2)]
