@@ -78,18 +78,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def fresh_settings(broker: DevBroker | KafkaBroker, redis_url: str) -> Settings:
-    """Settings of a new namespace: its own topics, consumer group and Redis keys."""
-    return Settings(brokers=broker.bootstrap, redis_url=redis_url,
-                    namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+@contextlib.contextmanager
+def namespace(broker: DevBroker | KafkaBroker, redis_url: str) -> Iterator[Settings]:
+    """Settings of a new namespace: its own topics, consumer group and Redis keys (gone
+    from the shared Redis on exit: CI runs on this machine's Redis as tests leave it)."""
+    settings = Settings(brokers=broker.bootstrap, redis_url=redis_url,
+                        namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
+    try:
+        yield settings
+    finally:
+        forget_namespace(redis_url, settings.namespace)
 
 
 @pytest.fixture
 def settings(broker: DevBroker | KafkaBroker, redis_url: str) -> Iterator[Settings]:
-    """Settings of a namespace of this test's own; its Redis keys go afterwards."""
-    settings = fresh_settings(broker, redis_url)
-    yield settings
-    forget_namespace(redis_url, settings.namespace)
+    """Settings of a namespace of this test's own."""
+    with namespace(broker, redis_url) as settings:
+        yield settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -13,7 +13,7 @@ from stepstream import Stepstream
 from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
-from tests.conftest import fresh_settings, worker_factory
+from tests.conftest import namespace, worker_factory
 from tests.integration.helpers import cli, get_json, wait_for, wait_for_run
 from tests.integration.history_functions import fixed_key
 
@@ -24,8 +24,8 @@ Kit = tuple[Settings, WorkerProcess]
 @pytest.fixture(scope="module")
 def kit(broker: DevBroker, redis_url: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path_factory.mktemp("cli")) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path_factory.mktemp("cli")) as start):
         yield settings, start("tests.integration.history_functions")
 
 

@@ -28,7 +28,7 @@ from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import make_event, run_id_for
 from stepstream.settings import Settings
 from stepstream.step import now_ms
-from tests.conftest import WorkerFactory, fresh_settings, worker_factory
+from tests.conftest import WorkerFactory, namespace, worker_factory
 from tests.integration.flow_functions import log_key
 from tests.integration.helpers import get_json, wait_for, wait_for_run
 
@@ -40,8 +40,8 @@ Pair = tuple[Settings, list[WorkerProcess]]
 def pair(broker: DevBroker, redis_url: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Two workers of one namespace, shared by the tests of this module."""
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path_factory.mktemp("flow")) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path_factory.mktemp("flow")) as start):
         workers = [start(MODULE, ready=False, STEPSTREAM_FLOW_POLL_MS="300") for _ in range(2)]
         yield settings, [w.wait_ready() for w in workers]
 

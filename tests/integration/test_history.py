@@ -19,7 +19,7 @@ from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from streams.readmodel import READ_MODEL_PATTERNS
 from streams.rebuild import rebuild
-from tests.conftest import fresh_settings, worker_factory
+from tests.conftest import namespace, worker_factory
 from tests.integration.functions import executions_key
 from tests.integration.helpers import get_json, post, wait_for, wait_for_run
 from tests.integration.history_functions import fixed_key
@@ -32,8 +32,8 @@ Kit = tuple[Settings, WorkerProcess]
 @pytest.fixture(scope="module")
 def kit(broker: DevBroker, redis_url: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path_factory.mktemp("history")) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path_factory.mktemp("history")) as start):
         yield settings, start(MODULE)
 
 

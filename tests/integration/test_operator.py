@@ -21,7 +21,7 @@ from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from streams.machine import child_run_id
 from streams.partitioner import partition_of
-from tests.conftest import fresh_settings, worker_factory
+from tests.conftest import namespace, worker_factory
 from tests.integration.functions import executions_key
 from tests.integration.helpers import cli, get_json, post, read_all, wait_for, wait_for_run
 from tests.integration.operator_functions import gate_key
@@ -33,8 +33,8 @@ MODULE = "tests.integration.operator_functions"
 def two(broker: DevBroker, redis_url: str, tmp_path: Any
         ) -> Iterator[tuple[Settings, list[WorkerProcess]]]:
     """Two workers of a namespace of this test's own."""
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path) as start):
         workers = [start(MODULE, ready=False) for _ in range(2)]
         yield settings, [w.wait_ready() for w in workers]
 

@@ -21,7 +21,7 @@ from stepstream import Stepstream
 from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
-from tests.conftest import ROOT, fresh_settings, settings_env, worker_factory
+from tests.conftest import ROOT, namespace, settings_env, worker_factory
 from tests.integration.helpers import get_json, read_topic, wait_for, wait_for_run
 from tests.integration.secret_functions import open_key
 
@@ -35,8 +35,8 @@ MASKED_OUTPUT = {"measured": [7, True], "issued": {"token": "***"}}
 @pytest.fixture(scope="module")
 def kit(broker: DevBroker, redis_url: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kit]:
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path_factory.mktemp("secrets")) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path_factory.mktemp("secrets")) as start):
         yield settings, start("tests.integration.secret_functions")
 
 

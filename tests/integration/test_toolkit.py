@@ -19,7 +19,7 @@ from stepstream.devservices import DevBroker, WorkerProcess
 from stepstream.events import FUNCTION_FAILED, run_id_for
 from stepstream.settings import Settings
 from streams.machine import child_run_id
-from tests.conftest import fresh_settings, worker_factory
+from tests.conftest import namespace, worker_factory
 from tests.integration.helpers import get_json, wait_for, wait_for_run
 
 MODULE = "tests.integration.toolkit_functions"
@@ -28,8 +28,8 @@ MODULE = "tests.integration.toolkit_functions"
 @pytest.fixture(scope="module")
 def kit(broker: DevBroker, redis_url: str,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, WorkerProcess]]:
-    settings = fresh_settings(broker, redis_url)
-    with worker_factory(settings, tmp_path_factory.mktemp("kit")) as start:
+    with (namespace(broker, redis_url) as settings,
+          worker_factory(settings, tmp_path_factory.mktemp("kit")) as start):
         yield settings, start(MODULE)
 
 
