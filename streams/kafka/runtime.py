@@ -575,6 +575,7 @@ class Runtime:
             for (t, p), store in by_tp.items()])
         changes: dict[tuple[str, int], dict[bytes, bytes | None]] = {tp: {} for tp in by_tp}
         positions: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}  # the end each last end-of-partition was held to
         remaining, read = set(by_tp), 0
         report_at = started + _RESTORE_REPORT_S
         try:
@@ -583,13 +584,15 @@ class Runtime:
                     report_at += _RESTORE_REPORT_S
                     log.warning("still restoring after %.0fs: %s", time.monotonic() - started,
                                 ", ".join(f"{t}[{p}] at {positions.get((t, p), '?')}"
+                                          f" (end {ends.get((t, p), '?')})"
                                           for t, p in sorted(remaining)))
                 for message in consumer.consume(1000, 0.1):
                     tp = (message.topic(), message.partition())
                     error = message.error()
                     if error is not None:
                         if error.name().endswith("PARTITION_EOF"):
-                            if self._at_end(consumer, tp, message.offset()):
+                            ends[tp] = self._end(consumer, tp)
+                            if message.offset() >= ends[tp]:
                                 remaining.discard(tp)
                             positions[tp] = message.offset()
                         else:
@@ -633,13 +636,17 @@ class Runtime:
             delay = min(delay * 2, 5.0)
 
     @staticmethod
-    def _at_end(consumer: Any, tp: tuple[str, int], offset: int) -> bool:
-        """Whether ``offset`` is really the partition's end: the dev broker can report a
-        fetch's end short of the records it holds (DESIGN §8)."""
+    def _end(consumer: Any, tp: tuple[str, int]) -> int:
+        """The partition's end as the broker lists it, which an end-of-partition must
+        reach: the dev broker can report a fetch's end short of the records it holds
+        (DESIGN §8). Behind the dev broker's gate this is the high watermark, also for a
+        ``read_committed`` reader, whose end-of-partition comes at the last stable
+        offset: a transaction left open in the partition holds the restore until it
+        ends (the "still restoring" report shows the two offsets apart)."""
         from confluent_kafka import TopicPartition
 
-        high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10, cached=False)[1]
-        return offset >= int(high)
+        return int(consumer.get_watermark_offsets(TopicPartition(*tp), timeout=10,
+                                                  cached=False)[1])
 
     # --- leaving ----------------------------------------------------------------------
 
