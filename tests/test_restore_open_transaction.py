@@ -14,7 +14,8 @@ import subprocess
 import sys
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from stepstream.settings import Settings
 from streams.kafka.clients import reader, transactional_producer
