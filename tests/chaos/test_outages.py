@@ -13,7 +13,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from stepstream.settings import Settings
 from tests.chaos.checker import check_ledger_runs
 from tests.chaos.conftest import FULL
 from tests.chaos.proxy import CuttableProxy
-from tests.conftest import worker_factory
+from tests.conftest import namespace, worker_factory
 from tests.integration.helpers import get_json, read_all, wait_for
 
 MODULE = "tests.chaos.functions"
@@ -100,36 +99,37 @@ def proxied_broker(tmp_path: Path) -> Iterator[tuple[DevBroker, CuttableProxy]]:
 def test_workers_ride_out_a_broker_outage_and_finish_every_run(
         proxied_broker: tuple[DevBroker, CuttableProxy], redis_url: str, database: str,
         tmp_path: Path) -> None:
-    _, proxy = proxied_broker
-    settings = Settings(brokers=f"127.0.0.1:{proxy.listen_port}", redis_url=redis_url,
-                        namespace=f"t{uuid.uuid4().hex[:10]}", partitions=4)
-    with worker_factory(settings, tmp_path) as start:
-        workers = [start(MODULE, ready=False, CHAOS_DATABASE_URL=database) for _ in range(2)]
-        for worker in workers:
-            worker.wait_ready(120)
-        runs = send_runs(settings, 20, steps=6, pause=0.3)
-        wait_for(lambda: _executions(database) >= 20, 60, "a first wave of steps")
+    broker, proxy = proxied_broker
+    with namespace(broker, redis_url) as direct:  # its Redis keys go afterwards
+        settings = direct.with_(brokers=f"127.0.0.1:{proxy.listen_port}")
+        with worker_factory(settings, tmp_path) as start:
+            workers = [start(MODULE, ready=False, CHAOS_DATABASE_URL=database) for _ in range(2)]
+            for worker in workers:
+                worker.wait_ready(120)
+            runs = send_runs(settings, 20, steps=6, pause=0.3)
+            wait_for(lambda: _executions(database) >= 20, 60, "a first wave of steps")
 
-        proxy.cut()
-        cut_at = time.monotonic()
-        wait_for(lambda: all(readyz(w) == 503 for w in workers), 30, "/readyz 503 on all")
-        unready_after = time.monotonic() - cut_at
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
-        assert all(w.process is not None and w.process.poll() is None for w in workers), \
-            "a worker exited during the broker outage"
-        proxy.restore()
-        restored_at = time.monotonic()
+            proxy.cut()
+            cut_at = time.monotonic()
+            wait_for(lambda: all(readyz(w) == 503 for w in workers), 30, "/readyz 503 on all")
+            unready_after = time.monotonic() - cut_at
+            time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - cut_at)))
+            assert all(w.process is not None and w.process.poll() is None for w in workers), \
+                "a worker exited during the broker outage"
+            proxy.restore()
+            restored_at = time.monotonic()
 
-        wait_for(lambda: all(readyz(w) == 200 for w in workers), 120, "/readyz 200 again")
-        ready_after = time.monotonic() - restored_at
-        wait_completed(workers[0], set(runs), 180)
-        finished_after = time.monotonic() - restored_at
-        verdict = check_ledger_runs(settings, runs, database, workers[0].url)
+            wait_for(lambda: all(readyz(w) == 200 for w in workers), 120, "/readyz 200 again")
+            ready_after = time.monotonic() - restored_at
+            wait_completed(workers[0], set(runs), 180)
+            finished_after = time.monotonic() - restored_at
+            verdict = check_ledger_runs(settings, runs, database, workers[0].url)
 
-    print(f"\nbroker outage of {OUTAGE_S:.0f}s with {len(runs)} runs in flight: /readyz 503 "
-          f"{unready_after:.1f}s after the cut, 200 again {ready_after:.1f}s after the restore; "
-          f"all runs completed {finished_after:.1f}s after it; checker: {verdict.summary()}")
-    assert not verdict.problems, "\n".join(verdict.problems[:30])
+        print(f"\nbroker outage of {OUTAGE_S:.0f}s with {len(runs)} runs in flight: "
+              f"/readyz 503 {unready_after:.1f}s after the cut, 200 again "
+              f"{ready_after:.1f}s after the restore; all runs completed "
+              f"{finished_after:.1f}s after it; checker: {verdict.summary()}")
+        assert not verdict.problems, "\n".join(verdict.problems[:30])
 
 
 def _executions(dsn: str) -> int:

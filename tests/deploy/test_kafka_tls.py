@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from stepstream import Stepstream
-from stepstream.devservices import DevBroker, WorkerProcess, free_port
+from stepstream.devservices import DevBroker, WorkerProcess, forget_namespace, free_port
 from stepstream.events import run_id_for
 from stepstream.settings import Settings
 from tests.integration.helpers import wait_for_run
@@ -121,3 +121,4 @@ def test_every_client_connects_over_tls(tls_broker: tuple[str, Certificates], re
         assert run["status"] == "completed"  # the worker produced and consumed over TLS
     finally:
         worker.stop()
+        forget_namespace(redis_url, settings.namespace)
