@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from bench.kafka_broker import KafkaBroker
 from stepstream.devservices import DevBroker, DevRedis, WorkerProcess, forget_namespace
 from stepstream.settings import Settings
+from streams.readmodel import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_DIRECTORIES = ("chaos", "deploy", "e2e")
@@ -95,6 +97,16 @@ def settings(broker: DevBroker | KafkaBroker, redis_url: str) -> Iterator[Settin
     """Settings of a namespace of this test's own."""
     with namespace(broker, redis_url) as settings:
         yield settings
+
+
+@pytest.fixture
+async def run_store(redis_url: str) -> AsyncIterator[RunStore]:
+    """A Redis read model of a namespace of this test's own, emptied afterwards."""
+    client = aioredis.Redis.from_url(redis_url)
+    store = RunStore(client, f"t{uuid.uuid4().hex[:10]}")
+    yield store
+    await store.flush()
+    await client.aclose()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

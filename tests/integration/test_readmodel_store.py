@@ -5,12 +5,9 @@ index through a replay, keyset pages over equal start times, dead letters, the r
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from schemas.messages import ErrorInfo, Event, HistoryRecord
 from streams.readmodel import RunStore
@@ -22,12 +19,8 @@ BOOM = ErrorInfo(type="RuntimeError", message="boom", traceback="tb")
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RunStore]:
-    client = aioredis.Redis.from_url(redis_url)
-    store = RunStore(client, f"t{uuid.uuid4().hex[:10]}")
-    yield store
-    await store.flush()
-    await client.aclose()
+def store(run_store: RunStore) -> RunStore:
+    return run_store
 
 
 def rec(run: str, seq: int, kind: str, *, fn: str = "fn", ts: int = 0,

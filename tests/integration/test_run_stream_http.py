@@ -5,12 +5,10 @@ flood of progress reports written as the last value of each step."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -30,12 +28,8 @@ def rec(seq: int, kind: str, **fields: Any) -> HistoryRecord:
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RunStore]:
-    client = aioredis.Redis.from_url(redis_url)
-    store = RunStore(client, f"t{uuid.uuid4().hex[:10]}")
-    yield store
-    await store.flush()
-    await client.aclose()
+def store(run_store: RunStore) -> RunStore:
+    return run_store
 
 
 @pytest.fixture
