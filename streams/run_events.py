@@ -13,7 +13,9 @@ to. History records of a run carry strictly increasing ``seq`` values and the pr
 applies them in order, so a client that comes back with ``Last-Event-ID: N`` gets
 exactly the outcomes after ``N``: no gap, no duplicate. Progress is not history: it
 carries the id of the history sent before it, and a client that comes back gets each
-running step's last value again.
+running step's last value again. It reaches Redis at once while outcomes go through the
+history topic, so a step's first progress can come before the outcome of the step that
+ran before it.
 """
 
 from __future__ import annotations
